@@ -1,0 +1,54 @@
+//! Every limit of tandem as a named constant, with what it costs. Units last in names.
+//! Overridable limits are `DEFAULT_*`; the config key that overrides them is named beside.
+
+// ---- collect: the Segment tracking API (https://segment.com/docs/connections/sources/catalog/libraries/server/http-api/#max-request-size)
+
+/// Largest single event Segment accepts ("32KB per call"); larger events are rejected with 400
+/// `event_too_large`. Bounds the memory one event can pin while it is parsed and enriched.
+pub const EVENT_BYTES_MAX: usize = 32 * 1024;
+/// Largest request body (after gzip decoding) for `/v1/batch` and `/v1/import` ("500KB per batch").
+/// Bounds the memory one request can pin: concurrency × this is the worst case.
+pub const BATCH_BYTES_MAX: usize = 500 * 1024;
+/// Largest compressed body read off the socket before decoding; anything bigger cannot decode
+/// to a valid batch worth keeping, so it is refused early with 400 `body_too_large`.
+pub const REQUEST_BODY_BYTES_MAX: usize = BATCH_BYTES_MAX;
+/// Most events in one batch (Segment: 2500). More → 400 `batch_too_many_events`.
+pub const BATCH_EVENTS_MAX: usize = 2500;
+/// Longest `messageId` (Segment: 100 characters). Longer → the event is rejected.
+pub const MESSAGE_ID_CHARS_MAX: usize = 100;
+/// Deepest JSON nesting accepted in an event (serde_json's own recursion limit is 128);
+/// deeper payloads are rejected with `invalid_json` rather than exhausting the stack.
+pub const JSON_DEPTH_MAX: usize = 128;
+
+/// How long a (source, messageId) pair is remembered for deduplication. Config `collect.dedup_window_hours`.
+pub const DEFAULT_DEDUP_WINDOW_HOURS: u64 = 24;
+/// Most (source, messageId) pairs held in memory for deduplication (~16 B each, so 20 M ≈ 320 MiB).
+/// When full, the oldest are forgotten first and `tandem_dedup_window_seconds` shows the window
+/// actually covered. Config `collect.dedup_entries_max`.
+pub const DEFAULT_DEDUP_ENTRIES_MAX: usize = 20_000_000;
+
+// ---- the durable log
+
+/// A segment file is sealed and a new one started past this size. Bounds the work of recovery
+/// (only the active segment is scanned at start) and the unit of retention. Config `log.segment_bytes_max`.
+pub const DEFAULT_SEGMENT_BYTES_MAX: u64 = 128 * 1024 * 1024;
+/// Bytes of appends waiting for the writer of one log before new requests get 503 + Retry-After.
+/// Bounds memory under overload. Config `log.queue_bytes_max`.
+pub const DEFAULT_LOG_QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most bytes written between two fsyncs by the group-commit writer: larger groups amortise the
+/// fsync better but delay the first request of the group.
+pub const GROUP_COMMIT_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest single log record (an envelope: header + enriched event JSON).
+pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
+/// Free space below which the data disk counts as full: appends are refused with 503 before the
+/// filesystem itself fails, leaving room for offsets, sidecars and the metadata store. Config `log.disk_free_bytes_min`.
+pub const DEFAULT_DISK_FREE_BYTES_MIN: u64 = 64 * 1024 * 1024;
+
+// ---- HTTP
+
+/// Seconds a client is asked to wait (`Retry-After`) when tandem pushes back with 429/503.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+/// Most simultaneous Server-Sent-Event debug streams; each holds a broadcast receiver.
+pub const LIVE_STREAMS_MAX: usize = 64;
+/// Events buffered per live debug stream before a slow viewer starts missing events (it is told how many).
+pub const LIVE_STREAM_BUFFER_EVENTS: usize = 1024;

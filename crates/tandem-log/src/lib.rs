@@ -1,0 +1,10 @@
+//! The durable event log of tandem. See `README.md` beside this file for goals and non-goals.
+//!
+//! One log per workspace: a directory of segment files, each a sequence of records
+//! `[len u32][crc32c u32][offset u64][timestamp_ms i64][payload]`. One writer thread per log
+//! does group commit: it drains every append waiting in its bounded queue, writes them with one
+//! `write`, calls `fdatasync` once, and only then resolves the appends. Nothing is acknowledged
+//! before it is durable.
+
+mod api;
+pub use api::*;
