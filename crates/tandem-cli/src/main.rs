@@ -1,1 +1,87 @@
-fn main() {}
+//! `tandem`: one binary, one subcommand per job.
+
+mod log_cmd;
+mod serve_cmd;
+mod tail_cmd;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "tandem", version, about = "Customer data platform with built-in governance")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (collect API, management API, metrics). With no config, a demo workspace.
+    Serve(serve_cmd::ServeArgs),
+    /// Check a config file and report every problem with its line.
+    Validate {
+        #[arg(long, env = "TANDEM_CONFIG")]
+        config: PathBuf,
+    },
+    /// Generate Segment-spec load against a server and report events/s and ack latency.
+    Load(serve_cmd::LoadArgs),
+    /// Inspect the durable log of a data directory.
+    Log {
+        #[command(subcommand)]
+        command: log_cmd::LogCommand,
+    },
+    /// Follow the live event stream of a workspace or source.
+    Tail(tail_cmd::TailArgs),
+    /// Reference measurements for the benchmark.
+    Bench {
+        #[command(subcommand)]
+        command: serve_cmd::BenchCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Serve(args) => serve_cmd::serve(args),
+        Command::Validate { config } => validate(&config),
+        Command::Load(args) => serve_cmd::load(args),
+        Command::Log { command } => log_cmd::run(command),
+        Command::Tail(args) => tail_cmd::tail(args),
+        Command::Bench { command } => serve_cmd::bench(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("TANDEM_LOG_FORMAT").is_ok_and(|format| format == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match tandem_config::load(path) {
+        Ok(config) => {
+            let sources: usize = config.workspaces.iter().map(|workspace| workspace.sources.len()).sum();
+            println!("{}: ok ({} workspaces, {} sources)", path.display(), config.workspaces.len(), sources);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

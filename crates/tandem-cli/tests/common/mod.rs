@@ -1,0 +1,231 @@
+//! The shared harness of the black-box tests: starts the real `tandem` binary on a free loopback
+//! port with its own data directory, and talks to it over HTTP.
+#![allow(dead_code)]
+
+use base64::Engine;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WRITE_KEY: &str = "test-write-key-0123456789";
+pub const SECOND_WRITE_KEY: &str = "test-write-key-mobile-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// How long a started server may take to answer /readyz.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tandem"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub config: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+    pub starts: usize,
+}
+
+impl TestServer {
+    /// A server with workspace `demo` (sources `web` and `mobile`) and `extra` TOML appended.
+    pub fn start(extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Self::start_in(dir, data, extra)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, data: PathBuf, extra: &str) -> TestServer {
+        let port = free_port();
+        let config = dir.path().join("tandem.toml");
+        std::fs::write(&config, config_text(port, &data, extra)).unwrap();
+        let mut server = TestServer { dir, data, config, port, child: None, starts: 0 };
+        server.spawn();
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
+        let child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("TANDEM_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("TANDEM_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tandem");
+        self.child = Some(child);
+        self.starts += 1;
+        self.wait_ready();
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("tandem exited during start ({status}):\n{}", self.server_log());
+            }
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::{Read, Write};
+                let _ = stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut answer = String::new();
+                let _ = stream.read_to_string(&mut answer);
+                if answer.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("tandem not ready after {READY_TIMEOUT:?}:\n{}", self.server_log());
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait: the clean shutdown path.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc_kill(child.id() as i32, 15) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("tandem did not stop on SIGTERM within 20 s");
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn restart_after_kill(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// `tandem log export --meta` as JSON values.
+    pub fn export(&self) -> Vec<serde_json::Value> {
+        let output = run_cli(&["log", "export", "--meta", "--data", self.data.to_str().unwrap()]);
+        assert!(output.status.success(), "export failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().lines().map(|line| serde_json::from_str(line).expect("export line is JSON")).collect()
+    }
+
+    /// The stored events (without meta).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.export().into_iter().map(|line| line["event"].clone()).collect()
+    }
+
+    pub fn verify(&self) -> Output {
+        run_cli(&["log", "verify", "--data", self.data.to_str().unwrap()])
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- server log ---\n{}", self.server_log());
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+pub fn run_cli(args: &[&str]) -> Output {
+    Command::new(binary()).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+pub fn config_text(port: u16, data: &Path, extra: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+data_dir = "{data}"
+
+[organization]
+name = "Test Org"
+
+[[workspaces]]
+id = "demo"
+name = "Demo"
+
+[[workspaces.sources]]
+id = "web"
+name = "Website"
+owner = "web-team@example.test"
+write_key = "{WRITE_KEY}"
+
+[[workspaces.sources]]
+id = "mobile"
+name = "Mobile app"
+owner = "mobile-team@example.test"
+write_key = "{SECOND_WRITE_KEY}"
+{extra}
+"#,
+        data = data.display()
+    )
+}
+
+pub fn basic(write_key: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:")))
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// POSTs JSON to a Segment endpoint with the write key as Basic auth; returns status and JSON body.
+pub async fn post(server: &TestServer, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let response = client()
+        .post(server.url(path))
+        .header("authorization", basic(WRITE_KEY))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+pub async fn admin_get(server: &TestServer, path: &str) -> (u16, serde_json::Value) {
+    let response = client().get(server.url(path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+pub async fn admin_post(server: &TestServer, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let response = client().post(server.url(path)).bearer_auth(ADMIN_TOKEN).json(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+pub fn by_message_id<'a>(events: &'a [serde_json::Value], id: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|event| event["messageId"] == id).collect()
+}

@@ -1,0 +1,260 @@
+//! The Segment HTTP Tracking API: `POST /v1/{track,identify,page,screen,group,alias,batch,import}`.
+//!
+//! Life of a request (see `crates/tandem-collect` for the per-event steps):
+//! 1. The body is read up to `REQUEST_BODY_BYTES_MAX` and gzip-decoded if asked.
+//! 2. It is parsed; request-level problems (bad JSON, too many events) answer 400 at once.
+//! 3. The write key (Basic username, else `writeKey` in the body) is resolved to a source;
+//!    unknown or disabled keys answer 401 and are counted per key (shadow IT).
+//! 4. Each event is validated and enriched; an invalid event is rejected alone.
+//! 5. Each accepted event is checked against the dedup index; duplicates are acknowledged, not stored.
+//! 6. The new events are appended to the workspace log as one group; the answer waits for fsync.
+//! 7. 200 `{"success":true}` — or 400 naming each rejected event, the others being stored.
+
+use crate::catalog::{KeyLookup, RequestOrigin, SourceEntry};
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, LiveEvent, Workspace};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tandem_collect::{DedupIndex, EnrichContext, Enriched, Rejection, RequestKind, Reservation};
+use tandem_core::limits::REQUEST_BODY_BYTES_MAX;
+use tandem_core::{time_util, ErrorCode, EventType};
+use tandem_log::Record;
+
+pub fn router() -> Router<AppState> {
+    let mut router = Router::new();
+    for event_type in EventType::ALL {
+        let path = format!("/v1/{}", event_type.as_str());
+        router = router.route(&path, post(move |state, peer, headers, body| collect(state, peer, headers, body, RequestKind::Single(event_type))));
+    }
+    router
+        .route("/v1/batch", post(|state, peer, headers, body| collect(state, peer, headers, body, RequestKind::Batch)))
+        .route("/v1/import", post(|state, peer, headers, body| collect(state, peer, headers, body, RequestKind::Batch)))
+}
+
+async fn collect(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+    kind: RequestKind,
+) -> Response {
+    match collect_events(&state, peer, &headers, body, kind).await {
+        Ok(response) => response,
+        Err(error) => {
+            metrics::counter!("tandem_collect_requests_failed_total", "code" => error.code.as_str()).increment(1);
+            error.into_response()
+        }
+    }
+}
+
+async fn collect_events(state: &AppState, peer: SocketAddr, headers: &HeaderMap, body: Body, kind: RequestKind) -> ApiResult<Response> {
+    let received_at_ms = time_util::now_ms();
+    let body = read_body(body).await?;
+    metrics::histogram!("tandem_collect_request_bytes").record(body.len() as f64);
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|value| value.to_str().ok());
+    let decoded = tandem_collect::decode_body(encoding, &body).map_err(request_error)?;
+    let parsed = tandem_collect::parse_request(kind, &decoded).map_err(request_error)?;
+
+    let write_key = basic_auth_user(headers).or(parsed.write_key.clone()).ok_or_else(|| {
+        ApiError::new(ErrorCode::MissingCredentials, "send the write key as the HTTP Basic username, or as `writeKey` in the body")
+    })?;
+    let source = resolve_source(state, &write_key, headers, peer, received_at_ms)?;
+    let workspace = state
+        .workspaces
+        .get(&source.record.workspace_id)
+        .ok_or_else(|| ApiError::internal(format!("source {} names unknown workspace {}", source.record.id, source.record.workspace_id)))?;
+
+    let context = EnrichContext::new(&source.record.id, received_at_ms, Some(peer.ip()), &parsed);
+    let mut batch = Batch::default();
+    for (index, event) in parsed.events.iter().enumerate() {
+        match event.as_ref().map_err(Clone::clone).and_then(|event| tandem_collect::enrich(index, event, &context)) {
+            Ok(enriched) => batch.admit(enriched, workspace, &state.dedup, received_at_ms, &source.record.id),
+            Err(rejection) => batch.rejected.push(rejection),
+        }
+    }
+    let event_count = parsed.events.len();
+    metrics::histogram!("tandem_collect_batch_events").record(event_count as f64);
+
+    let offsets = store_batch(state, workspace, &mut batch).await?;
+    record_outcome(state, &source, &batch, event_count, received_at_ms, offsets);
+    Ok(answer(batch))
+}
+
+/// The events of one request on their way into the log.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Record>,
+    /// Events kept for the live stream (only when someone watches).
+    accepted: Vec<Enriched>,
+    /// Dedup keys reserved by this request: confirmed once durable, released if the append fails.
+    reserved_keys: Vec<u64>,
+    duplicates: usize,
+    rejected: Vec<Rejection>,
+}
+
+impl Batch {
+    fn admit(&mut self, enriched: Enriched, workspace: &Workspace, dedup: &DedupIndex, received_at_ms: i64, source_id: &str) {
+        let key = enriched.dedup_key ^ workspace.dedup_salt;
+        match dedup.reserve(key, received_at_ms) {
+            Reservation::Duplicate => {
+                self.duplicates += 1;
+                return;
+            }
+            Reservation::New => self.reserved_keys.push(key),
+            // A concurrent request holds this messageId and is not yet durable: storing it again
+            // is at-least-once; acknowledging it without storing could lose it if that request fails.
+            Reservation::InFlight => {}
+        }
+        self.records.push(Record { timestamp_ms: received_at_ms, payload: Bytes::from(enriched.envelope_bytes(source_id)) });
+        self.accepted.push(enriched);
+    }
+}
+
+async fn store_batch(state: &AppState, workspace: &Workspace, batch: &mut Batch) -> ApiResult<Option<std::ops::Range<u64>>> {
+    if batch.records.is_empty() {
+        return Ok(None);
+    }
+    if !state.persist {
+        state.dedup.confirm(&batch.reserved_keys);
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let records = std::mem::take(&mut batch.records);
+    let outcome = match workspace.log.append(records) {
+        Ok(durable) => durable.await,
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(offsets) => {
+            state.dedup.confirm(&batch.reserved_keys);
+            metrics::histogram!("tandem_collect_ack_seconds").record(started.elapsed().as_secs_f64());
+            Ok(Some(offsets))
+        }
+        Err(error) => {
+            state.dedup.release(&batch.reserved_keys);
+            metrics::counter!("tandem_collect_events_refused_total", "reason" => refusal_reason(&error)).increment(batch.accepted.len() as u64);
+            Err(error.into())
+        }
+    }
+}
+
+fn refusal_reason(error: &tandem_log::AppendError) -> &'static str {
+    match error {
+        tandem_log::AppendError::QueueFull => "overloaded",
+        tandem_log::AppendError::DiskFull => "disk_full",
+        _ => "log_error",
+    }
+}
+
+fn record_outcome(state: &AppState, source: &SourceEntry, batch: &Batch, event_count: usize, received_at_ms: i64, offsets: Option<std::ops::Range<u64>>) {
+    let workspace_id = source.record.workspace_id.clone();
+    let source_id = source.record.id.clone();
+    let accepted = (event_count - batch.rejected.len()) as u64;
+    source.note_events(accepted, batch.rejected.len() as u64, received_at_ms);
+    let labels = [("workspace", workspace_id.clone()), ("source", source_id.clone())];
+    metrics::counter!("tandem_events_accepted_total", &labels).increment(accepted);
+    metrics::counter!("tandem_events_duplicate_total", &labels).increment(batch.duplicates as u64);
+    for rejection in &batch.rejected {
+        let labels = [("workspace", workspace_id.clone()), ("source", source_id.clone()), ("reason", rejection.code.to_string())];
+        metrics::counter!("tandem_events_rejected_total", &labels).increment(1);
+    }
+    if state.live.receiver_count() > 0 {
+        publish_live(state, &workspace_id, &source_id, batch, received_at_ms, offsets);
+    }
+}
+
+fn publish_live(state: &AppState, workspace_id: &str, source_id: &str, batch: &Batch, received_at_ms: i64, offsets: Option<std::ops::Range<u64>>) {
+    let first_offset = offsets.map(|range| range.start);
+    let live_event = |offset: Option<u64>, event: Option<Box<serde_json::value::RawValue>>, rejection: Option<serde_json::Value>| {
+        Arc::new(LiveEvent { workspace_id: workspace_id.to_string(), source_id: source_id.to_string(), received_at_ms, offset, event, rejection })
+    };
+    for (index, enriched) in batch.accepted.iter().enumerate() {
+        let raw = String::from_utf8(enriched.json.clone()).ok().and_then(|json| serde_json::value::RawValue::from_string(json).ok());
+        let _ = state.live.send(live_event(first_offset.map(|first| first + index as u64), raw, None));
+    }
+    for rejection in &batch.rejected {
+        let _ = state.live.send(live_event(None, None, serde_json::to_value(rejection).ok()));
+    }
+}
+
+fn answer(batch: Batch) -> Response {
+    if batch.rejected.is_empty() {
+        return Json(json!({"success": true})).into_response();
+    }
+    let stored = batch.accepted.len() + batch.duplicates;
+    let message = format!("{} event(s) rejected; the other {} were accepted", batch.rejected.len(), stored);
+    ApiError::new(ErrorCode::InvalidEvents, message)
+        .with_details(json!({"accepted": stored, "rejected": batch.rejected}))
+        .into_response()
+}
+
+fn resolve_source(state: &AppState, write_key: &str, headers: &HeaderMap, peer: SocketAddr, now_ms: i64) -> ApiResult<Arc<SourceEntry>> {
+    let origin = || RequestOrigin {
+        ip: Some(peer.ip().to_string()),
+        user_agent: header_text(headers, header::USER_AGENT),
+        origin: header_text(headers, header::ORIGIN),
+    };
+    match state.catalog.lookup(write_key) {
+        KeyLookup::Enabled(source) => Ok(source),
+        KeyLookup::Disabled(source) => {
+            state.catalog.note_refused_key(write_key, ErrorCode::DisabledSource.as_str(), Some(source.record.key()), &origin(), now_ms);
+            Err(ApiError::new(ErrorCode::DisabledSource, "this write key belongs to a disabled source"))
+        }
+        KeyLookup::Unknown => {
+            state.catalog.note_refused_key(write_key, ErrorCode::UnknownWriteKey.as_str(), None, &origin(), now_ms);
+            Err(ApiError::new(ErrorCode::UnknownWriteKey, "the write key is not known"))
+        }
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_string)
+}
+
+/// The write key from `Authorization: Basic base64(key:)` (the password is empty and ignored).
+fn basic_auth_user(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let user = text.split_once(':').map_or(text.as_str(), |(user, _password)| user);
+    (!user.is_empty()).then(|| user.to_string())
+}
+
+async fn read_body(body: Body) -> ApiResult<Bytes> {
+    axum::body::to_bytes(body, REQUEST_BODY_BYTES_MAX).await.map_err(|_| {
+        ApiError::new(ErrorCode::BodyTooLarge, format!("the request body is larger than {REQUEST_BODY_BYTES_MAX} bytes (or was cut off)"))
+    })
+}
+
+fn request_error(error: tandem_collect::RequestError) -> ApiError {
+    ApiError::new(error.code, error.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn basic_auth_user_is_the_write_key() {
+        let mut headers = HeaderMap::new();
+        let encoded = base64::engine::general_purpose::STANDARD.encode("key123:");
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {encoded}")).unwrap());
+        assert_eq!(basic_auth_user(&headers).as_deref(), Some("key123"));
+        let no_colon = base64::engine::general_purpose::STANDARD.encode("key456");
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {no_colon}")).unwrap());
+        assert_eq!(basic_auth_user(&headers).as_deref(), Some("key456"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
+        assert_eq!(basic_auth_user(&headers), None);
+    }
+}

@@ -1,0 +1,64 @@
+//! The shared state of a running server.
+
+use crate::auth::AdminTokens;
+use crate::catalog::Catalog;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::collections::BTreeMap;
+use std::ops::Deref;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+use tandem_collect::DedupIndex;
+use tandem_config::Config;
+use tandem_log::{EventLog, FileLog};
+use tokio::sync::broadcast;
+
+/// One workspace (a market, region or brand) and its log.
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub log: Arc<dyn EventLog>,
+    /// The same log as its file backend, for operations only files have (sidecars, retention).
+    pub file_log: Arc<FileLog>,
+    /// Mixed into dedup keys so equal source ids in two workspaces never collide.
+    pub dedup_salt: u64,
+}
+
+/// An event as the live debugger shows it: accepted (with its offset) or rejected (with why).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveEvent {
+    pub workspace_id: String,
+    pub source_id: String,
+    pub received_at_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The enriched event when accepted, the raw event when rejected (when it parsed).
+    pub event: Option<Box<serde_json::value::RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<serde_json::Value>,
+}
+
+pub struct Inner {
+    pub config: Config,
+    pub catalog: Catalog,
+    pub workspaces: BTreeMap<String, Workspace>,
+    pub dedup: Arc<DedupIndex>,
+    pub live: broadcast::Sender<Arc<LiveEvent>>,
+    pub admin_tokens: Arc<AdminTokens>,
+    pub metrics: PrometheusHandle,
+    /// False only for the benchmark's no-persistence reference (`serve --discard`).
+    pub persist: bool,
+    pub ready: AtomicBool,
+    pub started_at: Instant,
+}
+
+/// Cheap to clone: every handler gets one.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

@@ -1,0 +1,82 @@
+use serde::{Deserialize, Serialize};
+
+/// Where a source's definition lives: the config file wins over API edits for `Config` sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManagedBy {
+    Config,
+    Api,
+}
+
+/// A source in the catalog: every source has an owner (no shadow IT). The write key itself is
+/// never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub workspace_id: String,
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    #[serde(default)]
+    pub purpose: Option<String>,
+    pub write_key_hash: String,
+    pub enabled: bool,
+    pub managed_by: ManagedBy,
+    pub created_at_ms: i64,
+    pub created_by: String,
+    pub updated_at_ms: i64,
+}
+
+impl SourceRecord {
+    pub fn key(&self) -> SourceKey {
+        SourceKey { workspace_id: self.workspace_id.clone(), source_id: self.id.clone() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SourceKey {
+    pub workspace_id: String,
+    pub source_id: String,
+}
+
+impl SourceKey {
+    pub(crate) fn storage_key(&self) -> String {
+        format!("{}/{}", self.workspace_id, self.source_id)
+    }
+}
+
+/// Accumulated activity of a source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceActivity {
+    pub last_seen_ms: Option<i64>,
+    pub events_accepted: u64,
+    pub events_rejected: u64,
+}
+
+/// Activity since the last flush.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivityDelta {
+    pub last_seen_ms: i64,
+    pub events_accepted: u64,
+    pub events_rejected: u64,
+}
+
+/// Requests made with a write key tandem does not accept, grouped by key fingerprint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnknownKeyTraffic {
+    /// First 12 hex digits of the key's SHA-256: enough to tell keys apart, useless to replay.
+    pub key_fingerprint: String,
+    /// `unknown_write_key` or `disabled_source`.
+    pub reason: String,
+    /// The source, when the key belongs to a disabled one.
+    #[serde(default)]
+    pub source: Option<SourceKey>,
+    pub attempts: u64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    #[serde(default)]
+    pub last_ip: Option<String>,
+    #[serde(default)]
+    pub last_user_agent: Option<String>,
+    #[serde(default)]
+    pub last_origin: Option<String>,
+}

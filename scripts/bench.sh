@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The Collect benchmark, in one go on this machine (load generator on the same cores):
+#   1. tandem durable ingest at full speed, then at 50 % of it (latency at half load)
+#   2. the same request path without persistence (`serve --discard`): the ceiling
+#   3. the disk's fdatasync'd sequential write bandwidth for the same record sizes
+#   4. cold start, and recovery time of a large log (default 10 GB; BENCH_RECOVERY_GB to change)
+# and prints the figures side by side with ratios. Not a test: it asserts nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tandem-target}"
+DURATION="${BENCH_SECONDS:-20}"
+CONCURRENCY="${BENCH_CONCURRENCY:-32}"
+BATCH="${BENCH_BATCH:-100}"
+EVENT_BYTES="${BENCH_EVENT_BYTES:-1000}"
+RECOVERY_GB="${BENCH_RECOVERY_GB:-10}"
+WORK="${BENCH_DIR:-$HOME/.cache/tandem-bench}"
+cargo build --release --locked --bin tandem >/dev/null
+BIN="$CARGO_TARGET_DIR/release/tandem"
+rm -rf "$WORK"; mkdir -p "$WORK"
+KEY="bench-write-key-0123456789"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+URL="http://127.0.0.1:$PORT"
+
+write_config() { # $1 data dir
+  cat > "$WORK/tandem.toml" <<TOML
+[server]
+listen = "127.0.0.1:$PORT"
+data_dir = "$1"
+[[workspaces]]
+id = "bench"
+name = "Bench"
+[[workspaces.sources]]
+id = "load"
+name = "Load generator"
+owner = "bench@tandem.local"
+write_key = "$KEY"
+TOML
+}
+
+SERVER_PID=""
+start_server() { # $1 data dir, $2.. extra args; sets START_MS
+  write_config "$1"
+  local t0; t0=$(date +%s%N)
+  TANDEM_ADMIN_TOKEN=bench-admin-token-000000 TANDEM_LOG=warn "$BIN" serve --config "$WORK/tandem.toml" "${@:2}" >"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
+  until curl -fs "$URL/readyz" >/dev/null 2>&1; do sleep 0.005; done
+  START_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+}
+stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+trap stop_server EXIT
+rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$SERVER_PID/status"; }
+load() { # extra args
+  "$BIN" load --url "$URL" --write-key "$KEY" --concurrency "$CONCURRENCY" --batch "$BATCH" --event-bytes "$EVENT_BYTES" \
+    --duration "$DURATION" --warmup 2 --json "$@"
+}
+jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
+
+echo "== 1. durable ingest, full speed ($DURATION s, $CONCURRENCY connections, $BATCH events/batch, ~$EVENT_BYTES B/event)"
+start_server "$WORK/data"
+COLD_MS=$START_MS
+FULL=$(load); echo "$FULL"
+FULL_EPS=$(echo "$FULL" | jget "['events_per_second']")
+FULL_RSS=$(rss_mb)
+HALF_RATE=$(python3 -c "print(int($FULL_EPS/2))")
+echo "== 1b. durable ingest at 50 % ($HALF_RATE events/s)"
+HALF=$(load --rate "$HALF_RATE"); echo "$HALF"
+HALF_RSS=$(rss_mb)
+stop_server
+
+echo "== 2. same request path, no persistence (--discard)"
+start_server "$WORK/data-discard" --discard
+CEIL=$(load); echo "$CEIL"
+stop_server
+CEIL_EPS=$(echo "$CEIL" | jget "['events_per_second']")
+
+echo "== 3. disk ceiling: fdatasync'd sequential writes of $BATCH x ~$((EVENT_BYTES + 150)) B records"
+DISK=$("$BIN" bench disk --dir "$WORK" --record-bytes $((EVENT_BYTES + 150)) --records-per-write "$BATCH" --duration 10 --json); echo "$DISK"
+DISK_RPS=$(echo "$DISK" | jget "['records_per_second']")
+DISK_MBPS=$(echo "$DISK" | jget "['megabytes_per_second']")
+
+echo "== 4. recovery of a ${RECOVERY_GB} GB log"
+start_server "$WORK/data-big"
+TARGET=$((RECOVERY_GB * 1024 * 1024 * 1024))
+while [ "$(du -sb "$WORK/data-big/logs" | cut -f1)" -lt "$TARGET" ]; do
+  "$BIN" load --url "$URL" --write-key "$KEY" --concurrency "$CONCURRENCY" --batch "$BATCH" --event-bytes "$EVENT_BYTES" --duration 10 --warmup 0 --json >/dev/null
+done
+sleep 3 # let the background task write dedup sidecars for sealed segments, as a running server does
+kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+LOG_BYTES=$(du -sb "$WORK/data-big/logs" | cut -f1)
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+start_server "$WORK/data-big"
+RECOVERY_MS=$START_MS
+RECOVERY_RSS=$(rss_mb)
+stop_server
+
+python3 - "$FULL" "$HALF" "$CEIL" "$DISK" <<PY
+import json, sys
+full, half, ceil, disk = (json.loads(a) for a in sys.argv[1:5])
+def lat(r, q): return r["latency_us"][q] / 1000
+print()
+print("tandem collect benchmark (2 cores shared by server and load generator)")
+print(f"{'figure':<44}{'tandem':>14}{'reference':>14}{'ratio':>8}")
+print(f"{'durable ingest, events/s':<44}{full['events_per_second']:>14,.0f}{ceil['events_per_second']:>14,.0f}{full['events_per_second']/ceil['events_per_second']:>8.2f}   (reference: same path, no persistence)")
+print(f"{'durable ingest, events/s vs disk ceiling':<44}{full['events_per_second']:>14,.0f}{disk['records_per_second']:>14,.0f}{full['events_per_second']/disk['records_per_second']:>8.2f}   (reference: fdatasync'd writes, {disk['megabytes_per_second']:.0f} MB/s)")
+print(f"{'ack latency at full speed p50/p99/p999 ms':<44}{lat(full,'p50'):>6.1f}/{lat(full,'p99'):.1f}/{lat(full,'p999'):.1f}")
+print(f"{'ack latency at 50 % p50/p99/p999 ms':<44}{lat(half,'p50'):>6.1f}/{lat(half,'p99'):.1f}/{lat(half,'p999'):.1f}   (at {half['events_per_second']:,.0f} events/s)")
+print(f"{'disk fsync latency p50/p99 ms':<44}{disk['fsync_latency_us']['p50']/1000:>6.2f}/{disk['fsync_latency_us']['p99']/1000:.2f}")
+PY
+echo "server peak RSS: full speed ${FULL_RSS} MiB, half load ${HALF_RSS} MiB, after recovery ${RECOVERY_RSS} MiB"
+echo "cold start (empty data dir, until /readyz): ${COLD_MS} ms"
+echo "recovery of a $((LOG_BYTES / 1024 / 1024)) MiB log after kill -9 (until /readyz): ${RECOVERY_MS} ms"
+echo "RudderStack's sizing guide for reference: 1.7K events/s on 2 cores, 2.5K on 8"
