@@ -7,4 +7,20 @@
 //! before it is durable.
 
 mod api;
+mod consumer;
+mod file_log;
+mod format;
+mod offline;
+mod offsets;
+mod segment;
+mod space;
+mod writer;
+
 pub use api::*;
+pub use consumer::Consumer;
+pub use file_log::{FileLog, OpenError, RetentionReport};
+pub use format::HEADER_BYTES;
+pub use offline::{read_dir, verify_dir, Problem, VerifyReport};
+pub use offsets::CONSUMER_NAME_CHARS_MAX;
+pub use segment::SEGMENT_EXTENSION;
+pub use space::{free_bytes, FAULT_ENOSPC_ENV};
