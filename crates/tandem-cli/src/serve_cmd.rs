@@ -61,7 +61,7 @@ fn print_banner(server: &tandem_server::RunningServer) {
         );
     }
     if let Some(key) = &report.demo_write_key {
-        println!("  demo workspace: demo, source: website");
+        println!("  demo workspace: demo, source: demo-web");
         println!("  demo write key: {key}");
         println!("  try: curl -u {key}: {url}/v1/track -H 'content-type: application/json' -d '{{\"userId\":\"u1\",\"event\":\"Signed Up\"}}'");
     }

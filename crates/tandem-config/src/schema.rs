@@ -1,0 +1,195 @@
+//! The shape of `tandem.toml`: one struct per section, every section and every field with a
+//! default except the ones a source cannot do without (name, owner, write key), which default
+//! to empty so that validation can report every missing one at once instead of serde stopping
+//! at the first. Unknown keys are rejected everywhere: a typo must not silently fall back to a
+//! default.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use tandem_core::limits::{
+    DEFAULT_DEDUP_ENTRIES_MAX, DEFAULT_DEDUP_WINDOW_HOURS, DEFAULT_DISK_FREE_BYTES_MIN, DEFAULT_LOG_QUEUE_BYTES_MAX,
+    DEFAULT_SEGMENT_BYTES_MAX,
+};
+
+/// Address `tandem serve` listens on when neither the file nor `TANDEM_LISTEN` says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Data directory used when neither the file nor `TANDEM_DATA` says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./tandem-data";
+/// Organization name used when the file has no `[organization]` section.
+pub const DEFAULT_ORGANIZATION_NAME: &str = "tandem";
+
+/// A whole `tandem.toml`. Every section is optional; `Config::default()` is what an empty file gives.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: where to listen and where to keep data.
+    pub server: ServerConfig,
+    /// `[admin]`: the organization-wide admin credential.
+    #[serde(skip_serializing_if = "AdminConfig::is_unset")]
+    pub admin: AdminConfig,
+    /// `[log]`: the durable event log of each workspace.
+    pub log: LogConfig,
+    /// `[collect]`: the Segment-compatible tracking API.
+    pub collect: CollectConfig,
+    /// `[organization]`: the organization every workspace belongs to.
+    pub organization: OrganizationConfig,
+    /// `[[workspaces]]`: markets, regions or brands, each with its own log and sources.
+    pub workspaces: Vec<WorkspaceConfig>,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `host:port` to listen on. Env `TANDEM_LISTEN`, flag `--listen`. Default `127.0.0.1:8080`.
+    pub listen: String,
+    /// Directory holding the logs and the metadata store. Env `TANDEM_DATA`, flag `--data`.
+    /// Default `./tandem-data`.
+    pub data_dir: PathBuf,
+    /// The URL clients reach this server at (behind a proxy), e.g. `https://cdp.example.com`;
+    /// used in the analytics.js settings. Env `TANDEM_PUBLIC_URL`. Default: derived from the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: DEFAULT_LISTEN.to_string(), data_dir: PathBuf::from(DEFAULT_DATA_DIR), public_url: None }
+    }
+}
+
+/// `[admin]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The admin token (`Authorization: Bearer …`). Env `TANDEM_ADMIN_TOKEN`. Default: one is
+    /// generated at first start, printed once and stored hashed. Prefer the env var to keeping
+    /// a secret in a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl AdminConfig {
+    /// Nothing set: [`crate::to_toml`] then leaves the section out.
+    fn is_unset(&self) -> bool {
+        self.token.is_none()
+    }
+}
+
+/// `[log]`: limits of the per-workspace durable log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A segment file is sealed past this size. Env `TANDEM_LOG_SEGMENT_BYTES_MAX`.
+    /// Default [`DEFAULT_SEGMENT_BYTES_MAX`]; allowed 1 MiB ..= 4 GiB.
+    pub segment_bytes_max: u64,
+    /// Bytes of appends queued for the writer before requests get 503. Env
+    /// `TANDEM_LOG_QUEUE_BYTES_MAX`. Default [`DEFAULT_LOG_QUEUE_BYTES_MAX`]; at least 1 MiB.
+    pub queue_bytes_max: usize,
+    /// Sealed segments are deleted oldest first once the log is larger than this. Env
+    /// `TANDEM_LOG_RETENTION_BYTES_MAX`. Default: no size limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_bytes_max: Option<u64>,
+    /// Sealed segments older than this are deleted. Env `TANDEM_LOG_RETENTION_HOURS`. Default: kept forever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_hours: Option<u64>,
+    /// Appends are refused with 503 when the data disk has less free space than this. Env
+    /// `TANDEM_LOG_DISK_FREE_BYTES_MIN`. Default [`DEFAULT_DISK_FREE_BYTES_MIN`].
+    pub disk_free_bytes_min: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes_max: DEFAULT_SEGMENT_BYTES_MAX,
+            queue_bytes_max: DEFAULT_LOG_QUEUE_BYTES_MAX,
+            retention_bytes_max: None,
+            retention_hours: None,
+            disk_free_bytes_min: DEFAULT_DISK_FREE_BYTES_MIN,
+        }
+    }
+}
+
+/// `[collect]`: the tracking API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectConfig {
+    /// How long a `(source, messageId)` pair is remembered to drop retried duplicates. Env
+    /// `TANDEM_DEDUP_WINDOW_HOURS`. Default [`DEFAULT_DEDUP_WINDOW_HOURS`].
+    pub dedup_window_hours: u64,
+    /// Most pairs remembered (~16 B each). Env `TANDEM_DEDUP_ENTRIES_MAX`. Default [`DEFAULT_DEDUP_ENTRIES_MAX`].
+    pub dedup_entries_max: usize,
+    /// Events per second accepted per write key before 429; `None` is unlimited. Env
+    /// `TANDEM_RATE_LIMIT_EVENTS_PER_SECOND`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_events_per_second: Option<u32>,
+}
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        CollectConfig {
+            dedup_window_hours: DEFAULT_DEDUP_WINDOW_HOURS,
+            dedup_entries_max: DEFAULT_DEDUP_ENTRIES_MAX,
+            rate_limit_events_per_second: None,
+        }
+    }
+}
+
+/// `[organization]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrganizationConfig {
+    /// Display name. Default `tandem`.
+    pub name: String,
+}
+
+impl Default for OrganizationConfig {
+    fn default() -> Self {
+        OrganizationConfig { name: DEFAULT_ORGANIZATION_NAME.to_string() }
+    }
+}
+
+/// `[[workspaces]]`: a market, region or brand with its own log, sources and (later) policies.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkspaceConfig {
+    /// Stable id, a slug (`[a-z0-9][a-z0-9_-]{0,62}`): it names the log directory and appears in URLs.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `[[workspaces.sources]]`: where events come from.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// `[[workspaces.sources]]`: one sender of events (a website, an app, a CRM import) and its write key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Slug, unique within the workspace. Optional in the file: derived from `name` when absent.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Who answers for this source's data (a team address): required, so every event has someone to ask.
+    pub owner: String,
+    /// The secret senders authenticate with (Basic auth user name); at least 16 characters,
+    /// unique across all workspaces.
+    pub write_key: String,
+    /// Why this source collects data — shown in the catalog, the basis of a processing record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// A disabled source's write key is refused with 401. Default true.
+    pub enabled: bool,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            id: String::new(),
+            name: String::new(),
+            owner: String::new(),
+            write_key: String::new(),
+            purpose: None,
+            enabled: true,
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Parsing, validation with lines, and TOML round trips, all in memory.
+
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../tandem.example.toml");
+
+/// The shape of the CLI tests' `config_text` (crates/tandem-cli/tests/common/mod.rs).
+const HARNESS: &str = r#"[server]
+listen = "127.0.0.1:18080"
+data_dir = "/tmp/tandem-test/data"
+
+[organization]
+name = "Test Org"
+
+[[workspaces]]
+id = "demo"
+name = "Demo"
+
+[[workspaces.sources]]
+id = "web"
+name = "Website"
+owner = "web-team@example.test"
+write_key = "test-write-key-0123456789"
+
+[[workspaces.sources]]
+id = "mobile"
+name = "Mobile app"
+owner = "mobile-team@example.test"
+write_key = "test-write-key-mobile-0123456789"
+
+"#;
+
+/// `LINE: path: message` of each problem `text` has (`?` for no line).
+fn problems(text: &str) -> Vec<String> {
+    let error = parse(text, "t.toml").expect_err("expected problems");
+    assert_eq!(error.to_string().lines().count(), error.problems().len());
+    error.problems().iter().map(|problem| problem.to_string()).collect()
+}
+
+/// The single problem of `text`, which must start with `expected`.
+fn assert_problem(text: &str, expected: &str) {
+    let found = problems(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].starts_with(expected), "expected `{expected}…`, found `{}`", found[0]);
+}
+
+fn source(write_key: &str) -> String {
+    format!("[[workspaces]]\nid = \"de\"\nname = \"Germany\"\n\n[[workspaces.sources]]\nid = \"web\"\nname = \"Web\"\nowner = \"o@example.com\"\nwrite_key = \"{write_key}\"\n")
+}
+
+#[test]
+fn example_file_loads() {
+    let config = parse(EXAMPLE, "tandem.example.toml").unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.organization.name, "Example Retail Group");
+    let ids: Vec<&str> = config.workspaces.iter().map(|workspace| workspace.id.as_str()).collect();
+    assert_eq!(ids, ["de", "fr"]);
+    let de_sources: Vec<&str> = config.workspaces[0].sources.iter().map(|source| source.id.as_str()).collect();
+    assert_eq!(de_sources, ["web", "ios", "crm-import"], "crm-import is derived from its name");
+    assert!(!config.workspaces[1].sources[1].enabled);
+    assert!(config.workspaces[0].sources.iter().all(|source| source.enabled && source.purpose.is_some()));
+    assert_eq!(config.log.retention_hours, Some(2160));
+    assert_eq!(config.collect.rate_limit_events_per_second, Some(5000));
+}
+
+#[test]
+fn harness_config_loads() {
+    let config = parse(HARNESS, "tandem.toml").unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.server.listen, "127.0.0.1:18080");
+    assert_eq!(config.workspaces[0].sources[1].write_key, "test-write-key-mobile-0123456789");
+    assert!(config.workspaces[0].sources.iter().all(|source| source.enabled && source.purpose.is_none()));
+    assert_eq!(config.log, LogConfig::default());
+}
+
+#[test]
+fn empty_file_is_the_default_config() {
+    let config = parse("", "empty.toml").unwrap();
+    assert_eq!(config, Config::default());
+    assert_eq!(config.server.listen, "127.0.0.1:8080");
+    assert_eq!(config.server.data_dir, std::path::PathBuf::from("./tandem-data"));
+    assert_eq!(config.log.segment_bytes_max, tandem_core::limits::DEFAULT_SEGMENT_BYTES_MAX);
+    assert_eq!(config.collect.dedup_entries_max, tandem_core::limits::DEFAULT_DEDUP_ENTRIES_MAX);
+}
+
+#[test]
+fn missing_source_fields_point_at_the_source_header() {
+    let text = "[[workspaces]]\nid = \"de\"\nname = \"Germany\"\n\n[[workspaces.sources]]\nid = \"web\"\n";
+    assert_eq!(
+        problems(text),
+        [
+            "line 5: workspaces[0].sources[0].name: missing — every source needs a name",
+            "line 5: workspaces[0].sources[0].owner: missing — every source needs an owner",
+            "line 5: workspaces[0].sources[0].write_key: missing — every source needs a write key",
+        ]
+    );
+}
+
+#[test]
+fn load_error_names_file_and_line() {
+    let text = format!("{HARNESS}[[workspaces.sources]]\nid = \"crm\"\nname = \"CRM\"\nwrite_key = \"crm-key-0123456789abc\"\n");
+    let error = parse(&text, "tandem.toml").unwrap_err();
+    assert_eq!(error.file(), "tandem.toml");
+    assert_eq!(error.to_string(), "tandem.toml:24: workspaces[0].sources[2].owner: missing — every source needs an owner");
+}
+
+#[test]
+fn blank_owner_is_reported_on_its_line() {
+    let text = source("k-0123456789abcdef").replace("owner = \"o@example.com\"", "owner = \"  \"");
+    assert_problem(&text, "line 8: workspaces[0].sources[0].owner: missing");
+}
+
+#[test]
+fn short_write_key() {
+    assert_problem(&source("short-key"), "line 9: workspaces[0].sources[0].write_key: shorter than 16 characters");
+}
+
+#[test]
+fn write_key_with_colon() {
+    assert_problem(&source("k:0123456789abcdef"), "line 9: workspaces[0].sources[0].write_key: contains `:`");
+}
+
+#[test]
+fn duplicate_write_key_across_workspaces_names_the_first_source_not_the_key() {
+    let text = format!(
+        "{}\n[[workspaces]]\nid = \"fr\"\nname = \"France\"\n\n[[workspaces.sources]]\nname = \"Web\"\nowner = \"o\"\nwrite_key = \"same-key-0123456789\"\n",
+        source("same-key-0123456789")
+    );
+    let found = problems(&text);
+    assert_eq!(found, ["line 18: workspaces[1].sources[0].write_key: same write key as workspaces[0].sources[0] — every source needs its own"]);
+}
+
+#[test]
+fn duplicate_workspace_id() {
+    let text = "[[workspaces]]\nid = \"de\"\nname = \"A\"\n\n[[workspaces]]\nid = \"de\"\nname = \"B\"\n";
+    assert_problem(text, "line 6: workspaces[1].id: `de` is already the id of workspaces[0]");
+}
+
+#[test]
+fn duplicate_source_id_within_a_workspace_including_derived_ids() {
+    let text = format!("{}\n[[workspaces.sources]]\nname = \"Web\"\nowner = \"o\"\nwrite_key = \"other-key-0123456789\"\n", source("k-0123456789abcdef"));
+    assert_problem(&text, "line 11: workspaces[0].sources[1].id: `web` is already the id of sources[0]");
+}
+
+#[test]
+fn ids_must_be_slugs() {
+    let text = source("k-0123456789abcdef").replace("id = \"de\"", "id = \"DE market\"");
+    assert_problem(&text, "line 2: workspaces[0].id: `DE market` is not a slug");
+    let text = source("k-0123456789abcdef").replace("id = \"web\"", "id = \"-web\"");
+    assert_problem(&text, "line 6: workspaces[0].sources[0].id: `-web` is not a slug");
+}
+
+#[test]
+fn workspace_needs_id_and_name() {
+    assert_eq!(
+        problems("[organization]\nname = \"O\"\n\n[[workspaces]]\n"),
+        ["line 4: workspaces[0].id: missing — every workspace needs an id, a slug like `web`", "line 4: workspaces[0].name: missing — every workspace needs a name"]
+    );
+}
+
+#[test]
+fn source_without_id_or_usable_name() {
+    let text = "[[workspaces]]\nid = \"de\"\nname = \"D\"\n[[workspaces.sources]]\nname = \"ÄÖ\"\nowner = \"o\"\nwrite_key = \"k-0123456789abcdef\"\n";
+    assert_problem(text, "line 4: workspaces[0].sources[0].id: missing");
+}
+
+#[test]
+fn listen_must_be_host_and_port() {
+    assert_problem("[server]\n\nlisten = \"8080\"\n", "line 3: server.listen: `8080` is not an address to listen on");
+}
+
+#[test]
+fn public_url_needs_a_scheme() {
+    assert_problem("[server]\npublic_url = \"cdp.example.com\"\n", "line 2: server.public_url: must start with http://");
+}
+
+#[test]
+fn admin_token_too_short() {
+    assert_problem("[admin]\ntoken = \"abc\"\n", "line 2: admin.token: shorter than 16 characters");
+}
+
+#[test]
+fn segment_size_bounds() {
+    assert_problem("[log]\nsegment_bytes_max = 1000\n", "line 2: log.segment_bytes_max: 1000 is outside");
+    assert_problem("[log]\nsegment_bytes_max = 5_000_000_000\n", "line 2: log.segment_bytes_max: 5000000000 is outside");
+    assert!(parse("[log]\nsegment_bytes_max = 1048576\n", "t").is_ok());
+    assert!(parse("[log]\nsegment_bytes_max = 4294967296\n", "t").is_ok());
+}
+
+#[test]
+fn queue_size_lower_bound() {
+    assert_problem("[log]\nqueue_bytes_max = 1024\n", "line 2: log.queue_bytes_max: 1024 is below 1048576");
+}
+
+#[test]
+fn retention_rules() {
+    assert_problem("[log]\nretention_bytes_max = 1048576\n", "line 2: log.retention_bytes_max: smaller than log.segment_bytes_max");
+    assert_problem("[log]\nretention_hours = 0\n", "line 2: log.retention_hours: must be within 1");
+}
+
+#[test]
+fn collect_rules() {
+    assert_problem("[collect]\ndedup_window_hours = 0\n", "line 2: collect.dedup_window_hours: 0 is outside 1");
+    assert_problem("[collect]\ndedup_entries_max = 0\n", "line 2: collect.dedup_entries_max: must be at least 1");
+    assert_problem("[collect]\nrate_limit_events_per_second = 0\n", "line 2: collect.rate_limit_events_per_second: must be at least 1");
+}
+
+#[test]
+fn organization_name_must_not_be_blank() {
+    assert_problem("[organization]\nname = \"\"\n", "line 2: organization.name: empty");
+}
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let text = "\
+[server]
+listen = \"nowhere\"
+
+[log]
+queue_bytes_max = 1
+
+[[workspaces]]
+id = \"Bad Id\"
+name = \"X\"
+
+[[workspaces.sources]]
+name = \"Web\"
+write_key = \"short\"
+";
+    assert_eq!(
+        problems(text),
+        [
+            "line 2: server.listen: `nowhere` is not an address to listen on — write host:port, e.g. 127.0.0.1:8080",
+            "line 5: log.queue_bytes_max: 1 is below 1048576 (1 MiB)",
+            "line 8: workspaces[0].id: `Bad Id` is not a slug — use a-z, 0-9, `-` and `_`, starting with a letter or digit, at most 63 characters",
+            "line 11: workspaces[0].sources[0].owner: missing — every source needs an owner",
+            "line 13: workspaces[0].sources[0].write_key: shorter than 16 characters — use a long random secret",
+        ]
+    );
+}
+
+#[test]
+fn unknown_key_is_reported_with_its_line_and_path() {
+    let text = HARNESS.replace("owner = \"mobile-team@example.test\"", "ownr = \"mobile-team@example.test\"");
+    let found = problems(&text);
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("line 21: workspaces[0].sources[1].ownr: unknown field `ownr`"), "{}", found[0]);
+    assert_problem("[sever]\nlisten = \"x\"\n", "line 1: sever: unknown field `sever`");
+    assert_problem("[log]\nsegment_bytes = 5\n", "line 2: log.segment_bytes: unknown field `segment_bytes`");
+}
+
+#[test]
+fn wrong_type_is_reported_with_its_line_and_path() {
+    assert_problem("[organization]\nname = \"O\"\n\n[log]\nsegment_bytes_max = \"big\"\n", "line 5: log.segment_bytes_max: invalid type");
+}
+
+#[test]
+fn syntax_error_is_reported_with_its_line() {
+    assert_problem("[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \n", "line 3: invalid string; expected");
+    assert_problem("[server\n", "line 1: invalid table header");
+    assert_problem("[log]\nretention_hours = 1\nretention_hours = 2\n", "line 3: duplicate key `retention_hours`");
+}
+
+#[test]
+fn demo_config_is_valid() {
+    let config = demo_with_write_key("demo-key-0123456789abcdef");
+    assert_eq!(validate(&config), Ok(()));
+    let source = &config.workspaces[0].sources[0];
+    assert_eq!((config.workspaces[0].id.as_str(), source.id.as_str(), source.name.as_str()), ("demo", "demo-web", "Demo website"));
+    assert_eq!(parse(&to_toml(&config), "demo.toml").unwrap(), config);
+}
+
+#[test]
+fn to_toml_round_trips() {
+    for text in [EXAMPLE, HARNESS, ""] {
+        let config = parse(text, "in.toml").unwrap();
+        let printed = to_toml(&config);
+        assert_eq!(parse(&printed, "out.toml").unwrap_or_else(|error| panic!("{error}\n{printed}")), config);
+    }
+}
+
+#[test]
+fn to_toml_round_trips_every_optional_field() {
+    let mut config = parse(EXAMPLE, "in.toml").unwrap();
+    config.admin.token = Some("admin-token-0123456789".into());
+    config.log.retention_bytes_max = None;
+    config.collect.rate_limit_events_per_second = None;
+    assert_eq!(parse(&to_toml(&config), "out.toml").unwrap(), config);
+}
+
+#[test]
+fn load_reads_a_file_and_names_it_in_errors() {
+    let dir = std::env::temp_dir().join(format!("tandem-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tandem.toml");
+    std::fs::write(&path, HARNESS).unwrap();
+    assert_eq!(load(&path).unwrap().workspaces.len(), 1);
+    std::fs::write(&path, "[admin]\ntoken = \"x\"\n").unwrap();
+    let message = load(&path).unwrap_err().to_string();
+    assert_eq!(message, format!("{}:2: admin.token: shorter than 16 characters — use a long random secret", path.display()));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let message = load(&path).unwrap_err().to_string();
+    assert!(message.starts_with(&format!("{}: cannot read: ", path.display())), "{message}");
+}

@@ -1,0 +1,276 @@
+//! The rules a configuration must follow beyond its TOML shape. Every rule runs on every
+//! field, so a file with five mistakes gets five problems in one pass, not five edit-run cycles.
+
+use crate::error::ConfigProblem;
+use crate::schema::{CollectConfig, Config, LogConfig, ServerConfig, SourceConfig, WorkspaceConfig};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Shortest write key accepted: shorter keys are guessable (16 random base64 characters ≈ 96 bits).
+pub const WRITE_KEY_CHARS_MIN: usize = 16;
+/// Shortest admin token accepted, for the same reason as [`WRITE_KEY_CHARS_MIN`].
+pub const ADMIN_TOKEN_CHARS_MIN: usize = 16;
+/// Longest slug (workspace and source ids): ids name directories and appear in URLs.
+pub const SLUG_CHARS_MAX: usize = 63;
+/// Smallest `log.segment_bytes_max`: a segment must hold at least one largest record
+/// ([`tandem_core::limits::RECORD_BYTES_MAX`]).
+pub const SEGMENT_BYTES_MAX_LOWEST: u64 = 1024 * 1024;
+/// Largest `log.segment_bytes_max`: recovery scans the active segment at start, so its size
+/// bounds start-up time.
+pub const SEGMENT_BYTES_MAX_HIGHEST: u64 = 4 * 1024 * 1024 * 1024;
+/// Smallest `log.queue_bytes_max`: the queue must hold at least one largest record.
+pub const QUEUE_BYTES_MAX_LOWEST: usize = 1024 * 1024;
+/// Longest `collect.dedup_window_hours` (a year); the window is bounded by memory long before.
+pub const DEDUP_WINDOW_HOURS_HIGHEST: u64 = 24 * 365;
+/// Longest `log.retention_hours` (a century), which keeps hour→second arithmetic far from overflow.
+pub const RETENTION_HOURS_HIGHEST: u64 = 24 * 365 * 100;
+
+/// Every problem with `config`, without line numbers (see [`crate::parse`] for those).
+/// Source ids are expected to be filled in already (see [`fill_derived_ids`]).
+pub fn validate(config: &Config) -> Result<(), Vec<ConfigProblem>> {
+    let mut problems = Vec::new();
+    check_server(&config.server, &mut problems);
+    check_admin_token(config.admin.token.as_deref(), &mut problems);
+    check_log(&config.log, &mut problems);
+    check_collect(&config.collect, &mut problems);
+    if config.organization.name.trim().is_empty() {
+        problems.push(ConfigProblem::new("organization.name", "empty — name the organization or leave the key out"));
+    }
+    check_workspaces(&config.workspaces, &mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// Gives every source without an `id` the slug of its name.
+pub fn fill_derived_ids(config: &mut Config) {
+    let sources = config.workspaces.iter_mut().flat_map(|workspace| workspace.sources.iter_mut());
+    for source in sources.filter(|source| source.id.is_empty()) {
+        source.id = slug_from_name(&source.name);
+    }
+}
+
+/// Whether `id` is a slug: `[a-z0-9][a-z0-9_-]{0,62}`.
+pub fn is_slug(id: &str) -> bool {
+    let mut chars = id.chars();
+    let first_ok = chars.next().is_some_and(|first| first.is_ascii_lowercase() || first.is_ascii_digit());
+    let rest_ok = chars.all(|char| char.is_ascii_lowercase() || char.is_ascii_digit() || char == '_' || char == '-');
+    first_ok && rest_ok && id.len() <= SLUG_CHARS_MAX
+}
+
+/// `"CRM import (nightly)"` → `"crm-import-nightly"`; empty when the name has no ASCII letter or digit.
+pub fn slug_from_name(name: &str) -> String {
+    let mut slug = String::new();
+    for char in name.chars() {
+        if char.is_ascii_alphanumeric() {
+            slug.push(char.to_ascii_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    slug.truncate(SLUG_CHARS_MAX);
+    slug.trim_end_matches('-').to_string()
+}
+
+fn check_server(server: &ServerConfig, problems: &mut Vec<ConfigProblem>) {
+    if !is_listen_address(&server.listen) {
+        let message = format!("`{}` is not an address to listen on — write host:port, e.g. 127.0.0.1:8080", server.listen);
+        problems.push(ConfigProblem::new("server.listen", message));
+    }
+    if server.data_dir.as_os_str().is_empty() {
+        problems.push(ConfigProblem::new("server.data_dir", "empty — name a directory, e.g. ./tandem-data"));
+    }
+    if let Some(url) = &server.public_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            problems.push(ConfigProblem::new("server.public_url", "must start with http:// or https://"));
+        }
+    }
+}
+
+/// A socket address, or `host:port` with a non-empty host (resolved when binding).
+fn is_listen_address(listen: &str) -> bool {
+    if listen.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match listen.rsplit_once(':') {
+        Some((host, port)) => {
+            let host_ok = !host.is_empty() && !host.contains([':', '/', ' ', '[', ']']);
+            host_ok && port.parse::<u16>().is_ok()
+        }
+        None => false,
+    }
+}
+
+fn check_admin_token(token: Option<&str>, problems: &mut Vec<ConfigProblem>) {
+    if token.is_some_and(|token| token.chars().count() < ADMIN_TOKEN_CHARS_MIN) {
+        let message = format!("shorter than {ADMIN_TOKEN_CHARS_MIN} characters — use a long random secret");
+        problems.push(ConfigProblem::new("admin.token", message));
+    }
+}
+
+fn check_log(log: &LogConfig, problems: &mut Vec<ConfigProblem>) {
+    if !(SEGMENT_BYTES_MAX_LOWEST..=SEGMENT_BYTES_MAX_HIGHEST).contains(&log.segment_bytes_max) {
+        let message = format!(
+            "{} is outside {SEGMENT_BYTES_MAX_LOWEST} (1 MiB) ..= {SEGMENT_BYTES_MAX_HIGHEST} (4 GiB)",
+            log.segment_bytes_max
+        );
+        problems.push(ConfigProblem::new("log.segment_bytes_max", message));
+    }
+    if log.queue_bytes_max < QUEUE_BYTES_MAX_LOWEST {
+        let message = format!("{} is below {QUEUE_BYTES_MAX_LOWEST} (1 MiB)", log.queue_bytes_max);
+        problems.push(ConfigProblem::new("log.queue_bytes_max", message));
+    }
+    if log.retention_bytes_max.is_some_and(|bytes| bytes < log.segment_bytes_max) {
+        let message = "smaller than log.segment_bytes_max — retention deletes whole segments, so it must hold at least one";
+        problems.push(ConfigProblem::new("log.retention_bytes_max", message));
+    }
+    if log.retention_hours.is_some_and(|hours| !(1..=RETENTION_HOURS_HIGHEST).contains(&hours)) {
+        let message = format!("must be within 1 ..= {RETENTION_HOURS_HIGHEST}; leave it out to keep events forever");
+        problems.push(ConfigProblem::new("log.retention_hours", message));
+    }
+}
+
+fn check_collect(collect: &CollectConfig, problems: &mut Vec<ConfigProblem>) {
+    if !(1..=DEDUP_WINDOW_HOURS_HIGHEST).contains(&collect.dedup_window_hours) {
+        let message = format!("{} is outside 1 ..= {DEDUP_WINDOW_HOURS_HIGHEST} (a year)", collect.dedup_window_hours);
+        problems.push(ConfigProblem::new("collect.dedup_window_hours", message));
+    }
+    if collect.dedup_entries_max == 0 {
+        problems.push(ConfigProblem::new("collect.dedup_entries_max", "must be at least 1"));
+    }
+    if collect.rate_limit_events_per_second == Some(0) {
+        let message = "must be at least 1; leave it out for no limit";
+        problems.push(ConfigProblem::new("collect.rate_limit_events_per_second", message));
+    }
+}
+
+fn check_workspaces(workspaces: &[WorkspaceConfig], problems: &mut Vec<ConfigProblem>) {
+    let mut workspace_ids: HashMap<&str, usize> = HashMap::new();
+    // Write keys are unique across the organization: a key alone says which source sent an event.
+    let mut write_keys: HashMap<&str, String> = HashMap::new();
+    for (index, workspace) in workspaces.iter().enumerate() {
+        let path = format!("workspaces[{index}]");
+        check_id(&workspace.id, &format!("{path}.id"), "workspace", problems);
+        if let Some(first) = earlier_index(&mut workspace_ids, &workspace.id, index) {
+            let message = format!("`{}` is already the id of workspaces[{first}]", workspace.id);
+            problems.push(ConfigProblem::new(format!("{path}.id"), message));
+        }
+        require(&workspace.name, &format!("{path}.name"), "every workspace needs a name", problems);
+        check_sources(&workspace.sources, &path, &mut write_keys, problems);
+    }
+}
+
+fn check_sources<'a>(
+    sources: &'a [SourceConfig],
+    workspace_path: &str,
+    write_keys: &mut HashMap<&'a str, String>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let mut source_ids: HashMap<&str, usize> = HashMap::new();
+    for (index, source) in sources.iter().enumerate() {
+        let path = format!("{workspace_path}.sources[{index}]");
+        check_id(&source.id, &format!("{path}.id"), "source", problems);
+        if let Some(first) = earlier_index(&mut source_ids, &source.id, index) {
+            let message = format!("`{}` is already the id of sources[{first}] in this workspace", source.id);
+            problems.push(ConfigProblem::new(format!("{path}.id"), message));
+        }
+        require(&source.name, &format!("{path}.name"), "every source needs a name", problems);
+        require(&source.owner, &format!("{path}.owner"), "every source needs an owner", problems);
+        check_write_key(&source.write_key, &path, write_keys, problems);
+    }
+}
+
+/// The index an id was first seen at, or none when `id` is new (an empty id is never a duplicate:
+/// it is reported as missing instead).
+fn earlier_index<'a>(seen: &mut HashMap<&'a str, usize>, id: &'a str, index: usize) -> Option<usize> {
+    if id.is_empty() {
+        return None;
+    }
+    let first = *seen.entry(id).or_insert(index);
+    (first != index).then_some(first)
+}
+
+fn check_id(id: &str, path: &str, what: &str, problems: &mut Vec<ConfigProblem>) {
+    if id.is_empty() {
+        let message = format!("missing — every {what} needs an id, a slug like `web`");
+        problems.push(ConfigProblem::new(path, message));
+    } else if !is_slug(id) {
+        let message = format!("`{id}` is not a slug — use a-z, 0-9, `-` and `_`, starting with a letter or digit, at most {SLUG_CHARS_MAX} characters");
+        problems.push(ConfigProblem::new(path, message));
+    }
+}
+
+fn require(value: &str, path: &str, why: &str, problems: &mut Vec<ConfigProblem>) {
+    if value.trim().is_empty() {
+        problems.push(ConfigProblem::new(path, format!("missing — {why}")));
+    }
+}
+
+fn check_write_key<'a>(
+    key: &'a str,
+    source_path: &str,
+    write_keys: &mut HashMap<&'a str, String>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let path = format!("{source_path}.write_key");
+    if key.is_empty() {
+        problems.push(ConfigProblem::new(path, "missing — every source needs a write key"));
+        return;
+    }
+    if key.chars().count() < WRITE_KEY_CHARS_MIN {
+        let message = format!("shorter than {WRITE_KEY_CHARS_MIN} characters — use a long random secret");
+        problems.push(ConfigProblem::new(&path, message));
+    }
+    if key.contains(|char: char| char == ':' || char.is_whitespace() || char.is_control()) {
+        let message = "contains `:`, a space or a control character — it is sent as the Basic-auth user name";
+        problems.push(ConfigProblem::new(&path, message));
+    }
+    // The key itself is a secret: name the other source, never the key.
+    match write_keys.get(key) {
+        Some(first) => problems.push(ConfigProblem::new(&path, format!("same write key as {first} — every source needs its own"))),
+        None => {
+            write_keys.insert(key, source_path.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        for good in ["web", "de", "crm-import", "a_b", "0", &"a".repeat(63)] {
+            assert!(is_slug(good), "{good}");
+        }
+        for bad in ["", "Web", "-web", "_web", "we b", "wéb", &"a".repeat(64)] {
+            assert!(!is_slug(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn slug_from_names() {
+        assert_eq!(slug_from_name("Demo website"), "demo-website");
+        assert_eq!(slug_from_name("  CRM import (nightly) "), "crm-import-nightly");
+        assert_eq!(slug_from_name("iOS app"), "ios-app");
+        assert_eq!(slug_from_name("ÉÉ"), "");
+        assert!(is_slug(&slug_from_name(&"Ab ".repeat(40))));
+    }
+
+    #[test]
+    fn listen_addresses() {
+        for good in ["127.0.0.1:8080", "0.0.0.0:0", "[::1]:80", "localhost:8080", "cdp.internal:443"] {
+            assert!(is_listen_address(good), "{good}");
+        }
+        for bad in ["", "8080", "localhost", "127.0.0.1:http", ":8080", "host:99999", "::1:80"] {
+            assert!(!is_listen_address(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        assert_eq!(validate(&Config::default()), Ok(()));
+    }
+}
