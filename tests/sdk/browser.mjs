@@ -25,6 +25,8 @@ try {
     const response = await request.response()
     requests.push(`${request.method()} ${request.url()} ${response?.status()}`)
   })
+  const failures = []
+  tab.on('requestfailed', (request) => failures.push(`${request.method()} ${request.url()} ${request.failure()?.errorText}`))
   tab.on('console', (message) => console.log('page:', message.text()))
   await tab.goto(pageUrl)
   const results = await tab.evaluate(([key, url]) => window.runAnalytics(key, url), [process.env.WRITE_KEY, process.env.TANDEM_URL])
@@ -32,7 +34,8 @@ try {
   console.log(requests.join('\n'))
   const bad = results.filter((result) => result.failed)
   const toTandem = requests.filter((line) => line.includes(process.env.TANDEM_URL))
-  if (bad.length || !toTandem.some((line) => line.includes('/settings 200'))) failed = true
+  if (failures.length) console.log('failed requests:\n' + failures.join('\n'))
+  if (bad.length || failures.length || !toTandem.some((line) => line.includes('/settings 200'))) failed = true
   if (toTandem.some((line) => !line.endsWith(' 200') && !line.startsWith('OPTIONS'))) failed = true
 } finally {
   await browser.close()

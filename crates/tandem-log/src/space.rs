@@ -4,20 +4,16 @@
 //! while that file exists: the fault tests use it to drive the real write path into a full disk.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Environment variable naming the fault-injection flag file.
 pub const FAULT_ENOSPC_ENV: &str = "TANDEM_FAULT_ENOSPC_FILE";
-
-/// While the disk is marked full, appends re-check free space at most this often.
-const RECHECK_INTERVAL_MS: i64 = 100;
 
 pub(crate) struct DiskSpace {
     dir: PathBuf,
     free_bytes_min: u64,
     fault_file: Option<PathBuf>,
     full: AtomicBool,
-    checked_at_ms: AtomicI64,
 }
 
 impl DiskSpace {
@@ -27,20 +23,16 @@ impl DiskSpace {
             free_bytes_min,
             fault_file: std::env::var_os(FAULT_ENOSPC_ENV).map(PathBuf::from),
             full: AtomicBool::new(false),
-            checked_at_ms: AtomicI64::new(0),
         }
     }
 
-    /// Cheap check on the append path: true unless the disk was seen full and still is.
+    /// Cheap check on the append path: true unless the disk was seen full and still is. While
+    /// marked full, every append re-checks (one `statvfs`), so the first request after space
+    /// returns is accepted.
     pub fn available(&self) -> bool {
         if !self.full.load(Ordering::Acquire) {
             return true;
         }
-        let now = tandem_core::time_util::now_ms();
-        if now - self.checked_at_ms.load(Ordering::Acquire) < RECHECK_INTERVAL_MS {
-            return false;
-        }
-        self.checked_at_ms.store(now, Ordering::Release);
         if self.enough_free() {
             self.mark(false);
             return true;
@@ -73,7 +65,6 @@ impl DiskSpace {
             }
             metrics::gauge!("tandem_log_disk_full").set(if full { 1.0 } else { 0.0 });
         }
-        self.checked_at_ms.store(tandem_core::time_util::now_ms(), Ordering::Release);
     }
 }
 

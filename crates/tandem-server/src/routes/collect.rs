@@ -1,4 +1,5 @@
-//! The Segment HTTP Tracking API: `POST /v1/{track,identify,page,screen,group,alias,batch,import}`.
+//! The Segment HTTP Tracking API: `POST /v1/{track,identify,page,screen,group,alias,batch,import}`,
+//! and the short paths analytics-next uses (`/v1/{t,i,p,s,g,a,b}`).
 //!
 //! Life of a request (see `crates/tandem-collect` for the per-event steps):
 //! 1. The body is read up to `REQUEST_BODY_BYTES_MAX` and gzip-decoded if asked.
@@ -32,12 +33,17 @@ use tandem_log::Record;
 pub fn router() -> Router<AppState> {
     let mut router = Router::new();
     for event_type in EventType::ALL {
-        let path = format!("/v1/{}", event_type.as_str());
-        router = router.route(&path, post(move |state, peer, headers, body| collect(state, peer, headers, body, RequestKind::Single(event_type))));
+        let name = event_type.as_str();
+        // analytics-next posts to the one-letter paths (`/v1/t`, `/v1/p`, ...) to dodge ad blockers.
+        for path in [format!("/v1/{name}"), format!("/v1/{}", &name[..1])] {
+            router = router.route(&path, post(move |state, peer, headers, body| collect(state, peer, headers, body, RequestKind::Single(event_type))));
+        }
+    }
+    // `/v1/b` is analytics-next's batching path.
+    for path in ["/v1/batch", "/v1/import", "/v1/b"] {
+        router = router.route(path, post(|state, peer, headers, body| collect(state, peer, headers, body, RequestKind::Batch)));
     }
     router
-        .route("/v1/batch", post(|state, peer, headers, body| collect(state, peer, headers, body, RequestKind::Batch)))
-        .route("/v1/import", post(|state, peer, headers, body| collect(state, peer, headers, body, RequestKind::Batch)))
 }
 
 async fn collect(

@@ -1,0 +1,146 @@
+//! Validation and enrichment by the Segment spec, through the public API.
+
+use serde_json::{json, Value};
+use std::net::IpAddr;
+use tandem_collect::*;
+use tandem_core::time_util::parse_iso8601_ms;
+use tandem_core::EventType;
+
+const RECEIVED_AT_MS: i64 = 1_700_000_100_000; // 2023-11-14T22:15:00Z
+const PEER: &str = "10.1.2.3";
+
+fn run(kind: RequestKind, body: Value) -> Vec<Result<Value, Rejection>> {
+    run_text(kind, &body.to_string())
+}
+
+fn run_text(kind: RequestKind, body: &str) -> Vec<Result<Value, Rejection>> {
+    let bytes = body.as_bytes();
+    let parsed = parse_request(kind, bytes).unwrap();
+    let ip: IpAddr = PEER.parse().unwrap();
+    let context = EnrichContext::new("web", RECEIVED_AT_MS, Some(ip), &parsed);
+    parsed
+        .events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| event.clone().and_then(|event| enrich(index, &event, &context)).map(|enriched| {
+            let text = String::from_utf8(enriched.json).unwrap();
+            assert!(!text.contains("big") || text.contains("123456789012345678901234567890"), "numbers are copied byte for byte");
+            serde_json::from_str(&text.replace("123456789012345678901234567890", "0")).unwrap()
+        }))
+        .collect()
+}
+
+fn single(event_type: EventType, body: Value) -> Result<Value, Rejection> {
+    run(RequestKind::Single(event_type), body).remove(0)
+}
+
+#[test]
+fn every_call_type_is_accepted_with_its_required_fields() {
+    let cases = [
+        (EventType::Track, json!({"userId": "u", "event": "Signed Up", "properties": {"plan": "pro"}})),
+        (EventType::Identify, json!({"anonymousId": "a", "traits": {"email": "x@y.z"}})),
+        (EventType::Page, json!({"userId": "u", "name": "Home"})),
+        (EventType::Screen, json!({"userId": "u", "name": "Home"})),
+        (EventType::Group, json!({"userId": "u", "groupId": "g"})),
+        (EventType::Alias, json!({"userId": "u", "previousId": "a"})),
+    ];
+    for (event_type, body) in cases {
+        let stored = single(event_type, body).unwrap();
+        assert_eq!(stored["type"], event_type.as_str());
+    }
+}
+
+#[test]
+fn missing_required_fields_are_rejected_with_their_code() {
+    let code = |event_type, body| single(event_type, body).unwrap_err().code;
+    assert_eq!(code(EventType::Track, json!({"event": "E"})), "missing_identity");
+    assert_eq!(code(EventType::Track, json!({"userId": "", "anonymousId": null, "event": "E"})), "missing_identity");
+    assert_eq!(code(EventType::Track, json!({"userId": "u"})), "missing_event");
+    assert_eq!(code(EventType::Track, json!({"userId": "u", "event": ""})), "missing_event");
+    assert_eq!(code(EventType::Group, json!({"userId": "u"})), "missing_group_id");
+    assert_eq!(code(EventType::Alias, json!({"userId": "u"})), "missing_previous_id");
+    assert_eq!(code(EventType::Track, json!({"userId": {"a": 1}, "event": "E"})), "invalid_field");
+    assert_eq!(code(EventType::Track, json!({"userId": "u", "event": "E", "properties": [1]})), "invalid_field");
+    assert_eq!(code(EventType::Track, json!({"userId": "u", "event": "E", "messageId": "m".repeat(101)})), "invalid_message_id");
+    assert_eq!(code(EventType::Track, json!({"userId": "u", "event": "E", "messageId": 7})), "invalid_message_id");
+    assert_eq!(code(EventType::Track, json!({"userId": "u", "event": "E", "timestamp": "yesterday"})), "invalid_timestamp");
+    assert!(single(EventType::Track, json!({"userId": "u", "event": "E", "messageId": "m".repeat(100)})).is_ok());
+}
+
+#[test]
+fn enrichment_adds_server_fields_and_strips_the_write_key() {
+    let body = r#"{"userId": 42, "event": "E", "writeKey": "secret", "properties": {"n": 1.50, "big": 123456789012345678901234567890}}"#;
+    let stored = run_text(RequestKind::Single(EventType::Track), body).remove(0).unwrap();
+    assert!(stored.get("writeKey").is_none());
+    assert_eq!(stored["userId"], "42", "numeric ids are stored as strings");
+    assert_eq!(stored["receivedAt"], "2023-11-14T22:15:00.000Z");
+    assert_eq!(stored["timestamp"], "2023-11-14T22:15:00.000Z", "no client time: receivedAt");
+    assert_eq!(stored["context"]["ip"], PEER);
+    assert_eq!(stored["messageId"].as_str().unwrap().len(), 36, "a UUID is assigned");
+}
+
+#[test]
+fn client_context_ip_wins_and_other_context_is_kept() {
+    let stored = single(EventType::Page, json!({"userId": "u", "context": {"ip": "1.1.1.1", "locale": "de"}})).unwrap();
+    assert_eq!(stored["context"], json!({"ip": "1.1.1.1", "locale": "de"}));
+    let stored = single(EventType::Page, json!({"userId": "u", "context": {"library": {"name": "x"}}})).unwrap();
+    assert_eq!(stored["context"], json!({"library": {"name": "x"}, "ip": PEER}));
+    let stored = single(EventType::Page, json!({"userId": "u", "context": {}})).unwrap();
+    assert_eq!(stored["context"], json!({"ip": PEER}));
+}
+
+#[test]
+fn timestamp_is_corrected_for_client_clock_skew() {
+    // The device clock is 1 hour fast: it says it sent at 23:15 what it recorded at 23:14:50.
+    let stored = single(EventType::Track, json!({"userId": "u", "event": "E", "originalTimestamp": "2023-11-14T23:14:50Z", "sentAt": "2023-11-14T23:15:00Z"})).unwrap();
+    assert_eq!(stored["timestamp"], "2023-11-14T22:14:50.000Z", "receivedAt - (sentAt - originalTimestamp)");
+    assert_eq!(stored["originalTimestamp"], "2023-11-14T23:14:50Z", "the client's value is kept");
+    let set = single(EventType::Track, json!({"userId": "u", "event": "E", "timestamp": "2020-01-01T00:00:00.000+02:00", "sentAt": "2023-11-14T23:15:00Z"})).unwrap();
+    assert_eq!(set["timestamp"], "2020-01-01T00:00:00.000+02:00", "a timestamp the client set is kept");
+    let only_original = single(EventType::Track, json!({"userId": "u", "event": "E", "originalTimestamp": "2023-01-01T00:00:00Z"})).unwrap();
+    assert_eq!(parse_iso8601_ms(only_original["timestamp"].as_str().unwrap()), parse_iso8601_ms("2023-01-01T00:00:00Z"));
+}
+
+#[test]
+fn batch_fields_apply_to_events_that_lack_them() {
+    let results = run(
+        RequestKind::Batch,
+        json!({
+            "batch": [
+                {"type": "track", "userId": "u", "event": "A", "originalTimestamp": "2023-11-14T23:14:50Z"},
+                {"type": "identify", "userId": "u", "context": {"locale": "fr"}, "integrations": {"X": false}},
+                {"type": "nonsense", "userId": "u", "messageId": "bad"},
+                {"type": "track", "userId": "u"}
+            ],
+            "sentAt": "2023-11-14T23:15:00Z",
+            "context": {"library": {"name": "analytics-python"}},
+            "integrations": {"All": true},
+            "writeKey": "k"
+        }),
+    );
+    let first = results[0].as_ref().unwrap();
+    assert_eq!(first["timestamp"], "2023-11-14T22:14:50.000Z", "the batch's sentAt corrects the clock");
+    assert_eq!(first["context"], json!({"library": {"name": "analytics-python"}, "ip": PEER}));
+    assert_eq!(first["integrations"], json!({"All": true}));
+    let second = results[1].as_ref().unwrap();
+    assert_eq!(second["context"], json!({"locale": "fr", "ip": PEER}));
+    assert_eq!(second["integrations"], json!({"X": false}));
+    let third = results[2].as_ref().unwrap_err();
+    assert_eq!((third.index, third.code, third.message_id.as_deref()), (2, "invalid_type", Some("bad")));
+    assert_eq!(results[3].as_ref().unwrap_err().code, "missing_event");
+}
+
+#[test]
+fn dedup_keys_depend_on_source_and_message_id() {
+    let body = json!({"userId": "u", "event": "E", "messageId": "m-1"}).to_string();
+    let parsed = parse_request(RequestKind::Single(EventType::Track), body.as_bytes()).unwrap();
+    let event = parsed.events[0].as_ref().unwrap();
+    let key = |source| enrich(0, event, &EnrichContext::new(source, 0, None, &parsed)).unwrap().dedup_key;
+    assert_eq!(key("web"), key("web"));
+    assert_ne!(key("web"), key("ios"));
+    let enriched = enrich(0, event, &EnrichContext::new("web", 0, None, &parsed)).unwrap();
+    let envelope_bytes = enriched.envelope_bytes("web");
+    let envelope = tandem_core::envelope::EventEnvelope::decode(&envelope_bytes).unwrap();
+    assert_eq!((envelope.dedup_key, envelope.source_id, envelope.json), (enriched.dedup_key, "web", enriched.json.as_slice()));
+    assert!(serde_json::from_slice::<Value>(&enriched.json).unwrap().get("context").is_none(), "no ip known: no context added");
+}
