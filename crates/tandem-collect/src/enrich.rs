@@ -2,17 +2,22 @@
 //!
 //! Rules, following Segment's "Common fields" and "Timestamps" documentation:
 //! - `userId` or `anonymousId` is required (strings; numbers are accepted and stored as strings);
-//!   `track` needs `event`, `group` needs `groupId`, `alias` needs `previousId`.
-//! - `messageId` must be a string of at most `MESSAGE_ID_CHARS_MAX` characters; one is assigned
-//!   when missing. `properties`, `traits`, `context` and `integrations` must be objects.
+//!   `track` needs `event`, `group` needs `groupId`, `alias` needs `userId` and `previousId`.
+//! - `messageId` must be a string of at most `MESSAGE_ID_CHARS_MAX` characters; one (a UUID v4)
+//!   is assigned when it is missing, `null` or empty. `properties`, `traits`, `context` and
+//!   `integrations` must be objects; `timestamp`, `originalTimestamp` and `sentAt` ISO-8601 strings.
 //! - `receivedAt` is the server's clock when the request arrived.
-//! - `timestamp`: the client's `timestamp` when it set one (server libraries let users set it);
-//!   otherwise, when both `sentAt` (of the event, else of the batch) and `originalTimestamp` are
-//!   present, `receivedAt − (sentAt − originalTimestamp)`, which corrects the device's clock
-//!   skew; otherwise `originalTimestamp`; otherwise `receivedAt`.
-//! - `context.ip` is the peer address when the client did not set it. The batch's `context`,
-//!   `integrations` and `sentAt` apply to events that lack their own.
-//! - `writeKey` is never stored.
+//! - `timestamp` (see [`event_time_ms`]): the client's `timestamp` when it set one (server
+//!   libraries and the HTTP API let users set it, e.g. to import history); otherwise, when both
+//!   `sentAt` (of the event, else of the batch) and `originalTimestamp` are present,
+//!   `receivedAt − (sentAt − originalTimestamp)`, which corrects the device's clock skew;
+//!   otherwise `originalTimestamp`; otherwise `receivedAt`.
+//! - `originalTimestamp` is kept as sent; when the client set only `timestamp`, it is that value
+//!   (Segment: "the timestamp value manually passed in through server-side libraries").
+//! - `context.ip` is the peer address when neither the event's nor the batch's context has an
+//!   `ip`. The batch's `context` is merged into each event's (the event's members win); the
+//!   batch's `integrations` and `sentAt` apply to events that lack their own.
+//! - `writeKey` is a credential and is never stored; `type` is always the canonical call type.
 //!
 //! Untouched members are copied byte for byte from the request: no event is re-serialized.
 
@@ -20,6 +25,7 @@ use crate::parse::{codes, ParsedRequest, RawEvent, Rejection};
 use crate::raw::{as_str, kind, push_json_string, Kind, RawObject};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use tandem_core::envelope::{dedup_key, EventEnvelope};
 use tandem_core::limits::MESSAGE_ID_CHARS_MAX;
@@ -27,29 +33,59 @@ use tandem_core::time_util::{format_iso8601_ms, parse_iso8601_ms};
 use tandem_core::EventType;
 
 /// Members the enricher writes itself; the client's copies are not copied through.
-const REWRITTEN: &[&str] = &["type", "messageId", "userId", "anonymousId", "timestamp", "receivedAt", "writeKey", "context"];
+const REWRITTEN: &[&str] = &[
+    "type",
+    "messageId",
+    "userId",
+    "anonymousId",
+    "timestamp",
+    "originalTimestamp",
+    "sentAt",
+    "receivedAt",
+    "writeKey",
+    "context",
+    "integrations",
+];
+/// Members that must be JSON objects when present.
+const OBJECT_MEMBERS: [&str; 4] = ["properties", "traits", "context", "integrations"];
+/// Members that must be ISO-8601 date-time strings when present.
+const TIME_MEMBERS: [&str; 3] = ["timestamp", "originalTimestamp", "sentAt"];
+/// Earliest and latest instants written as `timestamp` (years 0000 and 9999): a skew correction
+/// landing outside them falls back to `receivedAt`, so every stored time reads back.
+const EVENT_TIME_MS_MIN: i64 = -62_167_219_200_000;
+const EVENT_TIME_MS_MAX: i64 = 253_402_300_799_999;
+/// Members of an object beyond which key lookups use a hash set instead of a scan.
+const LINEAR_LOOKUP_MEMBERS_MAX: usize = 32;
+/// Bytes added to an event by enrichment, besides the batch's shared members (ids, times, ip).
+const ENRICHMENT_BYTES_GUESS: usize = 256;
+/// Characters of a refused value quoted back in a rejection message.
+const QUOTED_CHARS_MAX: usize = 64;
 
-/// What every event of one request shares.
+/// What every event of one request shares, computed once per request.
 pub struct EnrichContext<'a> {
     source_id: &'a str,
     received_at_ms: i64,
     received_at: String,
     ip: Option<String>,
     batch_sent_at: Option<&'a RawValue>,
-    batch_context: Option<&'a RawValue>,
+    batch_sent_at_ms: Option<i64>,
+    batch_context: RawObject<'a>,
     batch_integrations: Option<&'a RawValue>,
 }
 
 impl<'a> EnrichContext<'a> {
+    /// `source_id` keys deduplication; `received_at_ms` is the server clock when the request
+    /// arrived; `ip` is the peer address (`context.ip` unless the client set one).
     pub fn new(source_id: &'a str, received_at_ms: i64, ip: Option<IpAddr>, parsed: &'a ParsedRequest<'_>) -> EnrichContext<'a> {
         EnrichContext {
             source_id,
             received_at_ms,
             received_at: format_iso8601_ms(received_at_ms),
             ip: ip.map(|ip| ip.to_string()),
-            batch_sent_at: parsed.sent_at,
-            batch_context: parsed.context,
-            batch_integrations: parsed.integrations,
+            batch_sent_at: parsed.batch_sent_at,
+            batch_sent_at_ms: parsed.sent_at_ms,
+            batch_context: parsed.batch_context.and_then(RawObject::parse).unwrap_or_default(),
+            batch_integrations: parsed.batch_integrations,
         }
     }
 }
@@ -70,92 +106,103 @@ pub struct Enriched {
 }
 
 impl Enriched {
-    /// The log record's payload: the envelope header, then the JSON.
+    /// The log record's payload: the envelope header, then the JSON. `source_id` must be the
+    /// source the event was enriched for (1 to 64 bytes, as every catalog id is; the envelope
+    /// encoder asserts it).
     pub fn envelope_bytes(&self, source_id: &str) -> Vec<u8> {
-        EventEnvelope { event_type: self.event_type, dedup_key: self.dedup_key, event_time_ms: self.event_time_ms, source_id, json: &self.json }.encode()
+        EventEnvelope { event_type: self.event_type, dedup_key: self.dedup_key, event_time_ms: self.event_time_ms, source_id, json: &self.json }
+            .encode()
     }
+}
+
+/// The validated values an event's stored form is written from.
+struct Checked<'a> {
+    message_id: String,
+    user_id: Option<String>,
+    anonymous_id: Option<String>,
+    client_timestamp: Option<&'a RawValue>,
+    event_time_ms: i64,
 }
 
 /// Validates event `index` of a request and writes its enriched JSON.
 pub fn enrich(index: usize, event: &RawEvent, ctx: &EnrichContext) -> Result<Enriched, Rejection> {
     let fields = &event.fields;
-    let client_message_id = fields.get("messageId");
-    let shown_id = client_message_id.and_then(as_str).map(|id| id.chars().take(MESSAGE_ID_CHARS_MAX).collect::<String>());
-    let reject = |code: &'static str, message: String| Rejection { index, message_id: shown_id.clone(), code, message };
-
-    let message_id = match client_message_id.filter(|raw| kind(raw) != Kind::Null) {
-        None => None,
-        Some(raw) => match as_str(raw) {
-            Some(id) if id.chars().count() > MESSAGE_ID_CHARS_MAX => return Err(reject(codes::INVALID_MESSAGE_ID, format!("`messageId` is longer than {MESSAGE_ID_CHARS_MAX} characters"))),
-            Some(id) if id.is_empty() => None,
-            Some(id) => Some(id.into_owned()),
-            None => return Err(reject(codes::INVALID_MESSAGE_ID, "`messageId` must be a string".into())),
-        },
-    }
-    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-
-    let user_id = identifier(fields, "userId").map_err(|message| reject(codes::INVALID_FIELD, message))?;
-    let anonymous_id = identifier(fields, "anonymousId").map_err(|message| reject(codes::INVALID_FIELD, message))?;
-    if user_id.is_none() && anonymous_id.is_none() {
-        return Err(reject(codes::MISSING_IDENTITY, "every event needs a `userId` or an `anonymousId`".into()));
-    }
-    check_type_fields(event.event_type, fields).map_err(|(code, message)| reject(code, message))?;
-    for name in ["properties", "traits", "context", "integrations"] {
-        if fields.get(name).is_some_and(|raw| !matches!(kind(raw), Kind::Object | Kind::Null)) {
-            return Err(reject(codes::INVALID_FIELD, format!("`{name}` must be an object")));
-        }
-    }
-    let client_timestamp = match fields.get("timestamp").filter(|raw| kind(raw) != Kind::Null) {
-        None => None,
-        Some(raw) => match as_str(raw).as_deref().and_then(parse_iso8601_ms) {
-            Some(ms) => Some((raw, ms)),
-            None => return Err(reject(codes::INVALID_TIMESTAMP, format!("`timestamp` {} is not an ISO-8601 date-time", raw.get().chars().take(64).collect::<String>()))),
-        },
-    };
-    let event_time_ms = match client_timestamp {
-        Some((_, ms)) => ms,
-        None => corrected_time(fields, ctx),
-    };
-
-    let mut json = Vec::with_capacity(fields.0.iter().map(|(key, value)| key.len() + value.get().len() + 4).sum::<usize>() + 256);
-    write_event(&mut json, event, ctx, &message_id, user_id.as_deref(), anonymous_id.as_deref(), client_timestamp.map(|(raw, _)| raw), event_time_ms);
+    let shown_id = fields.get("messageId").and_then(as_str).map(|id| id.chars().take(MESSAGE_ID_CHARS_MAX).collect::<String>());
+    let checked = check(event, ctx).map_err(|(code, message)| Rejection { index, message_id: shown_id, code, message })?;
+    let capacity = fields.0.iter().map(|(key, value)| key.len() + value.get().len() + 4).sum::<usize>()
+        + ctx.batch_context.0.iter().map(|(key, value)| key.len() + value.get().len() + 4).sum::<usize>()
+        + ctx.batch_integrations.map_or(0, |raw| raw.get().len())
+        + ENRICHMENT_BYTES_GUESS;
+    let mut json = Vec::with_capacity(capacity);
+    write_event(&mut json, event, ctx, &checked);
     Ok(Enriched {
         event_type: event.event_type,
-        dedup_key: dedup_key(ctx.source_id, &message_id),
-        message_id,
-        event_time_ms,
-        user_id,
-        anonymous_id,
+        dedup_key: dedup_key(ctx.source_id, &checked.message_id),
+        message_id: checked.message_id,
+        event_time_ms: checked.event_time_ms,
+        user_id: checked.user_id,
+        anonymous_id: checked.anonymous_id,
         json,
     })
 }
 
-/// `receivedAt − (sentAt − originalTimestamp)` when both are known, else `originalTimestamp`,
-/// else `receivedAt`.
-fn corrected_time(fields: &RawObject, ctx: &EnrichContext) -> i64 {
-    let parse = |raw: Option<&RawValue>| raw.and_then(as_str).as_deref().and_then(parse_iso8601_ms);
-    let original = parse(fields.get("originalTimestamp"));
-    let sent = parse(fields.get("sentAt")).or_else(|| parse(ctx.batch_sent_at));
-    match (original, sent) {
-        (Some(original), Some(sent)) => ctx.received_at_ms.saturating_sub(sent.saturating_sub(original)),
-        (Some(original), None) => original,
-        _ => ctx.received_at_ms,
+type Problem = (&'static str, String);
+
+fn check<'a>(event: &RawEvent<'a>, ctx: &EnrichContext) -> Result<Checked<'a>, Problem> {
+    let fields = &event.fields;
+    let message_id = message_id(fields)?.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let user_id = identifier(fields, "userId")?;
+    let anonymous_id = identifier(fields, "anonymousId")?;
+    check_identity(event.event_type, user_id.is_some(), anonymous_id.is_some())?;
+    check_type_fields(event.event_type, fields)?;
+    for name in OBJECT_MEMBERS {
+        if fields.get_present(name).is_some_and(|raw| kind(raw) != Kind::Object) {
+            return Err((codes::INVALID_FIELD, format!("`{name}` must be an object")));
+        }
+    }
+    let [timestamp, original, sent_at] = TIME_MEMBERS.map(|name| time_member(fields, name));
+    let (timestamp, original, sent_at) = (timestamp?, original?, sent_at?);
+    let sent_at_ms = sent_at.map(|(_, ms)| ms).or(ctx.batch_sent_at_ms);
+    let event_time_ms = event_time_ms(ctx.received_at_ms, timestamp.map(|(_, ms)| ms), original.map(|(_, ms)| ms), sent_at_ms);
+    Ok(Checked { message_id, user_id, anonymous_id, client_timestamp: timestamp.map(|(raw, _)| raw), event_time_ms })
+}
+
+/// The client's `messageId`: `None` when absent, `null` or empty (one is assigned).
+fn message_id(fields: &RawObject) -> Result<Option<String>, Problem> {
+    let Some(raw) = fields.get_present("messageId") else { return Ok(None) };
+    match as_str(raw) {
+        Some(id) if id.chars().count() > MESSAGE_ID_CHARS_MAX => {
+            Err((codes::INVALID_MESSAGE_ID, format!("`messageId` is longer than {MESSAGE_ID_CHARS_MAX} characters")))
+        }
+        Some(id) if id.is_empty() => Ok(None),
+        Some(id) => Ok(Some(id.into_owned())),
+        None => Err((codes::INVALID_MESSAGE_ID, "`messageId` must be a string".into())),
     }
 }
 
 /// A `userId`-like member: a non-empty string, or a number (kept as its text). Absent, null or
-/// empty: `None`.
-fn identifier(fields: &RawObject, name: &str) -> Result<Option<String>, String> {
+/// empty: `None`. Any other kind is refused rather than ignored.
+fn identifier(fields: &RawObject, name: &str) -> Result<Option<String>, Problem> {
     let Some(raw) = fields.get(name) else { return Ok(None) };
     match kind(raw) {
         Kind::Null => Ok(None),
         Kind::String => Ok(as_str(raw).filter(|text| !text.is_empty()).map(Cow::into_owned)),
         Kind::Number => Ok(Some(raw.get().to_string())),
-        _ => Err(format!("`{name}` must be a string")),
+        _ => Err((codes::INVALID_FIELD, format!("`{name}` must be a string"))),
     }
 }
 
-fn check_type_fields(event_type: EventType, fields: &RawObject) -> Result<(), (&'static str, String)> {
+fn check_identity(event_type: EventType, has_user_id: bool, has_anonymous_id: bool) -> Result<(), Problem> {
+    if event_type == EventType::Alias && !has_user_id {
+        return Err((codes::MISSING_IDENTITY, "an alias call needs the new `userId`".into()));
+    }
+    if !has_user_id && !has_anonymous_id {
+        return Err((codes::MISSING_IDENTITY, "every event needs a `userId` or an `anonymousId`".into()));
+    }
+    Ok(())
+}
+
+fn check_type_fields(event_type: EventType, fields: &RawObject) -> Result<(), Problem> {
     let required = match event_type {
         EventType::Track => Some(("event", codes::MISSING_EVENT, "a track call needs an `event` name")),
         EventType::Group => Some(("groupId", codes::MISSING_GROUP_ID, "a group call needs a `groupId`")),
@@ -175,17 +222,46 @@ fn check_type_fields(event_type: EventType, fields: &RawObject) -> Result<(), (&
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_event(
-    out: &mut Vec<u8>,
-    event: &RawEvent,
-    ctx: &EnrichContext,
-    message_id: &str,
-    user_id: Option<&str>,
-    anonymous_id: Option<&str>,
-    client_timestamp: Option<&RawValue>,
-    event_time_ms: i64,
-) {
+/// A date-time member, raw and in ms; `None` when absent or `null`.
+fn time_member<'a>(fields: &RawObject<'a>, name: &str) -> Result<Option<(&'a RawValue, i64)>, Problem> {
+    let Some(raw) = fields.get_present(name) else { return Ok(None) };
+    match as_str(raw).as_deref().and_then(parse_iso8601_ms) {
+        Some(ms) => Ok(Some((raw, ms))),
+        None => {
+            let shown: String = raw.get().chars().take(QUOTED_CHARS_MAX).collect();
+            Err((codes::INVALID_TIMESTAMP, format!("`{name}` {shown} is not an ISO-8601 date-time")))
+        }
+    }
+}
+
+/// When the event happened, by Segment's rules (all in ms since the epoch):
+/// 1. the client's `timestamp` when it set one;
+/// 2. else `receivedAt − (sentAt − originalTimestamp)` when both are known: the device's clock
+///    may be wrong, but the time between recording and sending is measured on that one clock;
+/// 3. else `originalTimestamp`;
+/// 4. else `receivedAt`.
+///
+/// A correction landing outside years 0000-9999 (absurd client clocks) gives `receivedAt`.
+///
+/// Rule 1 is a choice: Segment's own pipeline treats a `timestamp` generated on a device
+/// (analytics.js/-next, the mobile SDKs) as `originalTimestamp` and corrects it with `sentAt` too.
+/// tandem keeps any client-set `timestamp` exactly, so imports keep their times to the
+/// millisecond; only clients that send `originalTimestamp` get their clock skew corrected.
+pub fn event_time_ms(received_at_ms: i64, timestamp_ms: Option<i64>, original_ms: Option<i64>, sent_at_ms: Option<i64>) -> i64 {
+    let time = match (timestamp_ms, original_ms, sent_at_ms) {
+        (Some(timestamp), _, _) => timestamp,
+        (None, Some(original), Some(sent)) => received_at_ms.saturating_sub(sent.saturating_sub(original)),
+        (None, Some(original), None) => original,
+        (None, None, _) => received_at_ms,
+    };
+    if (EVENT_TIME_MS_MIN..=EVENT_TIME_MS_MAX).contains(&time) {
+        time
+    } else {
+        received_at_ms
+    }
+}
+
+fn write_event(out: &mut Vec<u8>, event: &RawEvent, ctx: &EnrichContext, checked: &Checked) {
     let fields = &event.fields;
     let mut writer = ObjectWriter::new(out);
     for (key, value) in &fields.0 {
@@ -193,32 +269,86 @@ fn write_event(
             writer.raw(key, value.get());
         }
     }
-    if fields.get("sentAt").is_none() {
-        if let Some(sent_at) = ctx.batch_sent_at {
-            writer.raw("sentAt", sent_at.get());
-        }
+    if let Some(sent_at) = fields.get_present("sentAt").or(ctx.batch_sent_at) {
+        writer.raw("sentAt", sent_at.get());
     }
-    if fields.get("integrations").is_none() {
-        if let Some(integrations) = ctx.batch_integrations {
-            writer.raw("integrations", integrations.get());
-        }
+    if let Some(integrations) = fields.get_present("integrations").or(ctx.batch_integrations) {
+        writer.raw("integrations", integrations.get());
     }
-    let context = fields.get("context").filter(|raw| kind(raw) == Kind::Object).or(ctx.batch_context.filter(|raw| kind(raw) == Kind::Object));
-    writer.context(context, ctx.ip.as_deref());
+    write_context(&mut writer, fields.get_present("context"), ctx);
     writer.string("type", event.event_type.as_str());
-    writer.string("messageId", message_id);
-    if let Some(user_id) = user_id {
+    writer.string("messageId", &checked.message_id);
+    if let Some(user_id) = &checked.user_id {
         writer.string("userId", user_id);
     }
-    if let Some(anonymous_id) = anonymous_id {
+    if let Some(anonymous_id) = &checked.anonymous_id {
         writer.string("anonymousId", anonymous_id);
     }
-    match client_timestamp {
+    if let Some(original) = fields.get_present("originalTimestamp").or(checked.client_timestamp) {
+        writer.raw("originalTimestamp", original.get());
+    }
+    match checked.client_timestamp {
         Some(raw) => writer.raw("timestamp", raw.get()),
-        None => writer.string("timestamp", &format_iso8601_ms(event_time_ms)),
+        None => writer.string("timestamp", &format_iso8601_ms(checked.event_time_ms)),
     }
     writer.string("receivedAt", &ctx.received_at);
     writer.finish();
+}
+
+/// `context`: the event's members, then the batch's members the event lacks, then `ip` when
+/// neither has one. Copied verbatim when there is nothing to add.
+fn write_context(writer: &mut ObjectWriter, own_raw: Option<&RawValue>, ctx: &EnrichContext) {
+    let own = own_raw.and_then(RawObject::parse).unwrap_or_default();
+    let own_keys = KeyLookup::present_keys(&own);
+    let batch = &ctx.batch_context;
+    let ip = ctx.ip.as_deref().filter(|_| !own_keys.contains("ip") && batch.get_present("ip").is_none());
+    let adds_members = ip.is_some() || batch.0.iter().any(|(key, value)| kind(value) != Kind::Null && !own_keys.contains(key));
+    if !adds_members {
+        if let Some(raw) = own_raw {
+            writer.raw("context", raw.get());
+        }
+        return;
+    }
+    let batch_keys = KeyLookup::present_keys(batch);
+    let mut context = writer.object("context");
+    for (key, value) in &own.0 {
+        let replaced = kind(value) == Kind::Null && (batch_keys.contains(key) || (key == "ip" && ip.is_some()));
+        if !replaced {
+            context.raw(key, value.get());
+        }
+    }
+    for (key, value) in &batch.0 {
+        if !own_keys.contains(key) {
+            context.raw(key, value.get());
+        }
+    }
+    if let Some(ip) = ip {
+        context.string("ip", ip);
+    }
+    context.finish();
+}
+
+/// The keys of an object's non-null members, searched by scan when few, by hash when many (so a
+/// context with thousands of members costs linear time, not quadratic).
+enum KeyLookup<'o> {
+    Scan(&'o RawObject<'o>),
+    Hash(HashSet<&'o str>),
+}
+
+impl<'o> KeyLookup<'o> {
+    fn present_keys(object: &'o RawObject<'o>) -> KeyLookup<'o> {
+        if object.0.len() <= LINEAR_LOOKUP_MEMBERS_MAX {
+            return KeyLookup::Scan(object);
+        }
+        KeyLookup::Hash(object.0.iter().filter(|(_, value)| kind(value) != Kind::Null).map(|(key, _)| key.as_ref()).collect())
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        match self {
+            KeyLookup::Scan(object) => object.get_present(key).is_some(),
+            KeyLookup::Hash(keys) => keys.contains(key),
+        }
+    }
 }
 
 /// Writes a JSON object member by member.
@@ -252,37 +382,50 @@ impl<'o> ObjectWriter<'o> {
         push_json_string(self.out, value);
     }
 
-    /// `context` as sent, with `"ip"` added before its closing brace when it has none.
-    fn context(&mut self, context: Option<&RawValue>, ip: Option<&str>) {
-        let Some(ip) = ip else {
-            if let Some(context) = context {
-                self.raw("context", context.get());
-            }
-            return;
-        };
-        let members = context.and_then(RawObject::parse).unwrap_or_default();
-        if members.get("ip").is_some() {
-            self.raw("context", context.expect("members come from a context").get());
-            return;
-        }
-        self.key("context");
-        match context {
-            Some(context) => {
-                let text = context.get().trim_end();
-                let body = &text[..text.len() - 1];
-                self.out.extend_from_slice(body.as_bytes());
-                if !members.0.is_empty() {
-                    self.out.push(b',');
-                }
-            }
-            None => self.out.push(b'{'),
-        }
-        self.out.extend_from_slice(b"\"ip\":");
-        push_json_string(self.out, ip);
-        self.out.push(b'}');
+    /// A nested object as the value of `key`; `finish` it before writing on.
+    fn object(&mut self, key: &str) -> ObjectWriter<'_> {
+        self.key(key);
+        ObjectWriter::new(self.out)
     }
 
     fn finish(self) {
         self.out.push(b'}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECEIVED: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn a_client_timestamp_wins() {
+        assert_eq!(event_time_ms(RECEIVED, Some(5), Some(7), Some(9)), 5);
+    }
+
+    #[test]
+    fn skew_is_corrected_with_sent_at() {
+        // The device clock is 1 h fast; the event was recorded 5 s before it was sent.
+        let sent = RECEIVED + 3_600_000;
+        assert_eq!(event_time_ms(RECEIVED, None, Some(sent - 5_000), Some(sent)), RECEIVED - 5_000);
+        // A slow clock, and an event queued offline for a day.
+        let sent = RECEIVED - 600_000;
+        assert_eq!(event_time_ms(RECEIVED, None, Some(sent - 86_400_000), Some(sent)), RECEIVED - 86_400_000);
+    }
+
+    #[test]
+    fn without_sent_at_the_original_time_is_used_then_received_at() {
+        assert_eq!(event_time_ms(RECEIVED, None, Some(42), None), 42);
+        assert_eq!(event_time_ms(RECEIVED, None, None, Some(42)), RECEIVED);
+    }
+
+    #[test]
+    fn absurd_corrections_fall_back_to_received_at() {
+        assert_eq!(event_time_ms(RECEIVED, None, Some(EVENT_TIME_MS_MIN), Some(EVENT_TIME_MS_MAX)), RECEIVED);
+        assert_eq!(event_time_ms(RECEIVED, None, Some(i64::MIN), Some(i64::MAX)), RECEIVED);
+        assert_eq!(event_time_ms(RECEIVED, Some(i64::MAX), None, None), RECEIVED);
+        assert_eq!(format_iso8601_ms(EVENT_TIME_MS_MIN), "0000-01-01T00:00:00.000Z");
+        assert_eq!(format_iso8601_ms(EVENT_TIME_MS_MAX), "9999-12-31T23:59:59.999Z");
     }
 }

@@ -122,8 +122,9 @@ fn batch_fields_apply_to_events_that_lack_them() {
     assert_eq!(first["timestamp"], "2023-11-14T22:14:50.000Z", "the batch's sentAt corrects the clock");
     assert_eq!(first["context"], json!({"library": {"name": "analytics-python"}, "ip": PEER}));
     assert_eq!(first["integrations"], json!({"All": true}));
+    assert_eq!(first["sentAt"], "2023-11-14T23:15:00Z", "the batch's sentAt is stored with each event");
     let second = results[1].as_ref().unwrap();
-    assert_eq!(second["context"], json!({"locale": "fr", "ip": PEER}));
+    assert_eq!(second["context"], json!({"locale": "fr", "library": {"name": "analytics-python"}, "ip": PEER}), "contexts are merged");
     assert_eq!(second["integrations"], json!({"X": false}));
     let third = results[2].as_ref().unwrap_err();
     assert_eq!((third.index, third.code, third.message_id.as_deref()), (2, "invalid_type", Some("bad")));
@@ -143,4 +144,126 @@ fn dedup_keys_depend_on_source_and_message_id() {
     let envelope = tandem_core::envelope::EventEnvelope::decode(&envelope_bytes).unwrap();
     assert_eq!((envelope.dedup_key, envelope.source_id, envelope.json), (enriched.dedup_key, "web", enriched.json.as_slice()));
     assert!(serde_json::from_slice::<Value>(&enriched.json).unwrap().get("context").is_none(), "no ip known: no context added");
+}
+
+#[test]
+fn the_event_context_wins_over_the_batch_context_member_by_member() {
+    let results = run(
+        RequestKind::Batch,
+        json!({
+            "batch": [
+                {"type": "page", "userId": "u", "context": {"locale": "fr", "ip": null}},
+                {"type": "page", "userId": "u", "context": {"ip": "9.9.9.9"}}
+            ],
+            "context": {"locale": "en", "ip": "8.8.8.8"}
+        }),
+    );
+    assert_eq!(results[0].as_ref().unwrap()["context"], json!({"locale": "fr", "ip": "8.8.8.8"}), "the batch's ip beats the peer's");
+    assert_eq!(results[1].as_ref().unwrap()["context"], json!({"ip": "9.9.9.9", "locale": "en"}));
+}
+
+#[test]
+fn a_null_context_ip_is_filled() {
+    let stored = single(EventType::Page, json!({"userId": "u", "context": {"ip": null, "locale": "de"}})).unwrap();
+    assert_eq!(stored["context"], json!({"locale": "de", "ip": PEER}));
+}
+
+#[test]
+fn alias_needs_the_new_user_id() {
+    let rejection = single(EventType::Alias, json!({"anonymousId": "a", "previousId": "p"})).unwrap_err();
+    assert_eq!(rejection.code, "missing_identity");
+    assert!(single(EventType::Alias, json!({"userId": 7, "previousId": 6})).is_ok(), "numeric ids are ids");
+}
+
+#[test]
+fn every_date_member_must_be_a_date() {
+    for field in ["timestamp", "originalTimestamp", "sentAt"] {
+        for bad in [json!("soon"), json!(1_700_000_000), json!({"at": 1}), json!(true)] {
+            let mut body = json!({"userId": "u", "event": "E"});
+            body[field] = bad.clone();
+            assert_eq!(single(EventType::Track, body).unwrap_err().code, "invalid_timestamp", "{field} = {bad}");
+        }
+        let mut body = json!({"userId": "u", "event": "E"});
+        body[field] = Value::Null;
+        assert!(single(EventType::Track, body).is_ok(), "null {field} is absent");
+    }
+}
+
+#[test]
+fn a_client_timestamp_is_also_the_original_timestamp() {
+    let stored = single(EventType::Identify, json!({"userId": "u", "timestamp": "2021-05-06T07:08:09Z"})).unwrap();
+    assert_eq!(stored["timestamp"], "2021-05-06T07:08:09Z");
+    assert_eq!(stored["originalTimestamp"], "2021-05-06T07:08:09Z");
+}
+
+#[test]
+fn duplicate_and_escaped_keys_are_read_as_a_json_parser_would() {
+    let body = r#"{"user\u0049d": "first", "userId": "second", "event": "E", "type": "identify", "type": "page", "properties": {"a": 1}}"#;
+    let stored = run_text(RequestKind::Single(EventType::Track), body).remove(0).unwrap();
+    assert_eq!(stored["userId"], "second");
+    assert_eq!(stored["type"], "track", "the URL names the type");
+    let text = {
+        let parsed = parse_request(RequestKind::Single(EventType::Track), body.as_bytes()).unwrap();
+        let context = EnrichContext::new("web", RECEIVED_AT_MS, None, &parsed);
+        String::from_utf8(enrich(0, parsed.events[0].as_ref().unwrap(), &context).unwrap().json).unwrap()
+    };
+    assert_eq!(text.matches("userId").count(), 1, "{text}");
+    assert_eq!(text.matches("\"type\"").count(), 1, "{text}");
+}
+
+#[test]
+fn untouched_members_are_copied_byte_for_byte() {
+    let body = r#"{"userId":"u","event":"E","properties":{ "price" : 1.50, "big": 123456789012345678901234567890, "tiny": 1e-400, "s": "caf\u00e9 \ud83d\ude00" },"name":"x"}"#;
+    let parsed = parse_request(RequestKind::Single(EventType::Track), body.as_bytes()).unwrap();
+    let context = EnrichContext::new("web", RECEIVED_AT_MS, None, &parsed);
+    let enriched = enrich(0, parsed.events[0].as_ref().unwrap(), &context).unwrap();
+    let text = String::from_utf8(enriched.json).unwrap();
+    assert!(text.contains(r#""properties":{ "price" : 1.50, "big": 123456789012345678901234567890, "tiny": 1e-400, "s": "caf\u00e9 \ud83d\ude00" }"#), "{text}");
+    serde_json::from_str::<Value>(&text).unwrap();
+}
+
+#[test]
+fn the_enriched_fields_match_the_stored_json() {
+    let body = json!({"batch": [{"type": "group", "userId": 12, "anonymousId": "a", "groupId": "g", "messageId": "m-9", "originalTimestamp": "2023-11-14T22:14:00Z"}]});
+    let text = body.to_string();
+    let parsed = parse_request(RequestKind::Batch, text.as_bytes()).unwrap();
+    let context = EnrichContext::new("web", RECEIVED_AT_MS, None, &parsed);
+    let enriched = enrich(0, parsed.events[0].as_ref().unwrap(), &context).unwrap();
+    assert_eq!(enriched.event_type, EventType::Group);
+    assert_eq!(enriched.message_id, "m-9");
+    assert_eq!(enriched.dedup_key, tandem_core::envelope::dedup_key("web", "m-9"));
+    assert_eq!(enriched.user_id.as_deref(), Some("12"));
+    assert_eq!(enriched.anonymous_id.as_deref(), Some("a"));
+    assert_eq!(Some(enriched.event_time_ms), parse_iso8601_ms("2023-11-14T22:14:00Z"), "no sentAt: originalTimestamp");
+    let stored: Value = serde_json::from_slice(&enriched.json).unwrap();
+    assert_eq!(parse_iso8601_ms(stored["timestamp"].as_str().unwrap()), Some(enriched.event_time_ms));
+}
+
+#[test]
+fn assigned_message_ids_are_distinct() {
+    let body = json!({"batch": [{"type": "track", "userId": "u", "event": "E"}, {"type": "track", "userId": "u", "event": "E", "messageId": ""}, {"type": "track", "userId": "u", "event": "E", "messageId": null}]});
+    let ids: std::collections::HashSet<String> =
+        run(RequestKind::Batch, body).into_iter().map(|stored| stored.unwrap()["messageId"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 3);
+}
+
+#[test]
+fn every_rejection_code_is_reachable_and_documented() {
+    let body = json!({"batch": [
+        {"type": "track", "userId": "u", "event": "E", "properties": {"blob": "x".repeat(tandem_core::limits::EVENT_BYTES_MAX)}},
+        [1],
+        {"type": "nonsense", "userId": "u"},
+        {"type": "page"},
+        {"type": "track", "userId": "u"},
+        {"type": "group", "userId": "u"},
+        {"type": "alias", "userId": "u"},
+        {"type": "page", "userId": "u", "messageId": {"id": 1}},
+        {"type": "page", "userId": "u", "sentAt": "later"},
+        {"type": "page", "userId": "u", "traits": "x"}
+    ]});
+    let mut codes: Vec<&str> = run(RequestKind::Batch, body).into_iter().map(|result| result.unwrap_err().code).collect();
+    let mut all = codes::ALL.to_vec();
+    codes.sort_unstable();
+    all.sort_unstable();
+    assert_eq!(codes, all);
 }

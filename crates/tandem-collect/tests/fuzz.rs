@@ -6,8 +6,30 @@ use serde_json::{json, Value};
 use tandem_collect::*;
 use tandem_core::EventType;
 
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
 fn kinds() -> impl Strategy<Value = RequestKind> {
     prop_oneof![Just(RequestKind::Batch), prop::sample::select(EventType::ALL.to_vec()).prop_map(RequestKind::Single)]
+}
+
+/// The raw JSON text of one member of a stored event.
+fn member_text(json: &[u8], key: &str) -> String {
+    let members: std::collections::HashMap<String, &serde_json::value::RawValue> = serde_json::from_slice(json).unwrap();
+    members[key].get().to_string()
+}
+
+/// Runs the whole per-request pipeline; returns the stored JSON text of accepted events.
+fn pipeline_json(kind: RequestKind, encoding: Option<&str>, body: &[u8]) -> Vec<Vec<u8>> {
+    let Ok(decoded) = decode_body(encoding, body) else { return Vec::new() };
+    let Ok(parsed) = parse_request(kind, &decoded) else { return Vec::new() };
+    let context = EnrichContext::new("src", 1_700_000_000_000, Some("127.0.0.1".parse().unwrap()), &parsed);
+    let accepted = parsed.events.iter().enumerate().filter_map(|(index, event)| event.clone().and_then(|event| enrich(index, &event, &context)).ok());
+    accepted.map(|enriched| enriched.json).collect()
 }
 
 /// Runs the whole per-request pipeline; returns the stored JSON of accepted events.
@@ -18,15 +40,12 @@ fn pipeline(kind: RequestKind, encoding: Option<&str>, body: &[u8]) -> Vec<Value
     let mut stored = Vec::new();
     for (index, event) in parsed.events.iter().enumerate() {
         if let Ok(enriched) = event.clone().and_then(|event| enrich(index, &event, &context)) {
-            // Lexically valid JSON (huge numbers such as 1e999999 are kept verbatim, as sent).
-            let members: std::collections::HashMap<String, &serde_json::value::RawValue> = serde_json::from_slice(&enriched.json).expect("stored JSON is valid");
+            let value: Value = serde_json::from_slice(&enriched.json).expect("stored JSON is valid");
             for field in ["messageId", "type", "receivedAt", "timestamp"] {
-                assert!(members.contains_key(field), "{field} missing");
+                assert!(value.get(field).is_some(), "{field} missing in {value}");
             }
-            assert!(!members.contains_key("writeKey"));
-            if let Ok(value) = serde_json::from_slice::<Value>(&enriched.json) {
-                stored.push(value);
-            }
+            assert!(value.get("writeKey").is_none());
+            stored.push(value);
         }
     }
     stored
@@ -40,11 +59,32 @@ fn valid_event() -> impl Strategy<Value = Value> {
     })
 }
 
+/// Any JSON value a client could send as a property (finite numbers: JSON has no others).
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |float| float.is_finite()).prop_map(Value::from),
+        "\\PC{0,12}".prop_map(Value::from),
+        "[\"\\\\/\u{0}-\u{1f}\u{7f}-\u{a0}\u{2028}\u{d7ff}\u{e000}\u{10ffff}]{0,6}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(6, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            prop::collection::btree_map("\\PC{0,8}", inner, 0..8).prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    })
+}
+
 #[derive(Debug, Clone)]
 enum Mutation {
     Flip(usize, u8),
     Truncate(usize),
     Insert(usize, Vec<u8>),
+    /// Copies `len` bytes from one place over another.
+    Splice { from: usize, to: usize, len: usize },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -53,6 +93,8 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         any::<usize>().prop_map(Mutation::Truncate),
         (any::<usize>(), prop::sample::select(vec![b"{".to_vec(), b"[".to_vec(), b"\"".to_vec(), b"\\u0000".to_vec(), vec![0xff, 0xfe], b"1e999999".to_vec(), b"null".to_vec(), b",".to_vec()]))
             .prop_map(|(at, bytes)| Mutation::Insert(at, bytes)),
+        (any::<usize>(), prop::sample::select(vec![b"[".repeat(200), b"{\"a\":".repeat(150), b"9".repeat(400)])).prop_map(|(at, bytes)| Mutation::Insert(at, bytes)),
+        (any::<usize>(), any::<usize>(), 0usize..64).prop_map(|(from, to, len)| Mutation::Splice { from, to, len }),
     ]
 }
 
@@ -70,6 +112,13 @@ fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
             Mutation::Insert(at, insert) => {
                 let at = at % bytes.len();
                 bytes.splice(at..at, insert.iter().copied());
+            }
+            Mutation::Splice { from, to, len } => {
+                let from = from % bytes.len();
+                let piece: Vec<u8> = bytes[from..(from + len).min(bytes.len())].to_vec();
+                let to = to % bytes.len();
+                let end = (to + piece.len()).min(bytes.len());
+                bytes.splice(to..end, piece);
             }
         }
     }
@@ -98,10 +147,44 @@ proptest! {
 
     #[test]
     fn mutated_batches_never_panic(events in prop::collection::vec(valid_event(), 1..10), mutations in prop::collection::vec(mutation(), 1..6), kind in kinds()) {
-        let body = mutate(json!({"batch": events}).to_string().into_bytes(), &mutations);
+        let body = mutate(json!({"batch": events, "context": {"app": "x"}, "sentAt": "2023-11-14T22:15:00Z"}).to_string().into_bytes(), &mutations);
         pipeline(kind, None, &body);
+        pipeline(kind, Some("gzip"), &gzip(&body));
         let single = mutate(events[0].to_string().into_bytes(), &mutations);
         pipeline(kind, None, &single);
+    }
+
+    #[test]
+    fn mutated_gzip_streams_never_panic(events in prop::collection::vec(valid_event(), 1..5), mutations in prop::collection::vec(mutation(), 1..4)) {
+        let compressed = mutate(gzip(json!({"batch": events}).to_string().as_bytes()), &mutations);
+        pipeline(RequestKind::Batch, Some("gzip"), &compressed);
+    }
+
+    #[test]
+    fn any_properties_are_stored_unchanged(properties in prop::collection::vec(json_value(), 1..6), single_call in any::<bool>()) {
+        let events: Vec<Value> = properties.iter().enumerate()
+            .map(|(index, value)| json!({"type": "track", "userId": "u", "event": "E", "properties": {"p": value}, "traits": value, "messageId": format!("m{index}")}))
+            .collect();
+        let (kind, body) = if single_call {
+            (RequestKind::Single(EventType::Track), events[0].to_string())
+        } else {
+            (RequestKind::Batch, json!({"batch": events}).to_string())
+        };
+        let stored = pipeline_json(kind, None, body.as_bytes());
+        let expected = if single_call { &events[..1] } else { &events[..] };
+        // Compared as text: the bytes are copied, and f64 text does not always survive a parse.
+        let kept: Vec<String> = stored.iter().map(|json| member_text(json, "properties")).collect();
+        let sent: Vec<String> = expected.iter().filter(|event| event["traits"].is_object() || event["traits"].is_null()).map(|event| event["properties"].to_string()).collect();
+        prop_assert_eq!(kept, sent, "events whose traits are objects (or null) are kept with their properties unchanged");
+    }
+
+    #[test]
+    fn large_batches_of_small_events_are_parsed_or_refused_whole(count in 2400usize..2600, mutations in prop::collection::vec(mutation(), 0..3)) {
+        let body = mutate(json!({"batch": vec![json!({"type": "page", "anonymousId": "a"}); count]}).to_string().into_bytes(), &mutations);
+        match parse_request(RequestKind::Batch, &body) {
+            Ok(parsed) => prop_assert!(parsed.events.len() <= tandem_core::limits::BATCH_EVENTS_MAX),
+            Err(error) => prop_assert!(!error.message.is_empty()),
+        }
     }
 }
 
