@@ -84,7 +84,14 @@ TARGET=$((RECOVERY_GB * 1024 * 1024 * 1024))
 while [ "$(du -sb "$WORK/data-big/logs" | cut -f1)" -lt "$TARGET" ]; do
   "$BIN" load --url "$URL" --write-key "$KEY" --concurrency "$CONCURRENCY" --batch "$BATCH" --event-bytes "$EVENT_BYTES" --duration 10 --warmup 0 --json >/dev/null
 done
-sleep 3 # let the background task write dedup sidecars for sealed segments, as a running server does
+# A running server writes the dedup sidecar of each sealed segment in the background; wait for it
+# to catch up with the fill, as it would have in normal operation.
+for _ in $(seq 120); do
+  SEALED=$(( $(ls "$WORK/data-big/logs/bench" | grep -c '\.seg$') - 1 ))
+  SIDECARS=$(ls "$WORK/data-big/dedup/bench" 2>/dev/null | grep -c '\.dedup$' || true)
+  [ "$SIDECARS" -ge "$SEALED" ] && break
+  sleep 1
+done
 kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 LOG_BYTES=$(du -sb "$WORK/data-big/logs" | cut -f1)
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true

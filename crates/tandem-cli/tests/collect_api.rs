@@ -44,6 +44,28 @@ async fn every_call_type_is_accepted_and_stored_with_its_fields() {
 }
 
 #[tokio::test]
+async fn analytics_next_short_paths_are_the_same_calls() {
+    let server = TestServer::start("");
+    let calls = [
+        ("/v1/t", "track", json!({"userId": "u1", "event": "Clicked", "messageId": "s-t"})),
+        ("/v1/i", "identify", json!({"userId": "u1", "messageId": "s-i"})),
+        ("/v1/p", "page", json!({"anonymousId": "a1", "messageId": "s-p"})),
+        ("/v1/s", "screen", json!({"userId": "u1", "messageId": "s-s"})),
+        ("/v1/g", "group", json!({"userId": "u1", "groupId": "g1", "messageId": "s-g"})),
+        ("/v1/a", "alias", json!({"userId": "u1", "previousId": "a1", "messageId": "s-a"})),
+        ("/v1/b", "track", json!({"batch": [{"type": "track", "userId": "u1", "event": "B", "messageId": "s-b"}]})),
+    ];
+    for (path, _, body) in &calls {
+        assert_eq!(post(&server, path, body).await, (200, json!({"success": true})), "{path}");
+    }
+    let events = server.events();
+    for ((path, event_type, _), stored) in calls.iter().zip(&events) {
+        assert_eq!(stored["type"], *event_type, "type of {path}");
+    }
+    assert_eq!(post(&server, "/v1/t", &json!({"userId": "u1"})).await.0, 400, "the short paths validate the same way");
+}
+
+#[tokio::test]
 async fn batch_and_import_accept_mixed_calls() {
     let server = TestServer::start("");
     let batch = json!({"batch": [
@@ -297,4 +319,21 @@ async fn health_readiness_metrics_and_openapi() {
     let missing = client.get(server.url("/no/such/route")).send().await.unwrap();
     assert_eq!(missing.status().as_u16(), 404);
     assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn a_source_over_its_rate_limit_gets_429_with_retry_after() {
+    let server = TestServer::start("[collect]\nrate_limit_events_per_second = 5\n");
+    let batch = |prefix: &str| json!({"batch": (0..5).map(|i| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("{prefix}-{i}")})).collect::<Vec<_>>()});
+    assert_eq!(post(&server, "/v1/batch", &batch("first")).await.0, 200);
+    let response = client().post(server.url("/v1/batch")).header("authorization", basic(WRITE_KEY)).json(&batch("second")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["error"]["code"], "rate_limited");
+    let other = client().post(server.url("/v1/track")).header("authorization", basic(SECOND_WRITE_KEY)).json(&json!({"userId": "u", "event": "E"})).send().await.unwrap();
+    assert_eq!(other.status().as_u16(), 200, "the limit is per source");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(post(&server, "/v1/batch", &batch("second")).await.0, 200, "the retry succeeds once the bucket refills");
+    let ids: Vec<String> = server.events().iter().map(|e| e["messageId"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(ids.iter().filter(|id| id.starts_with("second")).count(), 5);
 }

@@ -11,15 +11,22 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub details: Option<serde_json::Value>,
+    /// Seconds for `Retry-After` on 429/503 (`RETRY_AFTER_SECONDS` when unset).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), details: None }
+        ApiError { code, message: message.into(), details: None, retry_after: None }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = Some(details);
+        self
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -42,7 +49,7 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, axum::Json(body)).into_response();
         if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after.unwrap_or(RETRY_AFTER_SECONDS)));
         }
         response
     }

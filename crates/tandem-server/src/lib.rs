@@ -6,6 +6,7 @@ pub mod auth;
 pub mod background;
 pub mod catalog;
 pub mod error;
+pub mod rate_limit;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
@@ -143,11 +144,13 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
     let listener = tokio::net::TcpListener::bind(&config.server.listen).await.with_context(|| format!("binding {}", config.server.listen))?;
     let listen = listener.local_addr()?;
     let (live, _) = tokio::sync::broadcast::channel(LIVE_STREAM_BUFFER_EVENTS);
+    let rate_limiter = rate_limit::RateLimiter::new(config.collect.rate_limit_events_per_second);
     let state = AppState(Arc::new(Inner {
         config,
         catalog,
         workspaces,
         dedup,
+        rate_limiter,
         live,
         admin_tokens,
         metrics: telemetry::prometheus(),

@@ -2,6 +2,7 @@
 
 use crate::auth::AdminTokens;
 use crate::catalog::Catalog;
+use crate::rate_limit::RateLimiter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::BTreeMap;
 use std::ops::Deref;
@@ -43,6 +44,7 @@ pub struct Inner {
     pub catalog: Catalog,
     pub workspaces: BTreeMap<String, Workspace>,
     pub dedup: Arc<DedupIndex>,
+    pub rate_limiter: RateLimiter,
     pub live: broadcast::Sender<Arc<LiveEvent>>,
     pub admin_tokens: Arc<AdminTokens>,
     pub metrics: PrometheusHandle,

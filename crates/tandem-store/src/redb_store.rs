@@ -251,7 +251,7 @@ mod tests {
             last_ip: Some("127.0.0.1".into()),
             ..Default::default()
         };
-        store.record_unknown_traffic(&[seen.clone()]).unwrap();
+        store.record_unknown_traffic(std::slice::from_ref(&seen)).unwrap();
         store.record_unknown_traffic(&[UnknownKeyTraffic { first_seen_ms: 7, last_seen_ms: 9, last_origin: Some("https://x.test".into()), ..seen.clone() }]).unwrap();
         let traffic = store.unknown_traffic().unwrap();
         assert_eq!(traffic.len(), 1);

@@ -79,6 +79,11 @@ async fn collect_events(state: &AppState, peer: SocketAddr, headers: &HeaderMap,
         .get(&source.record.workspace_id)
         .ok_or_else(|| ApiError::internal(format!("source {} names unknown workspace {}", source.record.id, source.record.workspace_id)))?;
 
+    if let Err(seconds) = state.rate_limiter.admit(&format!("{}/{}", source.record.workspace_id, source.record.id), parsed.events.len()) {
+        metrics::counter!("tandem_events_rate_limited_total", "workspace" => source.record.workspace_id.clone(), "source" => source.record.id.clone()).increment(parsed.events.len() as u64);
+        let limit = state.config.collect.rate_limit_events_per_second.unwrap_or_default();
+        return Err(ApiError::new(ErrorCode::RateLimited, format!("source {} is limited to {limit} events/s; nothing was stored, retry later", source.record.id)).retry_after(seconds));
+    }
     let context = EnrichContext::new(&source.record.id, received_at_ms, Some(peer.ip()), &parsed);
     let mut batch = Batch::default();
     for (index, event) in parsed.events.iter().enumerate() {
