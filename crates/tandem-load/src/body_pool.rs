@@ -288,22 +288,6 @@ mod tests {
         assert_eq!(second.as_ptr(), first_address);
     }
 
-    /// Prints what preparing a request costs; run with `--ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn render_cost() {
-        let pool = BodyPool::build(&spec(100, 1000)).unwrap();
-        let mut scratch = BytesMut::new();
-        let started = std::time::Instant::now();
-        let requests = 20_000u64;
-        for request in 0..requests {
-            let sent_at = tandem_core::time_util::format_iso8601_ms(tandem_core::time_util::now_ms());
-            std::hint::black_box(pool.render(request, &sent_at, &mut scratch));
-        }
-        let per_event = started.elapsed().as_nanos() as f64 / (requests * 100) as f64;
-        println!("render: {per_event:.1} ns per event");
-    }
-
     #[test]
     fn limits_are_enforced() {
         assert!(BodyPool::build(&spec(2501, 700)).is_err());
