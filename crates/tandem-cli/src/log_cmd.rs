@@ -39,7 +39,13 @@ pub enum LogCommand {
 
 pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
     match command {
-        LogCommand::Export { data, workspace, meta, dedup, output } => export(&data, workspace.as_deref(), meta, dedup, output),
+        LogCommand::Export {
+            data,
+            workspace,
+            meta,
+            dedup,
+            output,
+        } => export(&data, workspace.as_deref(), meta, dedup, output),
         LogCommand::Verify { data, strict } => verify(&data, strict),
     }
 }
@@ -48,7 +54,10 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
 fn workspace_logs(data: &Path, only: Option<&str>) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let logs = data.join("logs");
     if !logs.is_dir() {
-        anyhow::bail!("{} holds no logs (is it a tandem data directory?)", data.display());
+        anyhow::bail!(
+            "{} holds no logs (is it a tandem data directory?)",
+            data.display()
+        );
     }
     let mut found = Vec::new();
     for entry in std::fs::read_dir(&logs)? {
@@ -71,11 +80,20 @@ fn progress_bar(total_bytes: u64) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total_bytes);
-    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {wide_bar} {eta}").expect("template"));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {wide_bar} {eta}")
+            .expect("template"),
+    );
     bar
 }
 
-fn export(data: &Path, only: Option<&str>, meta: bool, dedup: bool, output: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn export(
+    data: &Path,
+    only: Option<&str>,
+    meta: bool,
+    dedup: bool,
+    output: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     let sink: Box<dyn Write> = match output {
         Some(path) => Box::new(std::fs::File::create(path)?),
         None => Box::new(std::io::stdout().lock()),
@@ -84,12 +102,16 @@ fn export(data: &Path, only: Option<&str>, meta: bool, dedup: bool, output: Opti
     let mut seen = HashSet::new();
     let (mut exported, mut skipped) = (0u64, 0u64);
     for (workspace, dir) in workspace_logs(data, only)? {
-        let total: u64 = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
+        let total: u64 = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum();
         let bar = progress_bar(total);
         for record in tandem_log::read_dir(&dir)? {
             let record = record?;
             bar.inc(record.payload.len() as u64 + 24);
-            let envelope = EventEnvelope::decode(&record.payload).map_err(|error| anyhow::anyhow!("offset {}: {error}", record.offset))?;
+            let envelope = EventEnvelope::decode(&record.payload)
+                .map_err(|error| anyhow::anyhow!("offset {}: {error}", record.offset))?;
             if dedup && !seen.insert((workspace.clone(), envelope.dedup_key)) {
                 skipped += 1;
                 continue;
@@ -100,11 +122,24 @@ fn export(data: &Path, only: Option<&str>, meta: bool, dedup: bool, output: Opti
         bar.finish_and_clear();
     }
     out.flush()?;
-    eprintln!("exported {exported} events{}", if dedup { format!(", skipped {skipped} duplicates") } else { String::new() });
+    eprintln!(
+        "exported {exported} events{}",
+        if dedup {
+            format!(", skipped {skipped} duplicates")
+        } else {
+            String::new()
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_event(out: &mut impl Write, workspace: &str, record: &tandem_log::StoredRecord, envelope: &EventEnvelope, meta: bool) -> std::io::Result<()> {
+fn write_event(
+    out: &mut impl Write,
+    workspace: &str,
+    record: &tandem_log::StoredRecord,
+    envelope: &EventEnvelope,
+    meta: bool,
+) -> std::io::Result<()> {
     if meta {
         write!(
             out,
@@ -112,7 +147,9 @@ fn write_event(out: &mut impl Write, workspace: &str, record: &tandem_log::Store
             serde_json::Value::from(workspace),
             serde_json::Value::from(envelope.source_id),
             record.offset,
-            serde_json::Value::from(tandem_core::time_util::format_iso8601_ms(record.timestamp_ms)),
+            serde_json::Value::from(tandem_core::time_util::format_iso8601_ms(
+                record.timestamp_ms
+            )),
         )?;
         out.write_all(envelope.json)?;
         out.write_all(b"}\n")
@@ -126,13 +163,34 @@ fn verify(data: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for (workspace, dir) in workspace_logs(data, None)? {
         let report = tandem_log::verify_dir(&dir)?;
-        println!("workspace {workspace}: {} records, {} bytes, {} segments", report.records, report.bytes, report.segments);
+        println!(
+            "workspace {workspace}: {} records, {} bytes, {} segments",
+            report.records, report.bytes, report.segments
+        );
         for problem in &report.problems {
             let fatal = strict || !problem.is_torn_tail();
             failed |= fatal;
-            println!("  {}: {problem}", if fatal { "CORRUPT" } else { "torn tail (truncated at next start)" });
+            println!(
+                "  {}: {problem}",
+                if fatal {
+                    "CORRUPT"
+                } else {
+                    "torn tail (truncated at next start)"
+                }
+            );
         }
     }
-    println!("{}", if failed { "verify: FAILED" } else { "verify: ok" });
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    println!(
+        "{}",
+        if failed {
+            "verify: FAILED"
+        } else {
+            "verify: ok"
+        }
+    );
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

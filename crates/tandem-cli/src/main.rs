@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "tandem", version, about = "Customer data platform with built-in governance")]
+#[command(
+    name = "tandem",
+    version,
+    about = "Customer data platform with built-in governance"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,7 +68,9 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("TANDEM_LOG_FORMAT").is_ok_and(|format| format == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -75,8 +81,17 @@ fn init_tracing() {
 fn validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     match tandem_config::load(path) {
         Ok(config) => {
-            let sources: usize = config.workspaces.iter().map(|workspace| workspace.sources.len()).sum();
-            println!("{}: ok ({} workspaces, {} sources)", path.display(), config.workspaces.len(), sources);
+            let sources: usize = config
+                .workspaces
+                .iter()
+                .map(|workspace| workspace.sources.len())
+                .sum();
+            println!(
+                "{}: ok ({} workspaces, {} sources)",
+                path.display(),
+                config.workspaces.len(),
+                sources
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {

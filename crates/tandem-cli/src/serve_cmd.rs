@@ -25,7 +25,10 @@ pub struct ServeArgs {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -33,14 +36,37 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(path) => tandem_config::load(path).map_err(|error| anyhow::anyhow!("{error}"))?,
         None => tandem_config::Config::default(),
     };
-    let overrides = tandem_config::Overrides { listen: args.listen, data_dir: args.data, admin_token: None };
-    tandem_config::apply_env_and_overrides(&mut config, &|name| std::env::var(name).ok(), &overrides)
-        .map_err(|problems| anyhow::anyhow!("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    let overrides = tandem_config::Overrides {
+        listen: args.listen,
+        data_dir: args.data,
+        admin_token: None,
+    };
+    tandem_config::apply_env_and_overrides(
+        &mut config,
+        &|name| std::env::var(name).ok(),
+        &overrides,
+    )
+    .map_err(|problems| {
+        anyhow::anyhow!(
+            "{}",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
     if args.discard {
         tracing::warn!("--discard: events are NOT stored (benchmark reference mode)");
     }
     runtime()?.block_on(async move {
-        let server = tandem_server::start(config, ServeOptions { persist: !args.discard }).await?;
+        let server = tandem_server::start(
+            config,
+            ServeOptions {
+                persist: !args.discard,
+            },
+        )
+        .await?;
         print_banner(&server);
         tandem_server::serve_until_signal(server).await
     })?;
@@ -51,13 +77,20 @@ fn print_banner(server: &tandem_server::RunningServer) {
     let report = &server.report;
     let url = format!("http://{}", report.listen);
     println!("tandem {} listening on {url}", env!("CARGO_PKG_VERSION"));
-    println!("  data directory: {}", server.state.config.server.data_dir.display());
+    println!(
+        "  data directory: {}",
+        server.state.config.server.data_dir.display()
+    );
     for (workspace, recovery) in &report.workspaces {
         println!(
             "  workspace {workspace}: log at offset {} ({} segments{})",
             recovery.next_offset,
             recovery.segments,
-            if recovery.truncated_bytes > 0 { format!(", {} torn bytes truncated", recovery.truncated_bytes) } else { String::new() }
+            if recovery.truncated_bytes > 0 {
+                format!(", {} torn bytes truncated", recovery.truncated_bytes)
+            } else {
+                String::new()
+            }
         );
     }
     if let Some(key) = &report.demo_write_key {
@@ -66,11 +99,19 @@ fn print_banner(server: &tandem_server::RunningServer) {
         println!("  try: curl -u {key}: {url}/v1/track -H 'content-type: application/json' -d '{{\"userId\":\"u1\",\"event\":\"Signed Up\"}}'");
     }
     match &report.admin_token {
-        AdminTokenOrigin::Generated(token) => println!("  admin token (shown once, stored hashed): {token}"),
+        AdminTokenOrigin::Generated(token) => {
+            println!("  admin token (shown once, stored hashed): {token}")
+        }
         AdminTokenOrigin::Configured => println!("  admin token: from config / TANDEM_ADMIN_TOKEN"),
-        AdminTokenOrigin::Stored => println!("  admin token: as generated at first start (set TANDEM_ADMIN_TOKEN to replace it)"),
+        AdminTokenOrigin::Stored => println!(
+            "  admin token: as generated at first start (set TANDEM_ADMIN_TOKEN to replace it)"
+        ),
     }
-    println!("  started in {} ms ({} dedup entries recovered)", report.startup.as_millis(), report.dedup_entries_recovered);
+    println!(
+        "  started in {} ms ({} dedup entries recovered)",
+        report.startup.as_millis(),
+        report.dedup_entries_recovered
+    );
 }
 
 #[derive(Args)]
@@ -156,8 +197,19 @@ pub enum BenchCommand {
 
 pub fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
-        BenchCommand::Disk { dir, record_bytes, records_per_write, duration, json } => {
-            let report = tandem_load::disk_ceiling(&dir, record_bytes, records_per_write, Duration::from_secs_f64(duration))?;
+        BenchCommand::Disk {
+            dir,
+            record_bytes,
+            records_per_write,
+            duration,
+            json,
+        } => {
+            let report = tandem_load::disk_ceiling(
+                &dir,
+                record_bytes,
+                records_per_write,
+                Duration::from_secs_f64(duration),
+            )?;
             if json {
                 println!("{}", report.to_json());
             } else {

@@ -25,18 +25,31 @@ pub struct TailArgs {
 }
 
 pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(follow(args))
 }
 
 async fn follow(args: TailArgs) -> anyhow::Result<ExitCode> {
     let path = match &args.source {
-        Some(source) => format!("/api/v1/workspaces/{}/sources/{source}/live", args.workspace),
+        Some(source) => format!(
+            "/api/v1/workspaces/{}/sources/{source}/live",
+            args.workspace
+        ),
         None => format!("/api/v1/workspaces/{}/live", args.workspace),
     };
-    let response = reqwest::Client::new().get(format!("{}{path}", args.url.trim_end_matches('/'))).bearer_auth(&args.token).send().await?;
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", args.url.trim_end_matches('/')))
+        .bearer_auth(&args.token)
+        .send()
+        .await?;
     if !response.status().is_success() {
-        eprintln!("{}: {}", response.status(), response.text().await.unwrap_or_default());
+        eprintln!(
+            "{}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
         return Ok(ExitCode::from(1));
     }
     let mut stream = response.bytes_stream();
@@ -60,8 +73,16 @@ async fn follow(args: TailArgs) -> anyhow::Result<ExitCode> {
 
 /// One SSE record (`event: kind` / `data: json`) as a line to print, or None for keep-alives.
 fn render(record: &str, raw: bool) -> Option<String> {
-    let kind = record.lines().find_map(|line| line.strip_prefix("event:")).map(str::trim).unwrap_or("message");
-    let data: String = record.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim_start).collect();
+    let kind = record
+        .lines()
+        .find_map(|line| line.strip_prefix("event:"))
+        .map(str::trim)
+        .unwrap_or("message");
+    let data: String = record
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(str::trim_start)
+        .collect();
     if data.is_empty() {
         return None;
     }
@@ -82,8 +103,16 @@ mod tests {
 
     #[test]
     fn renders_accepted_and_rejected_and_skips_keepalives() {
-        assert_eq!(render("event: accepted\ndata: {\"event\":{\"a\":1}}\n\n", false).as_deref(), Some("{\"a\":1}"));
-        assert!(render("event: rejected\ndata: {\"rejection\":{\"code\":\"x\"}}\n\n", false).unwrap().starts_with("REJECTED"));
+        assert_eq!(
+            render("event: accepted\ndata: {\"event\":{\"a\":1}}\n\n", false).as_deref(),
+            Some("{\"a\":1}")
+        );
+        assert!(render(
+            "event: rejected\ndata: {\"rejection\":{\"code\":\"x\"}}\n\n",
+            false
+        )
+        .unwrap()
+        .starts_with("REJECTED"));
         assert_eq!(render(": keep-alive\n\n", false), None);
     }
 }

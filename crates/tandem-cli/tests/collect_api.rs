@@ -17,12 +17,30 @@ fn iso(ms: i64) -> String {
 async fn every_call_type_is_accepted_and_stored_with_its_fields() {
     let server = TestServer::start("");
     let calls = [
-        ("/v1/track", json!({"userId": "u1", "event": "Order Completed", "properties": {"total": 42.5}, "messageId": "m-track"})),
-        ("/v1/identify", json!({"userId": "u1", "traits": {"email": "a@example.test"}, "messageId": "m-identify"})),
-        ("/v1/page", json!({"anonymousId": "a1", "name": "Home", "properties": {"path": "/"}, "messageId": "m-page"})),
-        ("/v1/screen", json!({"userId": "u1", "name": "Settings", "messageId": "m-screen"})),
-        ("/v1/group", json!({"userId": "u1", "groupId": "g1", "traits": {"plan": "pro"}, "messageId": "m-group"})),
-        ("/v1/alias", json!({"userId": "u1", "previousId": "a1", "messageId": "m-alias"})),
+        (
+            "/v1/track",
+            json!({"userId": "u1", "event": "Order Completed", "properties": {"total": 42.5}, "messageId": "m-track"}),
+        ),
+        (
+            "/v1/identify",
+            json!({"userId": "u1", "traits": {"email": "a@example.test"}, "messageId": "m-identify"}),
+        ),
+        (
+            "/v1/page",
+            json!({"anonymousId": "a1", "name": "Home", "properties": {"path": "/"}, "messageId": "m-page"}),
+        ),
+        (
+            "/v1/screen",
+            json!({"userId": "u1", "name": "Settings", "messageId": "m-screen"}),
+        ),
+        (
+            "/v1/group",
+            json!({"userId": "u1", "groupId": "g1", "traits": {"plan": "pro"}, "messageId": "m-group"}),
+        ),
+        (
+            "/v1/alias",
+            json!({"userId": "u1", "previousId": "a1", "messageId": "m-alias"}),
+        ),
     ];
     for (path, body) in &calls {
         let (status, answer) = post(&server, path, body).await;
@@ -31,9 +49,22 @@ async fn every_call_type_is_accepted_and_stored_with_its_fields() {
     let events = server.events();
     assert_eq!(events.len(), calls.len());
     for ((path, body), stored) in calls.iter().zip(&events) {
-        assert_eq!(stored["type"], path.trim_start_matches("/v1/"), "type of {path}");
+        assert_eq!(
+            stored["type"],
+            path.trim_start_matches("/v1/"),
+            "type of {path}"
+        );
         assert_eq!(stored["messageId"], body["messageId"]);
-        for field in ["userId", "anonymousId", "event", "groupId", "previousId", "properties", "traits", "name"] {
+        for field in [
+            "userId",
+            "anonymousId",
+            "event",
+            "groupId",
+            "previousId",
+            "properties",
+            "traits",
+            "name",
+        ] {
             if !body[field].is_null() {
                 assert_eq!(stored[field], body[field], "{field} of {path}");
             }
@@ -47,22 +78,58 @@ async fn every_call_type_is_accepted_and_stored_with_its_fields() {
 async fn analytics_next_short_paths_are_the_same_calls() {
     let server = TestServer::start("");
     let calls = [
-        ("/v1/t", "track", json!({"userId": "u1", "event": "Clicked", "messageId": "s-t"})),
-        ("/v1/i", "identify", json!({"userId": "u1", "messageId": "s-i"})),
-        ("/v1/p", "page", json!({"anonymousId": "a1", "messageId": "s-p"})),
-        ("/v1/s", "screen", json!({"userId": "u1", "messageId": "s-s"})),
-        ("/v1/g", "group", json!({"userId": "u1", "groupId": "g1", "messageId": "s-g"})),
-        ("/v1/a", "alias", json!({"userId": "u1", "previousId": "a1", "messageId": "s-a"})),
-        ("/v1/b", "track", json!({"batch": [{"type": "track", "userId": "u1", "event": "B", "messageId": "s-b"}]})),
+        (
+            "/v1/t",
+            "track",
+            json!({"userId": "u1", "event": "Clicked", "messageId": "s-t"}),
+        ),
+        (
+            "/v1/i",
+            "identify",
+            json!({"userId": "u1", "messageId": "s-i"}),
+        ),
+        (
+            "/v1/p",
+            "page",
+            json!({"anonymousId": "a1", "messageId": "s-p"}),
+        ),
+        (
+            "/v1/s",
+            "screen",
+            json!({"userId": "u1", "messageId": "s-s"}),
+        ),
+        (
+            "/v1/g",
+            "group",
+            json!({"userId": "u1", "groupId": "g1", "messageId": "s-g"}),
+        ),
+        (
+            "/v1/a",
+            "alias",
+            json!({"userId": "u1", "previousId": "a1", "messageId": "s-a"}),
+        ),
+        (
+            "/v1/b",
+            "track",
+            json!({"batch": [{"type": "track", "userId": "u1", "event": "B", "messageId": "s-b"}]}),
+        ),
     ];
     for (path, _, body) in &calls {
-        assert_eq!(post(&server, path, body).await, (200, json!({"success": true})), "{path}");
+        assert_eq!(
+            post(&server, path, body).await,
+            (200, json!({"success": true})),
+            "{path}"
+        );
     }
     let events = server.events();
     for ((path, event_type, _), stored) in calls.iter().zip(&events) {
         assert_eq!(stored["type"], *event_type, "type of {path}");
     }
-    assert_eq!(post(&server, "/v1/t", &json!({"userId": "u1"})).await.0, 400, "the short paths validate the same way");
+    assert_eq!(
+        post(&server, "/v1/t", &json!({"userId": "u1"})).await.0,
+        400,
+        "the short paths validate the same way"
+    );
 }
 
 #[tokio::test]
@@ -77,8 +144,15 @@ async fn batch_and_import_accept_mixed_calls() {
     assert_eq!(post(&server, "/v1/import", &batch).await.0, 200);
     let events = server.events();
     assert_eq!(events.len(), 6);
-    let ids: std::collections::HashSet<_> = events.iter().map(|e| e["messageId"].as_str().unwrap().to_string()).collect();
-    assert_eq!(ids.len(), 6, "a messageId is assigned to each event that had none");
+    let ids: std::collections::HashSet<_> = events
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        6,
+        "a messageId is assigned to each event that had none"
+    );
 }
 
 #[tokio::test]
@@ -86,15 +160,31 @@ async fn write_key_in_body_and_all_credential_failures() {
     let server = TestServer::start("");
     let client = client();
     let body = json!({"writeKey": WRITE_KEY, "userId": "u1", "event": "Body Auth", "messageId": "body-auth"});
-    let response = client.post(server.url("/v1/track")).json(&body).send().await.unwrap();
+    let response = client
+        .post(server.url("/v1/track"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let stored = server.events();
     assert_eq!(stored.len(), 1);
-    assert!(stored[0].get("writeKey").is_none(), "the write key is a credential and is never stored");
+    assert!(
+        stored[0].get("writeKey").is_none(),
+        "the write key is a credential and is never stored"
+    );
 
-    let response = client.post(server.url("/v1/track")).json(&json!({"userId": "u1", "event": "x"})).send().await.unwrap();
+    let response = client
+        .post(server.url("/v1/track"))
+        .json(&json!({"userId": "u1", "event": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 401);
-    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "missing_credentials");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"]["code"],
+        "missing_credentials"
+    );
 
     for _ in 0..3 {
         let response = client
@@ -106,7 +196,10 @@ async fn write_key_in_body_and_all_credential_failures() {
             .await
             .unwrap();
         assert_eq!(response.status().as_u16(), 401);
-        assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "unknown_write_key");
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["error"]["code"],
+            "unknown_write_key"
+        );
     }
     let (status, unknown) = admin_get(&server, "/api/v1/unknown-keys").await;
     assert_eq!(status, 200);
@@ -133,8 +226,13 @@ async fn gzip_bodies_are_accepted_and_broken_gzip_is_a_400() {
             .body(bytes)
             .send()
     };
-    assert_eq!(send(compressed.clone()).await.unwrap().status().as_u16(), 200);
-    let broken = send(compressed[..compressed.len() / 2].to_vec()).await.unwrap();
+    assert_eq!(
+        send(compressed.clone()).await.unwrap().status().as_u16(),
+        200
+    );
+    let broken = send(compressed[..compressed.len() / 2].to_vec())
+        .await
+        .unwrap();
     assert_eq!(broken.status().as_u16(), 400);
     assert!(broken.json::<Value>().await.unwrap()["error"]["code"].is_string());
     assert_eq!(by_message_id(&server.events(), "gz-1").len(), 1);
@@ -148,14 +246,26 @@ async fn cors_preflight_and_origin_echo() {
         .request(reqwest::Method::OPTIONS, server.url("/v1/batch"))
         .header("origin", "https://shop.example.test")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "content-type,authorization")
+        .header(
+            "access-control-request-headers",
+            "content-type,authorization",
+        )
         .send()
         .await
         .unwrap();
     assert!(preflight.status().is_success());
-    assert_eq!(preflight.headers()["access-control-allow-origin"], "https://shop.example.test");
-    assert!(preflight.headers()["access-control-allow-methods"].to_str().unwrap().contains("POST"));
-    assert_eq!(preflight.headers()["access-control-allow-headers"], "content-type,authorization");
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://shop.example.test"
+    );
+    assert!(preflight.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+    assert_eq!(
+        preflight.headers()["access-control-allow-headers"],
+        "content-type,authorization"
+    );
     let response = client
         .post(server.url("/v1/track"))
         .header("origin", "https://shop.example.test")
@@ -164,7 +274,10 @@ async fn cors_preflight_and_origin_echo() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers()["access-control-allow-origin"], "https://shop.example.test");
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://shop.example.test"
+    );
 }
 
 #[tokio::test]
@@ -172,35 +285,57 @@ async fn limits_answer_400_with_a_named_problem() {
     let server = TestServer::start("");
     let client = client();
     let send_raw = |path: &'static str, body: Vec<u8>| {
-        client.post(server.url(path)).header("authorization", basic(WRITE_KEY)).header("content-type", "application/json").body(body).send()
+        client
+            .post(server.url(path))
+            .header("authorization", basic(WRITE_KEY))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
     };
-    let code = |value: &Value| value["error"]["code"].as_str().unwrap_or_default().to_string();
+    let code = |value: &Value| {
+        value["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
 
     let invalid = send_raw("/v1/track", b"{not json".to_vec()).await.unwrap();
     assert_eq!(invalid.status().as_u16(), 400);
     assert_eq!(code(&invalid.json().await.unwrap()), "invalid_json");
 
     let huge = json!({"batch": [{"type": "track", "userId": "u", "event": "x", "properties": {"blob": "x".repeat(600 * 1024)}}]});
-    let too_large = send_raw("/v1/batch", huge.to_string().into_bytes()).await.unwrap();
+    let too_large = send_raw("/v1/batch", huge.to_string().into_bytes())
+        .await
+        .unwrap();
     assert_eq!(too_large.status().as_u16(), 400);
     assert_eq!(code(&too_large.json().await.unwrap()), "body_too_large");
 
     let many: Vec<Value> = (0..2501).map(|i| json!({"type": "track", "userId": "u", "event": "e", "messageId": format!("many-{i}")})).collect();
-    let too_many = send_raw("/v1/batch", json!({"batch": many}).to_string().into_bytes()).await.unwrap();
+    let too_many = send_raw("/v1/batch", json!({"batch": many}).to_string().into_bytes())
+        .await
+        .unwrap();
     assert_eq!(too_many.status().as_u16(), 400);
-    assert_eq!(code(&too_many.json().await.unwrap()), "batch_too_many_events");
+    assert_eq!(
+        code(&too_many.json().await.unwrap()),
+        "batch_too_many_events"
+    );
 
     let big_event = json!({"batch": [
         {"type": "track", "userId": "u", "event": "ok-before", "messageId": "ok-1"},
         {"type": "track", "userId": "u", "event": "big", "messageId": "big-1", "properties": {"blob": "y".repeat(33 * 1024)}},
         {"type": "track", "userId": "u", "event": "ok-after", "messageId": "ok-2"}
     ]});
-    let partial = send_raw("/v1/batch", big_event.to_string().into_bytes()).await.unwrap();
+    let partial = send_raw("/v1/batch", big_event.to_string().into_bytes())
+        .await
+        .unwrap();
     assert_eq!(partial.status().as_u16(), 400);
     let body: Value = partial.json().await.unwrap();
     assert_eq!(code(&body), "invalid_events");
     assert_eq!(body["error"]["details"]["rejected"][0]["index"], 1);
-    assert_eq!(body["error"]["details"]["rejected"][0]["code"], "event_too_large");
+    assert_eq!(
+        body["error"]["details"]["rejected"][0]["code"],
+        "event_too_large"
+    );
     let events = server.events();
     assert_eq!(events.len(), 2, "the valid events of the batch are stored");
     assert!(by_message_id(&events, "big-1").is_empty());
@@ -222,10 +357,19 @@ async fn invalid_events_are_rejected_alone_with_their_reason() {
     let (status, body) = post(&server, "/v1/batch", &batch).await;
     assert_eq!(status, 400);
     let rejected = body["error"]["details"]["rejected"].as_array().unwrap();
-    let indexes: Vec<u64> = rejected.iter().map(|r| r["index"].as_u64().unwrap()).collect();
+    let indexes: Vec<u64> = rejected
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
     assert_eq!(indexes, vec![1, 2, 3, 4, 5, 6]);
-    assert!(rejected.iter().all(|r| r["code"].is_string() && r["message"].is_string()));
-    let stored: Vec<String> = server.events().iter().map(|e| e["messageId"].as_str().unwrap().to_string()).collect();
+    assert!(rejected
+        .iter()
+        .all(|r| r["code"].is_string() && r["message"].is_string()));
+    let stored: Vec<String> = server
+        .events()
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(stored, vec!["good-1", "good-2"]);
 }
 
@@ -245,22 +389,48 @@ async fn timestamps_are_corrected_for_client_clock_skew() {
     let skewed = by_message_id(&events, "skew")[0];
     let received = parse_iso8601_ms(skewed["receivedAt"].as_str().unwrap()).unwrap();
     let timestamp = parse_iso8601_ms(skewed["timestamp"].as_str().unwrap()).unwrap();
-    assert_eq!(received - timestamp, 5_000, "timestamp = receivedAt - (sentAt - originalTimestamp)");
+    assert_eq!(
+        received - timestamp,
+        5_000,
+        "timestamp = receivedAt - (sentAt - originalTimestamp)"
+    );
     assert_eq!(skewed["originalTimestamp"], iso(original));
     assert!((received - now).abs() < 60_000);
-    assert_eq!(by_message_id(&events, "explicit")[0]["timestamp"], "2020-01-01T00:00:00.000Z", "a timestamp set by the client is kept");
+    assert_eq!(
+        by_message_id(&events, "explicit")[0]["timestamp"],
+        "2020-01-01T00:00:00.000Z",
+        "a timestamp set by the client is kept"
+    );
 }
 
 #[tokio::test]
 async fn context_ip_is_filled_unless_the_client_set_it() {
     let server = TestServer::start("");
-    assert_eq!(post(&server, "/v1/track", &json!({"userId": "u", "event": "a", "messageId": "ip-1"})).await.0, 200);
+    assert_eq!(
+        post(
+            &server,
+            "/v1/track",
+            &json!({"userId": "u", "event": "a", "messageId": "ip-1"})
+        )
+        .await
+        .0,
+        200
+    );
     let own = json!({"userId": "u", "event": "b", "messageId": "ip-2", "context": {"ip": "203.0.113.9", "locale": "de-DE"}});
     assert_eq!(post(&server, "/v1/track", &own).await.0, 200);
     let events = server.events();
-    assert_eq!(by_message_id(&events, "ip-1")[0]["context"]["ip"], "127.0.0.1");
-    assert_eq!(by_message_id(&events, "ip-2")[0]["context"]["ip"], "203.0.113.9");
-    assert_eq!(by_message_id(&events, "ip-2")[0]["context"]["locale"], "de-DE");
+    assert_eq!(
+        by_message_id(&events, "ip-1")[0]["context"]["ip"],
+        "127.0.0.1"
+    );
+    assert_eq!(
+        by_message_id(&events, "ip-2")[0]["context"]["ip"],
+        "203.0.113.9"
+    );
+    assert_eq!(
+        by_message_id(&events, "ip-2")[0]["context"]["locale"],
+        "de-DE"
+    );
 }
 
 #[tokio::test]
@@ -268,7 +438,11 @@ async fn duplicates_are_dropped_even_across_a_restart_and_a_kill() {
     let mut server = TestServer::start("");
     let event = json!({"userId": "u", "event": "Once", "messageId": "dup-1"});
     assert_eq!(post(&server, "/v1/track", &event).await.0, 200);
-    assert_eq!(post(&server, "/v1/track", &event).await.0, 200, "a duplicate is acknowledged");
+    assert_eq!(
+        post(&server, "/v1/track", &event).await.0,
+        200,
+        "a duplicate is acknowledged"
+    );
     server.restart();
     assert_eq!(post(&server, "/v1/track", &event).await.0, 200);
     server.restart_after_kill();
@@ -283,7 +457,10 @@ async fn duplicates_are_dropped_even_across_a_restart_and_a_kill() {
         .unwrap();
     assert_eq!(other.status().as_u16(), 200);
     let exported = server.export();
-    let copies: Vec<_> = exported.iter().filter(|line| line["event"]["messageId"] == "dup-1").collect();
+    let copies: Vec<_> = exported
+        .iter()
+        .filter(|line| line["event"]["messageId"] == "dup-1")
+        .collect();
     assert_eq!(copies.len(), 2);
     assert_ne!(copies[0]["source"], copies[1]["source"]);
 }
@@ -291,34 +468,95 @@ async fn duplicates_are_dropped_even_across_a_restart_and_a_kill() {
 #[tokio::test]
 async fn settings_document_points_analytics_js_at_tandem() {
     let server = TestServer::start("");
-    let response = client().get(server.url(&format!("/v1/projects/{WRITE_KEY}/settings"))).send().await.unwrap();
+    let response = client()
+        .get(server.url(&format!("/v1/projects/{WRITE_KEY}/settings")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let settings: Value = response.json().await.unwrap();
     let segment = &settings["integrations"]["Segment.io"];
     assert_eq!(segment["apiKey"], WRITE_KEY);
     assert_eq!(segment["apiHost"], format!("127.0.0.1:{}/v1", server.port));
     assert_eq!(segment["protocol"], "http");
-    let unknown = client().get(server.url("/v1/projects/nope-nope-nope/settings")).send().await.unwrap();
+    let unknown = client()
+        .get(server.url("/v1/projects/nope-nope-nope/settings"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status().as_u16(), 404);
 }
 
 #[tokio::test]
 async fn health_readiness_metrics_and_openapi() {
     let server = TestServer::start("");
-    assert_eq!(post(&server, "/v1/track", &json!({"userId": "u", "event": "m"})).await.0, 200);
+    assert_eq!(
+        post(&server, "/v1/track", &json!({"userId": "u", "event": "m"}))
+            .await
+            .0,
+        200
+    );
     let client = client();
-    assert_eq!(client.get(server.url("/healthz")).send().await.unwrap().status().as_u16(), 200);
-    assert_eq!(client.get(server.url("/readyz")).send().await.unwrap().status().as_u16(), 200);
-    let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    for name in ["tandem_events_accepted_total", "tandem_log_fsync_seconds", "tandem_log_bytes", "tandem_collect_batch_events", "tandem_dedup_entries"] {
-        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    assert_eq!(
+        client
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "tandem_events_accepted_total",
+        "tandem_log_fsync_seconds",
+        "tandem_log_bytes",
+        "tandem_collect_batch_events",
+        "tandem_dedup_entries",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
     }
-    let openapi: Value = client.get(server.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let openapi: Value = client
+        .get(server.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(openapi["openapi"], "3.1.0");
     assert!(openapi["paths"]["/v1/batch"]["post"].is_object());
-    let missing = client.get(server.url("/no/such/route")).send().await.unwrap();
+    let missing = client
+        .get(server.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
-    assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+    assert_eq!(
+        missing.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
 }
 
 #[tokio::test]
@@ -326,14 +564,37 @@ async fn a_source_over_its_rate_limit_gets_429_with_retry_after() {
     let server = TestServer::start("[collect]\nrate_limit_events_per_second = 5\n");
     let batch = |prefix: &str| json!({"batch": (0..5).map(|i| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("{prefix}-{i}")})).collect::<Vec<_>>()});
     assert_eq!(post(&server, "/v1/batch", &batch("first")).await.0, 200);
-    let response = client().post(server.url("/v1/batch")).header("authorization", basic(WRITE_KEY)).json(&batch("second")).send().await.unwrap();
+    let response = client()
+        .post(server.url("/v1/batch"))
+        .header("authorization", basic(WRITE_KEY))
+        .json(&batch("second"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 429);
     assert!(response.headers().contains_key("retry-after"));
-    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["error"]["code"], "rate_limited");
-    let other = client().post(server.url("/v1/track")).header("authorization", basic(SECOND_WRITE_KEY)).json(&json!({"userId": "u", "event": "E"})).send().await.unwrap();
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        "rate_limited"
+    );
+    let other = client()
+        .post(server.url("/v1/track"))
+        .header("authorization", basic(SECOND_WRITE_KEY))
+        .json(&json!({"userId": "u", "event": "E"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(other.status().as_u16(), 200, "the limit is per source");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_eq!(post(&server, "/v1/batch", &batch("second")).await.0, 200, "the retry succeeds once the bucket refills");
-    let ids: Vec<String> = server.events().iter().map(|e| e["messageId"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(
+        post(&server, "/v1/batch", &batch("second")).await.0,
+        200,
+        "the retry succeeds once the bucket refills"
+    );
+    let ids: Vec<String> = server
+        .events()
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap_or_default().to_string())
+        .collect();
     assert_eq!(ids.iter().filter(|id| id.starts_with("second")).count(), 5);
 }

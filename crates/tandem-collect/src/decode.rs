@@ -18,14 +18,22 @@ const INFLATE_RATIO_GUESS: usize = 8;
 /// `deflate` (zlib-wrapped, or raw as some clients send it) → the inflated bytes, at most
 /// `REQUEST_BODY_BYTES_MAX` of them (more → `body_too_large`). A broken stream or any other
 /// encoding → `invalid_encoding`. Names are case-insensitive.
-pub fn decode_body<'a>(content_encoding: Option<&str>, body: &'a [u8]) -> Result<Cow<'a, [u8]>, RequestError> {
-    let encoding = content_encoding.map(str::trim).unwrap_or_default().to_ascii_lowercase();
+pub fn decode_body<'a>(
+    content_encoding: Option<&str>,
+    body: &'a [u8],
+) -> Result<Cow<'a, [u8]>, RequestError> {
+    let encoding = content_encoding
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     match encoding.as_str() {
         "" | "identity" | "none" => Ok(Cow::Borrowed(body)),
         "gzip" | "x-gzip" => inflate(MultiGzDecoder::new(body), body.len(), "gzip").map(Cow::Owned),
         "deflate" => inflate(ZlibDecoder::new(body), body.len(), "deflate")
             .or_else(|zlib_error| match zlib_error.code {
-                ErrorCode::InvalidEncoding => inflate(DeflateDecoder::new(body), body.len(), "deflate"),
+                ErrorCode::InvalidEncoding => {
+                    inflate(DeflateDecoder::new(body), body.len(), "deflate")
+                }
                 _ => Err(zlib_error),
             })
             .map(Cow::Owned),
@@ -37,12 +45,24 @@ pub fn decode_body<'a>(content_encoding: Option<&str>, body: &'a [u8]) -> Result
 }
 
 /// Reads a decoder to its end, refusing more than `REQUEST_BODY_BYTES_MAX` decoded bytes.
-fn inflate(decoder: impl Read, compressed_bytes: usize, name: &str) -> Result<Vec<u8>, RequestError> {
-    let guess = compressed_bytes.saturating_mul(INFLATE_RATIO_GUESS).min(REQUEST_BODY_BYTES_MAX + 1);
+fn inflate(
+    decoder: impl Read,
+    compressed_bytes: usize,
+    name: &str,
+) -> Result<Vec<u8>, RequestError> {
+    let guess = compressed_bytes
+        .saturating_mul(INFLATE_RATIO_GUESS)
+        .min(REQUEST_BODY_BYTES_MAX + 1);
     let mut decoded = Vec::with_capacity(guess);
-    decoder.take(REQUEST_BODY_BYTES_MAX as u64 + 1).read_to_end(&mut decoded).map_err(|error| {
-        RequestError::new(ErrorCode::InvalidEncoding, format!("the {name} body cannot be decoded: {error}"))
-    })?;
+    decoder
+        .take(REQUEST_BODY_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut decoded)
+        .map_err(|error| {
+            RequestError::new(
+                ErrorCode::InvalidEncoding,
+                format!("the {name} body cannot be decoded: {error}"),
+            )
+        })?;
     if decoded.len() > REQUEST_BODY_BYTES_MAX {
         return Err(RequestError::new(
             ErrorCode::BodyTooLarge,
@@ -68,7 +88,10 @@ mod tests {
     #[test]
     fn identity_is_borrowed() {
         for encoding in [None, Some(""), Some("identity"), Some(" Identity ")] {
-            assert!(matches!(decode_body(encoding, b"{}").unwrap(), Cow::Borrowed(b"{}")));
+            assert!(matches!(
+                decode_body(encoding, b"{}").unwrap(),
+                Cow::Borrowed(b"{}")
+            ));
         }
     }
 
@@ -91,10 +114,16 @@ mod tests {
     fn deflate_zlib_and_raw_are_decoded() {
         let mut zlib = ZlibEncoder::new(Vec::new(), Compression::default());
         zlib.write_all(b"zlib body").unwrap();
-        assert_eq!(&*decode_body(Some("deflate"), &zlib.finish().unwrap()).unwrap(), b"zlib body");
+        assert_eq!(
+            &*decode_body(Some("deflate"), &zlib.finish().unwrap()).unwrap(),
+            b"zlib body"
+        );
         let mut raw = DeflateEncoder::new(Vec::new(), Compression::default());
         raw.write_all(b"raw body").unwrap();
-        assert_eq!(&*decode_body(Some("deflate"), &raw.finish().unwrap()).unwrap(), b"raw body");
+        assert_eq!(
+            &*decode_body(Some("deflate"), &raw.finish().unwrap()).unwrap(),
+            b"raw body"
+        );
     }
 
     #[test]
@@ -106,22 +135,35 @@ mod tests {
         assert_eq!(garbage.code, ErrorCode::InvalidEncoding);
         let mut flipped = body.clone();
         flipped[body.len() - 6] ^= 0xff; // inside the CRC trailer
-        assert_eq!(decode_body(Some("gzip"), &flipped).unwrap_err().code, ErrorCode::InvalidEncoding);
+        assert_eq!(
+            decode_body(Some("gzip"), &flipped).unwrap_err().code,
+            ErrorCode::InvalidEncoding
+        );
     }
 
     #[test]
     fn gzip_bomb_is_cut_at_the_cap() {
         let bomb = gzip(&vec![b' '; REQUEST_BODY_BYTES_MAX * 20]);
         assert!(bomb.len() < 100_000);
-        assert_eq!(decode_body(Some("gzip"), &bomb).unwrap_err().code, ErrorCode::BodyTooLarge);
+        assert_eq!(
+            decode_body(Some("gzip"), &bomb).unwrap_err().code,
+            ErrorCode::BodyTooLarge
+        );
         let exact = gzip(&vec![b' '; REQUEST_BODY_BYTES_MAX]);
-        assert_eq!(decode_body(Some("gzip"), &exact).unwrap().len(), REQUEST_BODY_BYTES_MAX);
+        assert_eq!(
+            decode_body(Some("gzip"), &exact).unwrap().len(),
+            REQUEST_BODY_BYTES_MAX
+        );
     }
 
     #[test]
     fn unknown_encoding_is_refused() {
         for encoding in ["br", "compress", "gzip, br", "zstd"] {
-            assert_eq!(decode_body(Some(encoding), b"{}").unwrap_err().code, ErrorCode::InvalidEncoding, "{encoding}");
+            assert_eq!(
+                decode_body(Some(encoding), b"{}").unwrap_err().code,
+                ErrorCode::InvalidEncoding,
+                "{encoding}"
+            );
         }
     }
 }

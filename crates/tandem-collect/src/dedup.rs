@@ -70,7 +70,10 @@ struct SeededKeyHash {
 impl BuildHasher for SeededKeyHash {
     type Hasher = SeededKeyHasher;
     fn build_hasher(&self) -> SeededKeyHasher {
-        SeededKeyHasher { seed: self.seed, state: 0 }
+        SeededKeyHasher {
+            seed: self.seed,
+            state: 0,
+        }
     }
 }
 
@@ -106,7 +109,9 @@ impl Shard {
         self.arrivals.push_back(key);
         let mut evicted = 0;
         while self.entries.len() > capacity {
-            let Some(oldest) = self.arrivals.pop_front() else { break };
+            let Some(oldest) = self.arrivals.pop_front() else {
+                break;
+            };
             if oldest != key && self.entries.remove(&oldest).is_some() {
                 evicted += 1;
             }
@@ -159,11 +164,22 @@ impl DedupIndex {
     pub fn new(entries_max: usize) -> DedupIndex {
         let wanted = (entries_max / SHARD_ENTRIES_MIN).clamp(1, SHARDS_MAX);
         let shard_count = 1usize << (usize::BITS - 1 - wanted.leading_zeros());
-        let map_hash = SeededKeyHash { seed: random_seed() };
+        let map_hash = SeededKeyHash {
+            seed: random_seed(),
+        };
         let shards = (0..shard_count)
-            .map(|_| Mutex::new(Shard { entries: HashMap::with_hasher(map_hash), arrivals: VecDeque::new() }))
+            .map(|_| {
+                Mutex::new(Shard {
+                    entries: HashMap::with_hasher(map_hash),
+                    arrivals: VecDeque::new(),
+                })
+            })
             .collect();
-        DedupIndex { shards, shard_seed: random_seed(), shard_capacity: entries_max.div_ceil(shard_count).max(1) }
+        DedupIndex {
+            shards,
+            shard_seed: random_seed(),
+            shard_capacity: entries_max.div_ceil(shard_count).max(1),
+        }
     }
 
     fn shard(&self, key: u64) -> &Mutex<Shard> {
@@ -178,7 +194,14 @@ impl DedupIndex {
             Some(entry) if entry.in_flight => Reservation::InFlight,
             Some(_) => Reservation::Duplicate,
             None => {
-                let evicted = shard.insert(key, Entry { seen_secs: seconds(now_ms), in_flight: true }, self.shard_capacity);
+                let evicted = shard.insert(
+                    key,
+                    Entry {
+                        seen_secs: seconds(now_ms),
+                        in_flight: true,
+                    },
+                    self.shard_capacity,
+                );
                 drop(shard);
                 count_evicted("capacity", evicted);
                 Reservation::New
@@ -213,7 +236,14 @@ impl DedupIndex {
             entry.in_flight = false;
             return;
         }
-        let evicted = shard.insert(key, Entry { seen_secs: seconds(seen_ms), in_flight: false }, self.shard_capacity);
+        let evicted = shard.insert(
+            key,
+            Entry {
+                seen_secs: seconds(seen_ms),
+                in_flight: false,
+            },
+            self.shard_capacity,
+        );
         drop(shard);
         count_evicted("capacity", evicted);
     }
@@ -221,14 +251,21 @@ impl DedupIndex {
     /// Drops keys first seen before `cutoff_ms` (the window's edge). Returns how many.
     pub fn evict_older_than(&self, cutoff_ms: i64) -> usize {
         let cutoff_secs = seconds(cutoff_ms);
-        let evicted = self.shards.iter().map(|shard| shard.lock().evict_older_than(cutoff_secs)).sum();
+        let evicted = self
+            .shards
+            .iter()
+            .map(|shard| shard.lock().evict_older_than(cutoff_secs))
+            .sum();
         count_evicted("age", evicted);
         evicted
     }
 
     /// Keys held, durable or in flight.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|shard| shard.lock().entries.len()).sum()
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().entries.len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -238,13 +275,18 @@ impl DedupIndex {
     /// When the oldest key still held was seen (ms, to the second), if any: the dedup window
     /// actually covered.
     pub fn oldest_seen_ms(&self) -> Option<i64> {
-        self.shards.iter().filter_map(|shard| shard.lock().oldest_seen_secs()).min().map(|secs| secs as i64 * 1000)
+        self.shards
+            .iter()
+            .filter_map(|shard| shard.lock().oldest_seen_secs())
+            .min()
+            .map(|secs| secs as i64 * 1000)
     }
 }
 
 fn count_evicted(reason: &'static str, evicted: usize) {
     if evicted > 0 {
-        metrics::counter!("tandem_dedup_evicted_total", "reason" => reason).increment(evicted as u64);
+        metrics::counter!("tandem_dedup_evicted_total", "reason" => reason)
+            .increment(evicted as u64);
     }
 }
 
@@ -263,7 +305,11 @@ mod tests {
         index.confirm(&[1]);
         assert_eq!(index.reserve(1, 7_000), Reservation::Duplicate);
         index.release(&[1]);
-        assert_eq!(index.reserve(1, 7_000), Reservation::Duplicate, "release never forgets a durable key");
+        assert_eq!(
+            index.reserve(1, 7_000),
+            Reservation::Duplicate,
+            "release never forgets a durable key"
+        );
         assert_eq!(index.len(), 1);
     }
 
@@ -286,7 +332,11 @@ mod tests {
         assert_eq!(index.oldest_seen_ms(), Some(9_000));
         assert_eq!(index.reserve(10, 10_000), Reservation::New);
         assert_eq!(index.reserve(20, 10_000), Reservation::Duplicate);
-        assert_eq!(index.evict_older_than(100_000), 2, "in-flight keys age out too");
+        assert_eq!(
+            index.evict_older_than(100_000),
+            2,
+            "in-flight keys age out too"
+        );
         assert!(index.is_empty());
     }
 
@@ -298,12 +348,20 @@ mod tests {
             index.confirm(&[key]);
         }
         assert_eq!(index.len(), 3);
-        assert_eq!(index.reserve(1, 9_000), Reservation::New, "the oldest were forgotten");
+        assert_eq!(
+            index.reserve(1, 9_000),
+            Reservation::New,
+            "the oldest were forgotten"
+        );
         assert_eq!(index.reserve(5, 9_000), Reservation::Duplicate);
         let single = DedupIndex::new(0);
         assert_eq!(single.reserve(1, 0), Reservation::New);
         assert_eq!(single.reserve(2, 0), Reservation::New);
-        assert_eq!(single.reserve(2, 0), Reservation::InFlight, "the key just reserved is kept");
+        assert_eq!(
+            single.reserve(2, 0),
+            Reservation::InFlight,
+            "the key just reserved is kept"
+        );
     }
 
     #[test]
@@ -326,14 +384,23 @@ mod tests {
         assert_eq!(index.oldest_seen_ms(), Some(1_000));
         let recovered = DedupIndex::new(10);
         recovered.insert_durable(3, -5);
-        assert_eq!(recovered.oldest_seen_ms(), Some(0), "times before the epoch clamp to it");
+        assert_eq!(
+            recovered.oldest_seen_ms(),
+            Some(0),
+            "times before the epoch clamp to it"
+        );
     }
 
     #[test]
     fn large_indexes_are_sharded_small_ones_exact() {
         assert_eq!(DedupIndex::new(10).shards.len(), 1);
         assert_eq!(DedupIndex::new(5 * SHARD_ENTRIES_MIN).shards.len(), 4);
-        assert_eq!(DedupIndex::new(tandem_core::limits::DEFAULT_DEDUP_ENTRIES_MAX).shards.len(), SHARDS_MAX);
+        assert_eq!(
+            DedupIndex::new(tandem_core::limits::DEFAULT_DEDUP_ENTRIES_MAX)
+                .shards
+                .len(),
+            SHARDS_MAX
+        );
     }
 
     #[test]
@@ -345,7 +412,9 @@ mod tests {
                     scope.spawn(|| {
                         let mut won = Vec::new();
                         for key in 0..10_000u64 {
-                            if index.reserve(key.wrapping_mul(0x9E37_79B9_7F4A_7C15), 0) == Reservation::New {
+                            if index.reserve(key.wrapping_mul(0x9E37_79B9_7F4A_7C15), 0)
+                                == Reservation::New
+                            {
                                 won.push(key.wrapping_mul(0x9E37_79B9_7F4A_7C15));
                             }
                         }
@@ -354,10 +423,15 @@ mod tests {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|handle| handle.join().unwrap()).sum()
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap())
+                .sum()
         });
         assert_eq!(winners, 10_000);
         assert_eq!(index.len(), 10_000);
-        assert!((0..10_000u64).all(|key| index.reserve(key.wrapping_mul(0x9E37_79B9_7F4A_7C15), 0) == Reservation::Duplicate));
+        assert!((0..10_000u64).all(|key| index
+            .reserve(key.wrapping_mul(0x9E37_79B9_7F4A_7C15), 0)
+            == Reservation::Duplicate));
     }
 }

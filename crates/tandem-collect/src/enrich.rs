@@ -76,7 +76,12 @@ pub struct EnrichContext<'a> {
 impl<'a> EnrichContext<'a> {
     /// `source_id` keys deduplication; `received_at_ms` is the server clock when the request
     /// arrived; `ip` is the peer address (`context.ip` unless the client set one).
-    pub fn new(source_id: &'a str, received_at_ms: i64, ip: Option<IpAddr>, parsed: &'a ParsedRequest<'_>) -> EnrichContext<'a> {
+    pub fn new(
+        source_id: &'a str,
+        received_at_ms: i64,
+        ip: Option<IpAddr>,
+        parsed: &'a ParsedRequest<'_>,
+    ) -> EnrichContext<'a> {
         EnrichContext {
             source_id,
             received_at_ms,
@@ -84,7 +89,10 @@ impl<'a> EnrichContext<'a> {
             ip: ip.map(|ip| ip.to_string()),
             batch_sent_at: parsed.batch_sent_at,
             batch_sent_at_ms: parsed.sent_at_ms,
-            batch_context: parsed.batch_context.and_then(RawObject::parse).unwrap_or_default(),
+            batch_context: parsed
+                .batch_context
+                .and_then(RawObject::parse)
+                .unwrap_or_default(),
             batch_integrations: parsed.batch_integrations,
         }
     }
@@ -110,8 +118,14 @@ impl Enriched {
     /// source the event was enriched for (1 to 64 bytes, as every catalog id is; the envelope
     /// encoder asserts it).
     pub fn envelope_bytes(&self, source_id: &str) -> Vec<u8> {
-        EventEnvelope { event_type: self.event_type, dedup_key: self.dedup_key, event_time_ms: self.event_time_ms, source_id, json: &self.json }
-            .encode()
+        EventEnvelope {
+            event_type: self.event_type,
+            dedup_key: self.dedup_key,
+            event_time_ms: self.event_time_ms,
+            source_id,
+            json: &self.json,
+        }
+        .encode()
     }
 }
 
@@ -127,10 +141,27 @@ struct Checked<'a> {
 /// Validates event `index` of a request and writes its enriched JSON.
 pub fn enrich(index: usize, event: &RawEvent, ctx: &EnrichContext) -> Result<Enriched, Rejection> {
     let fields = &event.fields;
-    let shown_id = fields.get("messageId").and_then(as_str).map(|id| id.chars().take(MESSAGE_ID_CHARS_MAX).collect::<String>());
-    let checked = check(event, ctx).map_err(|(code, message)| Rejection { index, message_id: shown_id, code, message })?;
-    let capacity = fields.0.iter().map(|(key, value)| key.len() + value.get().len() + 4).sum::<usize>()
-        + ctx.batch_context.0.iter().map(|(key, value)| key.len() + value.get().len() + 4).sum::<usize>()
+    let shown_id = fields
+        .get("messageId")
+        .and_then(as_str)
+        .map(|id| id.chars().take(MESSAGE_ID_CHARS_MAX).collect::<String>());
+    let checked = check(event, ctx).map_err(|(code, message)| Rejection {
+        index,
+        message_id: shown_id,
+        code,
+        message,
+    })?;
+    let capacity = fields
+        .0
+        .iter()
+        .map(|(key, value)| key.len() + value.get().len() + 4)
+        .sum::<usize>()
+        + ctx
+            .batch_context
+            .0
+            .iter()
+            .map(|(key, value)| key.len() + value.get().len() + 4)
+            .sum::<usize>()
         + ctx.batch_integrations.map_or(0, |raw| raw.get().len())
         + ENRICHMENT_BYTES_GUESS;
     let mut json = Vec::with_capacity(capacity);
@@ -156,60 +187,108 @@ fn check<'a>(event: &RawEvent<'a>, ctx: &EnrichContext) -> Result<Checked<'a>, P
     check_identity(event.event_type, user_id.is_some(), anonymous_id.is_some())?;
     check_type_fields(event.event_type, fields)?;
     for name in OBJECT_MEMBERS {
-        if fields.get_present(name).is_some_and(|raw| kind(raw) != Kind::Object) {
+        if fields
+            .get_present(name)
+            .is_some_and(|raw| kind(raw) != Kind::Object)
+        {
             return Err((codes::INVALID_FIELD, format!("`{name}` must be an object")));
         }
     }
     let [timestamp, original, sent_at] = TIME_MEMBERS.map(|name| time_member(fields, name));
     let (timestamp, original, sent_at) = (timestamp?, original?, sent_at?);
     let sent_at_ms = sent_at.map(|(_, ms)| ms).or(ctx.batch_sent_at_ms);
-    let event_time_ms = event_time_ms(ctx.received_at_ms, timestamp.map(|(_, ms)| ms), original.map(|(_, ms)| ms), sent_at_ms);
-    Ok(Checked { message_id, user_id, anonymous_id, client_timestamp: timestamp.map(|(raw, _)| raw), event_time_ms })
+    let event_time_ms = event_time_ms(
+        ctx.received_at_ms,
+        timestamp.map(|(_, ms)| ms),
+        original.map(|(_, ms)| ms),
+        sent_at_ms,
+    );
+    Ok(Checked {
+        message_id,
+        user_id,
+        anonymous_id,
+        client_timestamp: timestamp.map(|(raw, _)| raw),
+        event_time_ms,
+    })
 }
 
 /// The client's `messageId`: `None` when absent, `null` or empty (one is assigned).
 fn message_id(fields: &RawObject) -> Result<Option<String>, Problem> {
-    let Some(raw) = fields.get_present("messageId") else { return Ok(None) };
+    let Some(raw) = fields.get_present("messageId") else {
+        return Ok(None);
+    };
     match as_str(raw) {
-        Some(id) if id.chars().count() > MESSAGE_ID_CHARS_MAX => {
-            Err((codes::INVALID_MESSAGE_ID, format!("`messageId` is longer than {MESSAGE_ID_CHARS_MAX} characters")))
-        }
+        Some(id) if id.chars().count() > MESSAGE_ID_CHARS_MAX => Err((
+            codes::INVALID_MESSAGE_ID,
+            format!("`messageId` is longer than {MESSAGE_ID_CHARS_MAX} characters"),
+        )),
         Some(id) if id.is_empty() => Ok(None),
         Some(id) => Ok(Some(id.into_owned())),
-        None => Err((codes::INVALID_MESSAGE_ID, "`messageId` must be a string".into())),
+        None => Err((
+            codes::INVALID_MESSAGE_ID,
+            "`messageId` must be a string".into(),
+        )),
     }
 }
 
 /// A `userId`-like member: a non-empty string, or a number (kept as its text). Absent, null or
 /// empty: `None`. Any other kind is refused rather than ignored.
 fn identifier(fields: &RawObject, name: &str) -> Result<Option<String>, Problem> {
-    let Some(raw) = fields.get(name) else { return Ok(None) };
+    let Some(raw) = fields.get(name) else {
+        return Ok(None);
+    };
     match kind(raw) {
         Kind::Null => Ok(None),
-        Kind::String => Ok(as_str(raw).filter(|text| !text.is_empty()).map(Cow::into_owned)),
+        Kind::String => Ok(as_str(raw)
+            .filter(|text| !text.is_empty())
+            .map(Cow::into_owned)),
         Kind::Number => Ok(Some(raw.get().to_string())),
         _ => Err((codes::INVALID_FIELD, format!("`{name}` must be a string"))),
     }
 }
 
-fn check_identity(event_type: EventType, has_user_id: bool, has_anonymous_id: bool) -> Result<(), Problem> {
+fn check_identity(
+    event_type: EventType,
+    has_user_id: bool,
+    has_anonymous_id: bool,
+) -> Result<(), Problem> {
     if event_type == EventType::Alias && !has_user_id {
-        return Err((codes::MISSING_IDENTITY, "an alias call needs the new `userId`".into()));
+        return Err((
+            codes::MISSING_IDENTITY,
+            "an alias call needs the new `userId`".into(),
+        ));
     }
     if !has_user_id && !has_anonymous_id {
-        return Err((codes::MISSING_IDENTITY, "every event needs a `userId` or an `anonymousId`".into()));
+        return Err((
+            codes::MISSING_IDENTITY,
+            "every event needs a `userId` or an `anonymousId`".into(),
+        ));
     }
     Ok(())
 }
 
 fn check_type_fields(event_type: EventType, fields: &RawObject) -> Result<(), Problem> {
     let required = match event_type {
-        EventType::Track => Some(("event", codes::MISSING_EVENT, "a track call needs an `event` name")),
-        EventType::Group => Some(("groupId", codes::MISSING_GROUP_ID, "a group call needs a `groupId`")),
-        EventType::Alias => Some(("previousId", codes::MISSING_PREVIOUS_ID, "an alias call needs a `previousId`")),
+        EventType::Track => Some((
+            "event",
+            codes::MISSING_EVENT,
+            "a track call needs an `event` name",
+        )),
+        EventType::Group => Some((
+            "groupId",
+            codes::MISSING_GROUP_ID,
+            "a group call needs a `groupId`",
+        )),
+        EventType::Alias => Some((
+            "previousId",
+            codes::MISSING_PREVIOUS_ID,
+            "an alias call needs a `previousId`",
+        )),
         _ => None,
     };
-    let Some((name, code, message)) = required else { return Ok(()) };
+    let Some((name, code, message)) = required else {
+        return Ok(());
+    };
     let present = match fields.get(name) {
         Some(raw) if kind(raw) == Kind::String => as_str(raw).is_some_and(|text| !text.is_empty()),
         Some(raw) => name != "event" && kind(raw) == Kind::Number,
@@ -223,13 +302,21 @@ fn check_type_fields(event_type: EventType, fields: &RawObject) -> Result<(), Pr
 }
 
 /// A date-time member, raw and in ms; `None` when absent or `null`.
-fn time_member<'a>(fields: &RawObject<'a>, name: &str) -> Result<Option<(&'a RawValue, i64)>, Problem> {
-    let Some(raw) = fields.get_present(name) else { return Ok(None) };
+fn time_member<'a>(
+    fields: &RawObject<'a>,
+    name: &str,
+) -> Result<Option<(&'a RawValue, i64)>, Problem> {
+    let Some(raw) = fields.get_present(name) else {
+        return Ok(None);
+    };
     match as_str(raw).as_deref().and_then(parse_iso8601_ms) {
         Some(ms) => Ok(Some((raw, ms))),
         None => {
             let shown: String = raw.get().chars().take(QUOTED_CHARS_MAX).collect();
-            Err((codes::INVALID_TIMESTAMP, format!("`{name}` {shown} is not an ISO-8601 date-time")))
+            Err((
+                codes::INVALID_TIMESTAMP,
+                format!("`{name}` {shown} is not an ISO-8601 date-time"),
+            ))
         }
     }
 }
@@ -247,10 +334,17 @@ fn time_member<'a>(fields: &RawObject<'a>, name: &str) -> Result<Option<(&'a Raw
 /// (analytics.js/-next, the mobile SDKs) as `originalTimestamp` and corrects it with `sentAt` too.
 /// tandem keeps any client-set `timestamp` exactly, so imports keep their times to the
 /// millisecond; only clients that send `originalTimestamp` get their clock skew corrected.
-pub fn event_time_ms(received_at_ms: i64, timestamp_ms: Option<i64>, original_ms: Option<i64>, sent_at_ms: Option<i64>) -> i64 {
+pub fn event_time_ms(
+    received_at_ms: i64,
+    timestamp_ms: Option<i64>,
+    original_ms: Option<i64>,
+    sent_at_ms: Option<i64>,
+) -> i64 {
     let time = match (timestamp_ms, original_ms, sent_at_ms) {
         (Some(timestamp), _, _) => timestamp,
-        (None, Some(original), Some(sent)) => received_at_ms.saturating_sub(sent.saturating_sub(original)),
+        (None, Some(original), Some(sent)) => {
+            received_at_ms.saturating_sub(sent.saturating_sub(original))
+        }
         (None, Some(original), None) => original,
         (None, None, _) => received_at_ms,
     };
@@ -272,7 +366,10 @@ fn write_event(out: &mut Vec<u8>, event: &RawEvent, ctx: &EnrichContext, checked
     if let Some(sent_at) = fields.get_present("sentAt").or(ctx.batch_sent_at) {
         writer.raw("sentAt", sent_at.get());
     }
-    if let Some(integrations) = fields.get_present("integrations").or(ctx.batch_integrations) {
+    if let Some(integrations) = fields
+        .get_present("integrations")
+        .or(ctx.batch_integrations)
+    {
         writer.raw("integrations", integrations.get());
     }
     write_context(&mut writer, fields.get_present("context"), ctx);
@@ -284,7 +381,10 @@ fn write_event(out: &mut Vec<u8>, event: &RawEvent, ctx: &EnrichContext, checked
     if let Some(anonymous_id) = &checked.anonymous_id {
         writer.string("anonymousId", anonymous_id);
     }
-    if let Some(original) = fields.get_present("originalTimestamp").or(checked.client_timestamp) {
+    if let Some(original) = fields
+        .get_present("originalTimestamp")
+        .or(checked.client_timestamp)
+    {
         writer.raw("originalTimestamp", original.get());
     }
     match checked.client_timestamp {
@@ -301,8 +401,15 @@ fn write_context(writer: &mut ObjectWriter, own_raw: Option<&RawValue>, ctx: &En
     let own = own_raw.and_then(RawObject::parse).unwrap_or_default();
     let own_keys = KeyLookup::present_keys(&own);
     let batch = &ctx.batch_context;
-    let ip = ctx.ip.as_deref().filter(|_| !own_keys.contains("ip") && batch.get_present("ip").is_none());
-    let adds_members = ip.is_some() || batch.0.iter().any(|(key, value)| kind(value) != Kind::Null && !own_keys.contains(key));
+    let ip = ctx
+        .ip
+        .as_deref()
+        .filter(|_| !own_keys.contains("ip") && batch.get_present("ip").is_none());
+    let adds_members = ip.is_some()
+        || batch
+            .0
+            .iter()
+            .any(|(key, value)| kind(value) != Kind::Null && !own_keys.contains(key));
     if !adds_members {
         if let Some(raw) = own_raw {
             writer.raw("context", raw.get());
@@ -312,7 +419,8 @@ fn write_context(writer: &mut ObjectWriter, own_raw: Option<&RawValue>, ctx: &En
     let batch_keys = KeyLookup::present_keys(batch);
     let mut context = writer.object("context");
     for (key, value) in &own.0 {
-        let replaced = kind(value) == Kind::Null && (batch_keys.contains(key) || (key == "ip" && ip.is_some()));
+        let replaced = kind(value) == Kind::Null
+            && (batch_keys.contains(key) || (key == "ip" && ip.is_some()));
         if !replaced {
             context.raw(key, value.get());
         }
@@ -340,7 +448,14 @@ impl<'o> KeyLookup<'o> {
         if object.0.len() <= LINEAR_LOOKUP_MEMBERS_MAX {
             return KeyLookup::Scan(object);
         }
-        KeyLookup::Hash(object.0.iter().filter(|(_, value)| kind(value) != Kind::Null).map(|(key, _)| key.as_ref()).collect())
+        KeyLookup::Hash(
+            object
+                .0
+                .iter()
+                .filter(|(_, value)| kind(value) != Kind::Null)
+                .map(|(key, _)| key.as_ref())
+                .collect(),
+        )
     }
 
     fn contains(&self, key: &str) -> bool {
@@ -408,10 +523,16 @@ mod tests {
     fn skew_is_corrected_with_sent_at() {
         // The device clock is 1 h fast; the event was recorded 5 s before it was sent.
         let sent = RECEIVED + 3_600_000;
-        assert_eq!(event_time_ms(RECEIVED, None, Some(sent - 5_000), Some(sent)), RECEIVED - 5_000);
+        assert_eq!(
+            event_time_ms(RECEIVED, None, Some(sent - 5_000), Some(sent)),
+            RECEIVED - 5_000
+        );
         // A slow clock, and an event queued offline for a day.
         let sent = RECEIVED - 600_000;
-        assert_eq!(event_time_ms(RECEIVED, None, Some(sent - 86_400_000), Some(sent)), RECEIVED - 86_400_000);
+        assert_eq!(
+            event_time_ms(RECEIVED, None, Some(sent - 86_400_000), Some(sent)),
+            RECEIVED - 86_400_000
+        );
     }
 
     #[test]
@@ -422,10 +543,30 @@ mod tests {
 
     #[test]
     fn absurd_corrections_fall_back_to_received_at() {
-        assert_eq!(event_time_ms(RECEIVED, None, Some(EVENT_TIME_MS_MIN), Some(EVENT_TIME_MS_MAX)), RECEIVED);
-        assert_eq!(event_time_ms(RECEIVED, None, Some(i64::MIN), Some(i64::MAX)), RECEIVED);
-        assert_eq!(event_time_ms(RECEIVED, Some(i64::MAX), None, None), RECEIVED);
-        assert_eq!(format_iso8601_ms(EVENT_TIME_MS_MIN), "0000-01-01T00:00:00.000Z");
-        assert_eq!(format_iso8601_ms(EVENT_TIME_MS_MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(
+            event_time_ms(
+                RECEIVED,
+                None,
+                Some(EVENT_TIME_MS_MIN),
+                Some(EVENT_TIME_MS_MAX)
+            ),
+            RECEIVED
+        );
+        assert_eq!(
+            event_time_ms(RECEIVED, None, Some(i64::MIN), Some(i64::MAX)),
+            RECEIVED
+        );
+        assert_eq!(
+            event_time_ms(RECEIVED, Some(i64::MAX), None, None),
+            RECEIVED
+        );
+        assert_eq!(
+            format_iso8601_ms(EVENT_TIME_MS_MIN),
+            "0000-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            format_iso8601_ms(EVENT_TIME_MS_MAX),
+            "9999-12-31T23:59:59.999Z"
+        );
     }
 }

@@ -24,5 +24,8 @@ mod sidecar;
 pub use decode::decode_body;
 pub use dedup::{DedupIndex, Reservation};
 pub use enrich::{enrich, event_time_ms, EnrichContext, Enriched};
-pub use parse::{codes, parse_request, ParsedRequest, RawEvent, Rejection, RequestError, RequestKind, BATCH_SHARED_BYTES_MAX};
+pub use parse::{
+    codes, parse_request, ParsedRequest, RawEvent, Rejection, RequestError, RequestKind,
+    BATCH_SHARED_BYTES_MAX,
+};
 pub use sidecar::{read_sidecar, write_sidecar};

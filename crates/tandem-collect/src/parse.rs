@@ -4,7 +4,9 @@ use crate::raw::{as_str, kind, line_column, scan_body, Kind, RawObject};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use tandem_core::limits::{BATCH_BYTES_MAX, BATCH_EVENTS_MAX, EVENT_BYTES_MAX, JSON_DEPTH_MAX, MESSAGE_ID_CHARS_MAX};
+use tandem_core::limits::{
+    BATCH_BYTES_MAX, BATCH_EVENTS_MAX, EVENT_BYTES_MAX, JSON_DEPTH_MAX, MESSAGE_ID_CHARS_MAX,
+};
 use tandem_core::time_util::parse_iso8601_ms;
 use tandem_core::{ErrorCode, EventType};
 
@@ -25,7 +27,10 @@ pub struct RequestError {
 impl RequestError {
     /// A request error with its code and a message for the client.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> RequestError {
-        RequestError { code, message: message.into() }
+        RequestError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -129,15 +134,28 @@ const UTF8_BOM: &str = "\u{feff}";
 pub fn parse_request(kind: RequestKind, body: &[u8]) -> Result<ParsedRequest<'_>, RequestError> {
     check_body_size(kind, body.len())?;
     let text = std::str::from_utf8(body).map_err(|error| {
-        RequestError::new(ErrorCode::InvalidJson, format!("the body is not UTF-8 (invalid byte at offset {})", error.valid_up_to()))
+        RequestError::new(
+            ErrorCode::InvalidJson,
+            format!(
+                "the body is not UTF-8 (invalid byte at offset {})",
+                error.valid_up_to()
+            ),
+        )
     })?;
     let text = text.strip_prefix(UTF8_BOM).unwrap_or(text);
     scan_body(text, JSON_DEPTH_MAX).map_err(|problem| {
         let (line, column) = line_column(text, problem.offset);
-        RequestError::new(ErrorCode::InvalidJson, format!("{} at line {line} column {column}", problem.message))
+        RequestError::new(
+            ErrorCode::InvalidJson,
+            format!("{} at line {line} column {column}", problem.message),
+        )
     })?;
-    let top: RawObject = serde_json::from_str(text)
-        .map_err(|error| RequestError::new(ErrorCode::InvalidJson, format!("the body is not a JSON object: {error}")))?;
+    let top: RawObject = serde_json::from_str(text).map_err(|error| {
+        RequestError::new(
+            ErrorCode::InvalidJson,
+            format!("the body is not a JSON object: {error}"),
+        )
+    })?;
     match kind {
         RequestKind::Single(event_type) => Ok(parse_single(event_type, top)),
         RequestKind::Batch => parse_batch(top),
@@ -150,7 +168,10 @@ fn check_body_size(kind: RequestKind, bytes: usize) -> Result<(), RequestError> 
         RequestKind::Batch => (BATCH_BYTES_MAX, ErrorCode::BodyTooLarge),
     };
     if bytes > limit {
-        return Err(RequestError::new(code, format!("the body has {bytes} bytes; the limit is {limit}")));
+        return Err(RequestError::new(
+            code,
+            format!("the body has {bytes} bytes; the limit is {limit}"),
+        ));
     }
     Ok(())
 }
@@ -158,24 +179,47 @@ fn check_body_size(kind: RequestKind, bytes: usize) -> Result<(), RequestError> 
 fn parse_single(event_type: EventType, fields: RawObject<'_>) -> ParsedRequest<'_> {
     let write_key = fields.get("writeKey").and_then(as_str).map(Cow::into_owned);
     let event = RawEvent { event_type, fields };
-    ParsedRequest { write_key, events: vec![Ok(event)], sent_at_ms: None, batch_sent_at: None, batch_context: None, batch_integrations: None }
+    ParsedRequest {
+        write_key,
+        events: vec![Ok(event)],
+        sent_at_ms: None,
+        batch_sent_at: None,
+        batch_context: None,
+        batch_integrations: None,
+    }
 }
 
 fn parse_batch(top: RawObject<'_>) -> Result<ParsedRequest<'_>, RequestError> {
-    let batch = top.get("batch").ok_or_else(|| RequestError::new(ErrorCode::InvalidRequest, "the body has no `batch` array"))?;
+    let batch = top.get("batch").ok_or_else(|| {
+        RequestError::new(ErrorCode::InvalidRequest, "the body has no `batch` array")
+    })?;
     if kind(batch) != Kind::Array {
-        return Err(RequestError::new(ErrorCode::InvalidRequest, "`batch` must be an array of events"));
+        return Err(RequestError::new(
+            ErrorCode::InvalidRequest,
+            "`batch` must be an array of events",
+        ));
     }
-    let items: Vec<&RawValue> = serde_json::from_str(batch.get())
-        .map_err(|error| RequestError::new(ErrorCode::InvalidRequest, format!("`batch` must be an array of events: {error}")))?;
+    let items: Vec<&RawValue> = serde_json::from_str(batch.get()).map_err(|error| {
+        RequestError::new(
+            ErrorCode::InvalidRequest,
+            format!("`batch` must be an array of events: {error}"),
+        )
+    })?;
     if items.len() > BATCH_EVENTS_MAX {
         return Err(RequestError::new(
             ErrorCode::BatchTooManyEvents,
-            format!("the batch has {} events; the limit is {BATCH_EVENTS_MAX}", items.len()),
+            format!(
+                "the batch has {} events; the limit is {BATCH_EVENTS_MAX}",
+                items.len()
+            ),
         ));
     }
-    let (batch_context, batch_integrations) = (batch_object(&top, "context")?, batch_object(&top, "integrations")?);
-    let shared_bytes = batch_context.map_or(0, |raw| raw.get().len()) + batch_integrations.map_or(0, |raw| raw.get().len());
+    let (batch_context, batch_integrations) = (
+        batch_object(&top, "context")?,
+        batch_object(&top, "integrations")?,
+    );
+    let shared_bytes = batch_context.map_or(0, |raw| raw.get().len())
+        + batch_integrations.map_or(0, |raw| raw.get().len());
     if shared_bytes > BATCH_SHARED_BYTES_MAX {
         return Err(RequestError::new(
             ErrorCode::InvalidRequest,
@@ -185,42 +229,99 @@ fn parse_batch(top: RawObject<'_>) -> Result<ParsedRequest<'_>, RequestError> {
     let batch_sent_at = top.get_present("sentAt");
     let sent_at_ms = match batch_sent_at {
         None => None,
-        Some(raw) => Some(as_str(raw).as_deref().and_then(parse_iso8601_ms).ok_or_else(|| {
-            RequestError::new(ErrorCode::InvalidRequest, "the batch's `sentAt` must be an ISO-8601 date-time string")
-        })?),
+        Some(raw) => Some(
+            as_str(raw)
+                .as_deref()
+                .and_then(parse_iso8601_ms)
+                .ok_or_else(|| {
+                    RequestError::new(
+                        ErrorCode::InvalidRequest,
+                        "the batch's `sentAt` must be an ISO-8601 date-time string",
+                    )
+                })?,
+        ),
     };
-    let events: Vec<_> = items.into_iter().enumerate().map(|(index, item)| parse_batch_item(index, item)).collect();
-    let write_key = top.get("writeKey").and_then(as_str).map(Cow::into_owned).or_else(|| first_event_write_key(&events));
-    Ok(ParsedRequest { write_key, events, sent_at_ms, batch_sent_at, batch_context, batch_integrations })
+    let events: Vec<_> = items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| parse_batch_item(index, item))
+        .collect();
+    let write_key = top
+        .get("writeKey")
+        .and_then(as_str)
+        .map(Cow::into_owned)
+        .or_else(|| first_event_write_key(&events));
+    Ok(ParsedRequest {
+        write_key,
+        events,
+        sent_at_ms,
+        batch_sent_at,
+        batch_context,
+        batch_integrations,
+    })
 }
 
 /// A batch-level member that must be an object when present (`null` counts as absent).
 fn batch_object<'a>(top: &RawObject<'a>, name: &str) -> Result<Option<&'a RawValue>, RequestError> {
     match top.get_present(name) {
-        Some(raw) if kind(raw) != Kind::Object => Err(RequestError::new(ErrorCode::InvalidRequest, format!("the batch's `{name}` must be an object"))),
+        Some(raw) if kind(raw) != Kind::Object => Err(RequestError::new(
+            ErrorCode::InvalidRequest,
+            format!("the batch's `{name}` must be an object"),
+        )),
         present => Ok(present),
     }
 }
 
 fn first_event_write_key(events: &[Result<RawEvent<'_>, Rejection>]) -> Option<String> {
-    events.iter().flatten().find_map(|event| event.fields.get("writeKey").and_then(as_str).map(Cow::into_owned))
+    events.iter().flatten().find_map(|event| {
+        event
+            .fields
+            .get("writeKey")
+            .and_then(as_str)
+            .map(Cow::into_owned)
+    })
 }
 
 fn parse_batch_item(index: usize, item: &RawValue) -> Result<RawEvent<'_>, Rejection> {
-    let reject = |message_id, code, message: String| Rejection { index, message_id, code, message };
-    let Some(fields) = RawObject::parse(item) else {
-        return Err(reject(None, codes::INVALID_EVENT, "the event is not a JSON object".into()));
+    let reject = |message_id, code, message: String| Rejection {
+        index,
+        message_id,
+        code,
+        message,
     };
-    let message_id = fields.get("messageId").and_then(as_str).map(|id| id.chars().take(MESSAGE_ID_CHARS_MAX).collect());
+    let Some(fields) = RawObject::parse(item) else {
+        return Err(reject(
+            None,
+            codes::INVALID_EVENT,
+            "the event is not a JSON object".into(),
+        ));
+    };
+    let message_id = fields
+        .get("messageId")
+        .and_then(as_str)
+        .map(|id| id.chars().take(MESSAGE_ID_CHARS_MAX).collect());
     if item.get().len() > EVENT_BYTES_MAX {
-        return Err(reject(message_id, codes::EVENT_TOO_LARGE, format!("the event has {} bytes; the limit is {EVENT_BYTES_MAX}", item.get().len())));
+        return Err(reject(
+            message_id,
+            codes::EVENT_TOO_LARGE,
+            format!(
+                "the event has {} bytes; the limit is {EVENT_BYTES_MAX}",
+                item.get().len()
+            ),
+        ));
     }
     let type_name = fields.get("type").and_then(as_str);
     match type_name.as_deref().and_then(EventType::parse) {
         Some(event_type) => Ok(RawEvent { event_type, fields }),
         None => {
-            let found = type_name.map_or("no `type`".to_string(), |name| format!("`type` {:?}", name.chars().take(64).collect::<String>()));
-            Err(reject(message_id, codes::INVALID_TYPE, format!("{found}: expected track, identify, page, screen, group or alias")))
+            let found = type_name.map_or("no `type`".to_string(), |name| {
+                format!("`type` {:?}", name.chars().take(64).collect::<String>())
+            });
+            Err(reject(
+                message_id,
+                codes::INVALID_TYPE,
+                format!("{found}: expected track, identify, page, screen, group or alias"),
+            ))
         }
     }
 }
@@ -235,71 +336,165 @@ mod tests {
 
     #[test]
     fn a_single_call_takes_its_type_from_the_url() {
-        let parsed = parse_request(RequestKind::Single(EventType::Track), br#"{"type":"identify","event":"E","writeKey":"k"}"#).unwrap();
+        let parsed = parse_request(
+            RequestKind::Single(EventType::Track),
+            br#"{"type":"identify","event":"E","writeKey":"k"}"#,
+        )
+        .unwrap();
         assert_eq!(parsed.write_key.as_deref(), Some("k"));
-        assert_eq!(parsed.events[0].as_ref().unwrap().event_type, EventType::Track);
+        assert_eq!(
+            parsed.events[0].as_ref().unwrap().event_type,
+            EventType::Track
+        );
     }
 
     #[test]
     fn request_level_problems_are_named() {
         let code = |kind, body: &[u8]| parse_request(kind, body).unwrap_err().code;
-        assert_eq!(code(RequestKind::Batch, b"{not json"), ErrorCode::InvalidJson);
+        assert_eq!(
+            code(RequestKind::Batch, b"{not json"),
+            ErrorCode::InvalidJson
+        );
         assert_eq!(code(RequestKind::Batch, b"[1,2]"), ErrorCode::InvalidJson);
         assert_eq!(code(RequestKind::Batch, b"{}"), ErrorCode::InvalidRequest);
-        assert_eq!(code(RequestKind::Batch, br#"{"batch":{}}"#), ErrorCode::InvalidRequest);
-        assert_eq!(code(RequestKind::Batch, b"{\"a\":\"\xff\"}"), ErrorCode::InvalidJson);
-        assert_eq!(code(RequestKind::Batch, br#"{"batch":[],"context":[1]}"#), ErrorCode::InvalidRequest);
-        assert_eq!(code(RequestKind::Batch, br#"{"batch":[],"integrations":"x"}"#), ErrorCode::InvalidRequest);
-        assert_eq!(code(RequestKind::Batch, br#"{"batch":[],"sentAt":"soon"}"#), ErrorCode::InvalidRequest);
-        let shared = format!(r#"{{"batch":[],"context":{{"p":"{}"}}}}"#, "x".repeat(BATCH_SHARED_BYTES_MAX));
-        assert_eq!(code(RequestKind::Batch, shared.as_bytes()), ErrorCode::InvalidRequest);
-        let big = format!(r#"{{"userId":"u","event":"E","properties":{{"p":"{}"}}}}"#, "x".repeat(EVENT_BYTES_MAX));
-        assert_eq!(code(RequestKind::Single(EventType::Track), big.as_bytes()), ErrorCode::EventTooLarge);
-        let too_many = format!(r#"{{"batch":[{}]}}"#, vec!["{}"; BATCH_EVENTS_MAX + 1].join(","));
-        assert_eq!(code(RequestKind::Batch, too_many.as_bytes()), ErrorCode::BatchTooManyEvents);
-        assert_eq!(code(RequestKind::Batch, &vec![b' '; BATCH_BYTES_MAX + 1]), ErrorCode::BodyTooLarge);
+        assert_eq!(
+            code(RequestKind::Batch, br#"{"batch":{}}"#),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(RequestKind::Batch, b"{\"a\":\"\xff\"}"),
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            code(RequestKind::Batch, br#"{"batch":[],"context":[1]}"#),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(RequestKind::Batch, br#"{"batch":[],"integrations":"x"}"#),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(RequestKind::Batch, br#"{"batch":[],"sentAt":"soon"}"#),
+            ErrorCode::InvalidRequest
+        );
+        let shared = format!(
+            r#"{{"batch":[],"context":{{"p":"{}"}}}}"#,
+            "x".repeat(BATCH_SHARED_BYTES_MAX)
+        );
+        assert_eq!(
+            code(RequestKind::Batch, shared.as_bytes()),
+            ErrorCode::InvalidRequest
+        );
+        let big = format!(
+            r#"{{"userId":"u","event":"E","properties":{{"p":"{}"}}}}"#,
+            "x".repeat(EVENT_BYTES_MAX)
+        );
+        assert_eq!(
+            code(RequestKind::Single(EventType::Track), big.as_bytes()),
+            ErrorCode::EventTooLarge
+        );
+        let too_many = format!(
+            r#"{{"batch":[{}]}}"#,
+            vec!["{}"; BATCH_EVENTS_MAX + 1].join(",")
+        );
+        assert_eq!(
+            code(RequestKind::Batch, too_many.as_bytes()),
+            ErrorCode::BatchTooManyEvents
+        );
+        assert_eq!(
+            code(RequestKind::Batch, &vec![b' '; BATCH_BYTES_MAX + 1]),
+            ErrorCode::BodyTooLarge
+        );
     }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
-        let deep_batch = format!(r#"{{"batch":[{{"type":"track","properties":{{"p":{}}}}},{{"type":"track"}}]}}"#, nested(10_000));
+        let deep_batch = format!(
+            r#"{{"batch":[{{"type":"track","properties":{{"p":{}}}}},{{"type":"track"}}]}}"#,
+            nested(10_000)
+        );
         let error = parse_request(RequestKind::Batch, deep_batch.as_bytes()).unwrap_err();
         assert_eq!(error.code, ErrorCode::InvalidJson);
         assert!(error.message.contains("line 1 column"), "{}", error.message);
         let deep_single = format!(r#"{{"properties":{{"p":{}}}}}"#, nested(5_000));
-        assert_eq!(parse_request(RequestKind::Single(EventType::Track), deep_single.as_bytes()).unwrap_err().code, ErrorCode::InvalidJson);
+        assert_eq!(
+            parse_request(
+                RequestKind::Single(EventType::Track),
+                deep_single.as_bytes()
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::InvalidJson
+        );
         let far_too_deep = format!("{{\"batch\":{}}}", nested(100_000));
-        assert_eq!(parse_request(RequestKind::Batch, far_too_deep.as_bytes()).unwrap_err().code, ErrorCode::InvalidJson);
+        assert_eq!(
+            parse_request(RequestKind::Batch, far_too_deep.as_bytes())
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidJson
+        );
         let unclosed = "[".repeat(BATCH_BYTES_MAX);
-        assert_eq!(parse_request(RequestKind::Batch, unclosed.as_bytes()).unwrap_err().code, ErrorCode::InvalidJson);
+        assert_eq!(
+            parse_request(RequestKind::Batch, unclosed.as_bytes())
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidJson
+        );
     }
 
     #[test]
     fn the_deepest_accepted_event_still_parses_as_a_value_tree() {
         let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
-        let deepest = format!(r#"{{"batch":[{{"type":"track","p":{}}}]}}"#, nested(JSON_DEPTH_MAX - 3));
+        let deepest = format!(
+            r#"{{"batch":[{{"type":"track","p":{}}}]}}"#,
+            nested(JSON_DEPTH_MAX - 3)
+        );
         let parsed = batch(&deepest);
         let event = parsed.events[0].as_ref().unwrap();
         let text = format!("{{\"p\":{}}}", event.fields.get("p").unwrap().get());
         serde_json::from_str::<serde_json::Value>(&text).unwrap();
-        let one_more = format!(r#"{{"batch":[{{"type":"track","p":{}}}]}}"#, nested(JSON_DEPTH_MAX - 2));
-        assert_eq!(parse_request(RequestKind::Batch, one_more.as_bytes()).unwrap_err().code, ErrorCode::InvalidJson);
+        let one_more = format!(
+            r#"{{"batch":[{{"type":"track","p":{}}}]}}"#,
+            nested(JSON_DEPTH_MAX - 2)
+        );
+        assert_eq!(
+            parse_request(RequestKind::Batch, one_more.as_bytes())
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidJson
+        );
     }
 
     #[test]
     fn huge_numbers_are_kept_as_text_or_refused_by_position() {
-        let parsed = batch(r#"{"batch":[{"type":"track","properties":{"n":123456789012345678901234567890}}]}"#);
-        let properties = parsed.events[0].as_ref().unwrap().fields.get("properties").unwrap();
+        let parsed = batch(
+            r#"{"batch":[{"type":"track","properties":{"n":123456789012345678901234567890}}]}"#,
+        );
+        let properties = parsed.events[0]
+            .as_ref()
+            .unwrap()
+            .fields
+            .get("properties")
+            .unwrap();
         assert_eq!(properties.get(), r#"{"n":123456789012345678901234567890}"#);
-        let error = parse_request(RequestKind::Batch, b"{\"batch\":[\n{\"n\":1e999999}]}").unwrap_err();
+        let error =
+            parse_request(RequestKind::Batch, b"{\"batch\":[\n{\"n\":1e999999}]}").unwrap_err();
         assert_eq!(error.code, ErrorCode::InvalidJson);
-        assert!(error.message.contains("line 2 column 6"), "{}", error.message);
+        assert!(
+            error.message.contains("line 2 column 6"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]
     fn a_byte_order_mark_is_skipped_and_the_write_key_can_come_from_an_event() {
-        let parsed = parse_request(RequestKind::Batch, "\u{feff}{\"batch\":[{\"type\":\"track\",\"writeKey\":\"wk\"}]}".as_bytes()).unwrap();
+        let parsed = parse_request(
+            RequestKind::Batch,
+            "\u{feff}{\"batch\":[{\"type\":\"track\",\"writeKey\":\"wk\"}]}".as_bytes(),
+        )
+        .unwrap();
         assert_eq!(parsed.write_key.as_deref(), Some("wk"));
         let parsed = batch(r#"{"writeKey":"top","batch":[{"type":"track","writeKey":"wk"}]}"#);
         assert_eq!(parsed.write_key.as_deref(), Some("top"));
@@ -307,27 +502,56 @@ mod tests {
 
     #[test]
     fn bad_batch_items_are_rejected_alone() {
-        let parsed = batch(r#"{"batch":[{"type":"track","messageId":"a"},{"type":"nonsense","messageId":"b"},7,{"messageId":"d"}],"sentAt":"2024-01-01T00:00:00Z"}"#);
+        let parsed = batch(
+            r#"{"batch":[{"type":"track","messageId":"a"},{"type":"nonsense","messageId":"b"},7,{"messageId":"d"}],"sentAt":"2024-01-01T00:00:00Z"}"#,
+        );
         assert!(parsed.events[0].is_ok());
         let rejection = parsed.events[1].as_ref().unwrap_err();
-        assert_eq!((rejection.index, rejection.code, rejection.message_id.as_deref()), (1, codes::INVALID_TYPE, Some("b")));
+        assert_eq!(
+            (
+                rejection.index,
+                rejection.code,
+                rejection.message_id.as_deref()
+            ),
+            (1, codes::INVALID_TYPE, Some("b"))
+        );
         assert!(rejection.message.contains("nonsense"));
-        assert_eq!(parsed.events[2].as_ref().unwrap_err().code, codes::INVALID_EVENT);
-        assert_eq!(parsed.events[3].as_ref().unwrap_err().code, codes::INVALID_TYPE);
+        assert_eq!(
+            parsed.events[2].as_ref().unwrap_err().code,
+            codes::INVALID_EVENT
+        );
+        assert_eq!(
+            parsed.events[3].as_ref().unwrap_err().code,
+            codes::INVALID_TYPE
+        );
         assert_eq!(parsed.sent_at_ms, Some(1_704_067_200_000));
     }
 
     #[test]
     fn an_oversized_event_in_a_batch_is_rejected_alone() {
-        let body = format!(r#"{{"batch":[{{"type":"track","properties":{{"p":"{}"}}}},{{"type":"track"}}]}}"#, "x".repeat(EVENT_BYTES_MAX));
+        let body = format!(
+            r#"{{"batch":[{{"type":"track","properties":{{"p":"{}"}}}},{{"type":"track"}}]}}"#,
+            "x".repeat(EVENT_BYTES_MAX)
+        );
         let parsed = batch(&body);
-        assert_eq!(parsed.events[0].as_ref().unwrap_err().code, codes::EVENT_TOO_LARGE);
+        assert_eq!(
+            parsed.events[0].as_ref().unwrap_err().code,
+            codes::EVENT_TOO_LARGE
+        );
         assert!(parsed.events[1].is_ok());
     }
 
     #[test]
     fn rejections_serialize_in_camel_case() {
-        let rejection = Rejection { index: 3, message_id: Some("m".into()), code: codes::MISSING_EVENT, message: "x".into() };
-        assert_eq!(serde_json::to_string(&rejection).unwrap(), r#"{"index":3,"messageId":"m","code":"missing_event","message":"x"}"#);
+        let rejection = Rejection {
+            index: 3,
+            message_id: Some("m".into()),
+            code: codes::MISSING_EVENT,
+            message: "x".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&rejection).unwrap(),
+            r#"{"index":3,"messageId":"m","code":"missing_event","message":"x"}"#
+        );
     }
 }

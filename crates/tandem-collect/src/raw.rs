@@ -19,7 +19,11 @@ pub struct RawObject<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
 impl<'a> RawObject<'a> {
     /// The last value of `key` (JSON parsers commonly let the last duplicate win).
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().rev().find(|(name, _)| name == key).map(|(_, value)| *value)
+        self.0
+            .iter()
+            .rev()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| *value)
     }
 
     /// The last value of `key` unless it is `null`: Segment treats `null` as absent.
@@ -111,12 +115,16 @@ pub fn as_str<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
     if kind(raw) != Kind::String {
         return None;
     }
-    serde_json::from_str::<BorrowedStr<'a>>(raw.get()).ok().map(|text| text.0)
+    serde_json::from_str::<BorrowedStr<'a>>(raw.get())
+        .ok()
+        .map(|text| text.0)
 }
 
 /// Writes `text` as a JSON string.
 pub fn push_json_string(out: &mut Vec<u8>, text: &str) {
-    let needs_escaping = text.bytes().any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\');
+    let needs_escaping = text
+        .bytes()
+        .any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\');
     if needs_escaping {
         serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
     } else {
@@ -148,7 +156,10 @@ pub fn scan_body(text: &str, depth_max: usize) -> Result<(), ScanProblem> {
             b'{' | b'[' => {
                 depth += 1;
                 if depth > depth_max {
-                    return Err(ScanProblem { offset: at, message: format!("JSON nested deeper than {depth_max} levels") });
+                    return Err(ScanProblem {
+                        offset: at,
+                        message: format!("JSON nested deeper than {depth_max} levels"),
+                    });
                 }
                 at += 1;
             }
@@ -178,12 +189,19 @@ fn string_end(bytes: &[u8], mut at: usize) -> usize {
 /// Checks the number token starting at `start`; returns the offset just past it.
 fn check_number(text: &str, start: usize) -> Result<usize, ScanProblem> {
     let bytes = text.as_bytes();
-    let length = bytes[start..].iter().take_while(|byte| matches!(byte, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')).count();
+    let length = bytes[start..]
+        .iter()
+        .take_while(|byte| matches!(byte, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+        .count();
     let token = &text[start..start + length];
-    let may_overflow = length > NUMBER_DIGITS_SAFE || token.bytes().any(|byte| byte == b'e' || byte == b'E');
+    let may_overflow =
+        length > NUMBER_DIGITS_SAFE || token.bytes().any(|byte| byte == b'e' || byte == b'E');
     if may_overflow && token.parse::<f64>().is_ok_and(|value| value.is_infinite()) {
         let shown: String = token.chars().take(24).collect();
-        return Err(ScanProblem { offset: start, message: format!("the number {shown} is out of range") });
+        return Err(ScanProblem {
+            offset: start,
+            message: format!("the number {shown} is out of range"),
+        });
     }
     Ok(start + length)
 }
@@ -192,7 +210,12 @@ fn check_number(text: &str, start: usize) -> Result<usize, ScanProblem> {
 pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text.as_bytes()[..offset.min(text.len())];
     let line = before.iter().filter(|&&byte| byte == b'\n').count() + 1;
-    let column = before.iter().rev().take_while(|&&byte| byte != b'\n').count() + 1;
+    let column = before
+        .iter()
+        .rev()
+        .take_while(|&&byte| byte != b'\n')
+        .count()
+        + 1;
     (line, column)
 }
 
@@ -209,7 +232,10 @@ mod tests {
         let object: RawObject = serde_json::from_str(r#"{"plain":1,"esc\u0061ped":"x"}"#).unwrap();
         assert!(matches!(object.0[0].0, Cow::Borrowed("plain")));
         assert!(matches!(object.0[1].0, Cow::Owned(ref key) if key == "escaped"));
-        assert!(matches!(as_str(raw(r#""abc""#)), Some(Cow::Borrowed("abc"))));
+        assert!(matches!(
+            as_str(raw(r#""abc""#)),
+            Some(Cow::Borrowed("abc"))
+        ));
         assert_eq!(as_str(raw(r#""a\"b""#)).as_deref(), Some("a\"b"));
         assert_eq!(as_str(raw("12")), None);
     }
@@ -242,12 +268,19 @@ mod tests {
 
     #[test]
     fn numbers_that_overflow_an_f64_are_found() {
-        assert!(scan_body(r#"{"a":1e308,"b":-1.5E-999999,"c":123456789012345678901234567890}"#, 8).is_ok());
+        assert!(scan_body(
+            r#"{"a":1e308,"b":-1.5E-999999,"c":123456789012345678901234567890}"#,
+            8
+        )
+        .is_ok());
         for bad in ["1e999999", "-1E400", &"9".repeat(400)] {
             let problem = scan_body(&format!("{{\"a\":[{bad}]}}"), 8).unwrap_err();
             assert_eq!(problem.offset, 6, "{bad}");
         }
-        assert!(scan_body(r#"{"a":"1e999999"}"#, 8).is_ok(), "inside a string it is text");
+        assert!(
+            scan_body(r#"{"a":"1e999999"}"#, 8).is_ok(),
+            "inside a string it is text"
+        );
     }
 
     #[test]

@@ -41,7 +41,12 @@ pub fn write_sidecar(path: &Path, entries: &[(u64, u32)]) -> io::Result<()> {
 /// CRC is an `InvalidData` error: the caller rebuilds the entries from the segment.
 pub fn read_sidecar(path: &Path) -> io::Result<Vec<(u64, u32)>> {
     let bytes = std::fs::read(path)?;
-    let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()));
+    let invalid = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}", path.display()),
+        )
+    };
     if bytes.len() < HEADER_BYTES + CRC_BYTES || &bytes[..MAGIC.len()] != MAGIC {
         return Err(invalid("not a dedup sidecar"));
     }
@@ -56,7 +61,12 @@ pub fn read_sidecar(path: &Path) -> io::Result<Vec<(u64, u32)>> {
     }
     Ok(entries
         .chunks_exact(ENTRY_BYTES)
-        .map(|chunk| (u64::from_le_bytes(chunk[..8].try_into().expect("8 bytes")), u32::from_le_bytes(chunk[8..].try_into().expect("4 bytes"))))
+        .map(|chunk| {
+            (
+                u64::from_le_bytes(chunk[..8].try_into().expect("8 bytes")),
+                u32::from_le_bytes(chunk[8..].try_into().expect("4 bytes")),
+            )
+        })
         .collect())
 }
 
@@ -73,7 +83,11 @@ mod tests {
         assert_eq!(read_sidecar(&path).unwrap(), entries);
         write_sidecar(&path, &[]).unwrap();
         assert_eq!(read_sidecar(&path).unwrap(), vec![], "rewriting replaces");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file is left"
+        );
     }
 
     #[test]
@@ -86,9 +100,17 @@ mod tests {
             let mut bad = good.clone();
             bad[at] ^= 0x10;
             std::fs::write(&path, &bad).unwrap();
-            assert_eq!(read_sidecar(&path).unwrap_err().kind(), io::ErrorKind::InvalidData, "flip at {at}");
+            assert_eq!(
+                read_sidecar(&path).unwrap_err().kind(),
+                io::ErrorKind::InvalidData,
+                "flip at {at}"
+            );
             std::fs::write(&path, &good[..at]).unwrap();
-            assert_eq!(read_sidecar(&path).unwrap_err().kind(), io::ErrorKind::InvalidData, "cut at {at}");
+            assert_eq!(
+                read_sidecar(&path).unwrap_err().kind(),
+                io::ErrorKind::InvalidData,
+                "cut at {at}"
+            );
         }
     }
 
@@ -101,7 +123,15 @@ mod tests {
         let crc = crc32c::crc32c(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(read_sidecar(&path).unwrap_err().kind(), io::ErrorKind::InvalidData);
-        assert_eq!(read_sidecar(&dir.path().join("missing")).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            read_sidecar(&path).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert_eq!(
+            read_sidecar(&dir.path().join("missing"))
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::NotFound
+        );
     }
 }

@@ -14,33 +14,68 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn kinds() -> impl Strategy<Value = RequestKind> {
-    prop_oneof![Just(RequestKind::Batch), prop::sample::select(EventType::ALL.to_vec()).prop_map(RequestKind::Single)]
+    prop_oneof![
+        Just(RequestKind::Batch),
+        prop::sample::select(EventType::ALL.to_vec()).prop_map(RequestKind::Single)
+    ]
 }
 
 /// The raw JSON text of one member of a stored event.
 fn member_text(json: &[u8], key: &str) -> String {
-    let members: std::collections::HashMap<String, &serde_json::value::RawValue> = serde_json::from_slice(json).unwrap();
+    let members: std::collections::HashMap<String, &serde_json::value::RawValue> =
+        serde_json::from_slice(json).unwrap();
     members[key].get().to_string()
 }
 
 /// Runs the whole per-request pipeline; returns the stored JSON text of accepted events.
 fn pipeline_json(kind: RequestKind, encoding: Option<&str>, body: &[u8]) -> Vec<Vec<u8>> {
-    let Ok(decoded) = decode_body(encoding, body) else { return Vec::new() };
-    let Ok(parsed) = parse_request(kind, &decoded) else { return Vec::new() };
-    let context = EnrichContext::new("src", 1_700_000_000_000, Some("127.0.0.1".parse().unwrap()), &parsed);
-    let accepted = parsed.events.iter().enumerate().filter_map(|(index, event)| event.clone().and_then(|event| enrich(index, &event, &context)).ok());
+    let Ok(decoded) = decode_body(encoding, body) else {
+        return Vec::new();
+    };
+    let Ok(parsed) = parse_request(kind, &decoded) else {
+        return Vec::new();
+    };
+    let context = EnrichContext::new(
+        "src",
+        1_700_000_000_000,
+        Some("127.0.0.1".parse().unwrap()),
+        &parsed,
+    );
+    let accepted = parsed
+        .events
+        .iter()
+        .enumerate()
+        .filter_map(|(index, event)| {
+            event
+                .clone()
+                .and_then(|event| enrich(index, &event, &context))
+                .ok()
+        });
     accepted.map(|enriched| enriched.json).collect()
 }
 
 /// Runs the whole per-request pipeline; returns the stored JSON of accepted events.
 fn pipeline(kind: RequestKind, encoding: Option<&str>, body: &[u8]) -> Vec<Value> {
-    let Ok(decoded) = decode_body(encoding, body) else { return Vec::new() };
-    let Ok(parsed) = parse_request(kind, &decoded) else { return Vec::new() };
-    let context = EnrichContext::new("src", 1_700_000_000_000, Some("127.0.0.1".parse().unwrap()), &parsed);
+    let Ok(decoded) = decode_body(encoding, body) else {
+        return Vec::new();
+    };
+    let Ok(parsed) = parse_request(kind, &decoded) else {
+        return Vec::new();
+    };
+    let context = EnrichContext::new(
+        "src",
+        1_700_000_000_000,
+        Some("127.0.0.1".parse().unwrap()),
+        &parsed,
+    );
     let mut stored = Vec::new();
     for (index, event) in parsed.events.iter().enumerate() {
-        if let Ok(enriched) = event.clone().and_then(|event| enrich(index, &event, &context)) {
-            let value: Value = serde_json::from_slice(&enriched.json).expect("stored JSON is valid");
+        if let Ok(enriched) = event
+            .clone()
+            .and_then(|event| enrich(index, &event, &context))
+        {
+            let value: Value =
+                serde_json::from_slice(&enriched.json).expect("stored JSON is valid");
             for field in ["messageId", "type", "receivedAt", "timestamp"] {
                 assert!(value.get(field).is_some(), "{field} missing in {value}");
             }
@@ -66,14 +101,18 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |float| float.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |float| float.is_finite())
+            .prop_map(Value::from),
         "\\PC{0,12}".prop_map(Value::from),
-        "[\"\\\\/\u{0}-\u{1f}\u{7f}-\u{a0}\u{2028}\u{d7ff}\u{e000}\u{10ffff}]{0,6}".prop_map(Value::from),
+        "[\"\\\\/\u{0}-\u{1f}\u{7f}-\u{a0}\u{2028}\u{d7ff}\u{e000}\u{10ffff}]{0,6}"
+            .prop_map(Value::from),
     ];
     leaf.prop_recursive(6, 64, 8, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-            prop::collection::btree_map("\\PC{0,8}", inner, 0..8).prop_map(|map| Value::Object(map.into_iter().collect())),
+            prop::collection::btree_map("\\PC{0,8}", inner, 0..8)
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
         ]
     })
 }
@@ -84,17 +123,45 @@ enum Mutation {
     Truncate(usize),
     Insert(usize, Vec<u8>),
     /// Copies `len` bytes from one place over another.
-    Splice { from: usize, to: usize, len: usize },
+    Splice {
+        from: usize,
+        to: usize,
+        len: usize,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), any::<u8>()).prop_map(|(at, bits)| Mutation::Flip(at, bits)),
         any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), prop::sample::select(vec![b"{".to_vec(), b"[".to_vec(), b"\"".to_vec(), b"\\u0000".to_vec(), vec![0xff, 0xfe], b"1e999999".to_vec(), b"null".to_vec(), b",".to_vec()]))
+        (
+            any::<usize>(),
+            prop::sample::select(vec![
+                b"{".to_vec(),
+                b"[".to_vec(),
+                b"\"".to_vec(),
+                b"\\u0000".to_vec(),
+                vec![0xff, 0xfe],
+                b"1e999999".to_vec(),
+                b"null".to_vec(),
+                b",".to_vec()
+            ])
+        )
             .prop_map(|(at, bytes)| Mutation::Insert(at, bytes)),
-        (any::<usize>(), prop::sample::select(vec![b"[".repeat(200), b"{\"a\":".repeat(150), b"9".repeat(400)])).prop_map(|(at, bytes)| Mutation::Insert(at, bytes)),
-        (any::<usize>(), any::<usize>(), 0usize..64).prop_map(|(from, to, len)| Mutation::Splice { from, to, len }),
+        (
+            any::<usize>(),
+            prop::sample::select(vec![
+                b"[".repeat(200),
+                b"{\"a\":".repeat(150),
+                b"9".repeat(400)
+            ])
+        )
+            .prop_map(|(at, bytes)| Mutation::Insert(at, bytes)),
+        (any::<usize>(), any::<usize>(), 0usize..64).prop_map(|(from, to, len)| Mutation::Splice {
+            from,
+            to,
+            len
+        }),
     ]
 }
 
@@ -190,21 +257,67 @@ proptest! {
 
 #[test]
 fn ten_thousand_element_batches_are_refused_whole() {
-    let body = json!({"batch": vec![json!({"type": "track", "userId": "u", "event": "E"}); 10_000]}).to_string();
-    let error = parse_request(RequestKind::Batch, body.as_bytes()).map(|_| ()).unwrap_err();
-    assert!(matches!(error.code, tandem_core::ErrorCode::BodyTooLarge | tandem_core::ErrorCode::BatchTooManyEvents));
+    let body =
+        json!({"batch": vec![json!({"type": "track", "userId": "u", "event": "E"}); 10_000]})
+            .to_string();
+    let error = parse_request(RequestKind::Batch, body.as_bytes())
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(
+        error.code,
+        tandem_core::ErrorCode::BodyTooLarge | tandem_core::ErrorCode::BatchTooManyEvents
+    ));
     let small = json!({"batch": vec![json!(1); 10_000]}).to_string();
-    assert_eq!(parse_request(RequestKind::Batch, small.as_bytes()).map(|_| ()).unwrap_err().code, tandem_core::ErrorCode::BatchTooManyEvents);
+    assert_eq!(
+        parse_request(RequestKind::Batch, small.as_bytes())
+            .map(|_| ())
+            .unwrap_err()
+            .code,
+        tandem_core::ErrorCode::BatchTooManyEvents
+    );
 }
 
 #[test]
 fn wrong_types_everywhere_are_rejected_not_crashed() {
-    for value in [json!(null), json!(1), json!("s"), json!([1]), json!({"x": 1}), json!(true), json!(1e300)] {
-        for field in ["userId", "anonymousId", "event", "groupId", "previousId", "messageId", "timestamp", "sentAt", "originalTimestamp", "properties", "traits", "context", "integrations", "type"] {
+    for value in [
+        json!(null),
+        json!(1),
+        json!("s"),
+        json!([1]),
+        json!({"x": 1}),
+        json!(true),
+        json!(1e300),
+    ] {
+        for field in [
+            "userId",
+            "anonymousId",
+            "event",
+            "groupId",
+            "previousId",
+            "messageId",
+            "timestamp",
+            "sentAt",
+            "originalTimestamp",
+            "properties",
+            "traits",
+            "context",
+            "integrations",
+            "type",
+        ] {
             let mut event = json!({"type": "track", "userId": "u", "event": "E", "groupId": "g", "previousId": "p"});
             event[field] = value.clone();
-            pipeline(RequestKind::Batch, None, json!({"batch": [event.clone()], "sentAt": value, "context": value}).to_string().as_bytes());
-            pipeline(RequestKind::Single(EventType::Group), None, event.to_string().as_bytes());
+            pipeline(
+                RequestKind::Batch,
+                None,
+                json!({"batch": [event.clone()], "sentAt": value, "context": value})
+                    .to_string()
+                    .as_bytes(),
+            );
+            pipeline(
+                RequestKind::Single(EventType::Group),
+                None,
+                event.to_string().as_bytes(),
+            );
         }
     }
 }

@@ -48,7 +48,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("TANDEM_LOG_DISK_FREE_BYTES_MIN", "log.disk_free_bytes_min"),
     ("TANDEM_DEDUP_WINDOW_HOURS", "collect.dedup_window_hours"),
     ("TANDEM_DEDUP_ENTRIES_MAX", "collect.dedup_entries_max"),
-    ("TANDEM_RATE_LIMIT_EVENTS_PER_SECOND", "collect.rate_limit_events_per_second"),
+    (
+        "TANDEM_RATE_LIMIT_EVENTS_PER_SECOND",
+        "collect.rate_limit_events_per_second",
+    ),
 ];
 
 /// Applies the `TANDEM_*` variables `env` returns, then `overrides`, then validates the result.
@@ -61,13 +64,22 @@ pub fn apply_env_and_overrides(
 ) -> Result<(), Vec<ConfigProblem>> {
     let mut origins: Vec<(&'static str, String)> = Vec::new();
     let mut problems = Vec::new();
-    let mut reader = EnvReader { env, origins: &mut origins, problems: &mut problems };
+    let mut reader = EnvReader {
+        env,
+        origins: &mut origins,
+        problems: &mut problems,
+    };
     reader.apply_all(config);
     apply_overrides(config, overrides, &mut origins);
     if !problems.is_empty() {
         return Err(problems);
     }
-    validate(config).map_err(|problems| problems.into_iter().map(|problem| name_origin(problem, &origins)).collect())
+    validate(config).map_err(|problems| {
+        problems
+            .into_iter()
+            .map(|problem| name_origin(problem, &origins))
+            .collect()
+    })
 }
 
 /// Reads variables, remembering which field each one set and every number that did not parse.
@@ -88,12 +100,21 @@ impl EnvReader<'_> {
         self.optional_text("TANDEM_ADMIN_TOKEN", &mut config.admin.token);
         self.number("TANDEM_LOG_SEGMENT_BYTES_MAX", &mut log.segment_bytes_max);
         self.number("TANDEM_LOG_QUEUE_BYTES_MAX", &mut log.queue_bytes_max);
-        self.optional_number("TANDEM_LOG_RETENTION_BYTES_MAX", &mut log.retention_bytes_max);
+        self.optional_number(
+            "TANDEM_LOG_RETENTION_BYTES_MAX",
+            &mut log.retention_bytes_max,
+        );
         self.optional_number("TANDEM_LOG_RETENTION_HOURS", &mut log.retention_hours);
-        self.number("TANDEM_LOG_DISK_FREE_BYTES_MIN", &mut log.disk_free_bytes_min);
+        self.number(
+            "TANDEM_LOG_DISK_FREE_BYTES_MIN",
+            &mut log.disk_free_bytes_min,
+        );
         self.number("TANDEM_DEDUP_WINDOW_HOURS", &mut collect.dedup_window_hours);
         self.number("TANDEM_DEDUP_ENTRIES_MAX", &mut collect.dedup_entries_max);
-        self.optional_number("TANDEM_RATE_LIMIT_EVENTS_PER_SECOND", &mut collect.rate_limit_events_per_second);
+        self.optional_number(
+            "TANDEM_RATE_LIMIT_EVENTS_PER_SECOND",
+            &mut collect.rate_limit_events_per_second,
+        );
     }
 
     /// The variable's value when set and non-empty, recording that it set its field.
@@ -123,7 +144,11 @@ impl EnvReader<'_> {
         }
     }
 
-    fn optional_number<T: FromStr + TryInto<i64> + Copy>(&mut self, name: &'static str, field: &mut Option<T>) {
+    fn optional_number<T: FromStr + TryInto<i64> + Copy>(
+        &mut self,
+        name: &'static str,
+        field: &mut Option<T>,
+    ) {
         if let Some(value) = self.value(name) {
             if let Some(number) = self.parse(name, &value) {
                 *field = Some(number);
@@ -133,10 +158,22 @@ impl EnvReader<'_> {
 
     /// A whole non-negative number that TOML can also hold (≤ i64::MAX), so the result stays
     /// printable by [`crate::to_toml`]. Underscores are allowed as in TOML: `134_217_728`.
-    fn parse<T: FromStr + TryInto<i64> + Copy>(&mut self, name: &'static str, value: &str) -> Option<T> {
-        let parsed = value.trim().replace('_', "").parse::<T>().ok().filter(|number| (*number).try_into().is_ok());
+    fn parse<T: FromStr + TryInto<i64> + Copy>(
+        &mut self,
+        name: &'static str,
+        value: &str,
+    ) -> Option<T> {
+        let parsed = value
+            .trim()
+            .replace('_', "")
+            .parse::<T>()
+            .ok()
+            .filter(|number| (*number).try_into().is_ok());
         if parsed.is_none() {
-            let message = format!("`{value}` is not a whole number in range for {}", field_of(name));
+            let message = format!(
+                "`{value}` is not a whole number in range for {}",
+                field_of(name)
+            );
             self.problems.push(ConfigProblem::new(name, message));
         }
         parsed
@@ -144,10 +181,17 @@ impl EnvReader<'_> {
 }
 
 fn field_of(name: &str) -> &'static str {
-    ENV_VARS.iter().find(|(variable, _)| *variable == name).map_or("", |(_, field)| field)
+    ENV_VARS
+        .iter()
+        .find(|(variable, _)| *variable == name)
+        .map_or("", |(_, field)| field)
 }
 
-fn apply_overrides(config: &mut Config, overrides: &Overrides, origins: &mut Vec<(&'static str, String)>) {
+fn apply_overrides(
+    config: &mut Config,
+    overrides: &Overrides,
+    origins: &mut Vec<(&'static str, String)>,
+) {
     if let Some(listen) = &overrides.listen {
         config.server.listen = listen.clone();
         origins.push(("server.listen", "the command line".to_string()));
@@ -164,7 +208,11 @@ fn apply_overrides(config: &mut Config, overrides: &Overrides, origins: &mut Vec
 
 /// Appends `(set by TANDEM_X)` to a problem whose field was last set by a variable or flag.
 fn name_origin(mut problem: ConfigProblem, origins: &[(&str, String)]) -> ConfigProblem {
-    if let Some((_, origin)) = origins.iter().rev().find(|(field, _)| *field == problem.path) {
+    if let Some((_, origin)) = origins
+        .iter()
+        .rev()
+        .find(|(field, _)| *field == problem.path)
+    {
         problem.message = format!("{} (set by {origin})", problem.message);
     }
     problem
@@ -175,8 +223,15 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn apply(config: &mut Config, vars: &[(&str, &str)], overrides: &Overrides) -> Result<(), Vec<String>> {
-        let vars: HashMap<String, String> = vars.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+    fn apply(
+        config: &mut Config,
+        vars: &[(&str, &str)],
+        overrides: &Overrides,
+    ) -> Result<(), Vec<String>> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
         apply_env_and_overrides(config, &|name| vars.get(name).cloned(), overrides)
             .map_err(|problems| problems.iter().map(ToString::to_string).collect())
     }
@@ -204,16 +259,34 @@ mod tests {
             ("TANDEM_DATA", "/env/data"),
             ("TANDEM_ADMIN_TOKEN", "token-from-env-0123456789"),
         ];
-        let overrides = Overrides { listen: Some("10.0.0.3:9002".into()), data_dir: None, admin_token: None };
+        let overrides = Overrides {
+            listen: Some("10.0.0.3:9002".into()),
+            data_dir: None,
+            admin_token: None,
+        };
         apply(&mut config, &vars, &overrides).unwrap();
         assert_eq!(config.server.listen, "10.0.0.3:9002", "flag beats env");
-        assert_eq!(config.server.data_dir, PathBuf::from("/env/data"), "env beats file");
-        assert_eq!(config.admin.token.as_deref(), Some("token-from-env-0123456789"));
+        assert_eq!(
+            config.server.data_dir,
+            PathBuf::from("/env/data"),
+            "env beats file"
+        );
+        assert_eq!(
+            config.admin.token.as_deref(),
+            Some("token-from-env-0123456789")
+        );
 
-        let overrides = Overrides { listen: None, data_dir: Some("/flag/data".into()), admin_token: Some("token-from-flag-0123456789".into()) };
+        let overrides = Overrides {
+            listen: None,
+            data_dir: Some("/flag/data".into()),
+            admin_token: Some("token-from-flag-0123456789".into()),
+        };
         apply(&mut config, &vars, &overrides).unwrap();
         assert_eq!(config.server.data_dir, PathBuf::from("/flag/data"));
-        assert_eq!(config.admin.token.as_deref(), Some("token-from-flag-0123456789"));
+        assert_eq!(
+            config.admin.token.as_deref(),
+            Some("token-from-flag-0123456789")
+        );
     }
 
     #[test]
@@ -231,19 +304,39 @@ mod tests {
             ("TANDEM_RATE_LIMIT_EVENTS_PER_SECOND", "250"),
         ];
         apply(&mut config, &vars, &Overrides::default()).unwrap();
-        assert_eq!(config.server.public_url.as_deref(), Some("https://cdp.example.com"));
+        assert_eq!(
+            config.server.public_url.as_deref(),
+            Some("https://cdp.example.com")
+        );
         let log = &config.log;
-        assert_eq!((log.segment_bytes_max, log.queue_bytes_max, log.disk_free_bytes_min), (2_097_152, 4_194_304, 0));
-        assert_eq!((log.retention_bytes_max, log.retention_hours), (Some(1_073_741_824), Some(720)));
+        assert_eq!(
+            (
+                log.segment_bytes_max,
+                log.queue_bytes_max,
+                log.disk_free_bytes_min
+            ),
+            (2_097_152, 4_194_304, 0)
+        );
+        assert_eq!(
+            (log.retention_bytes_max, log.retention_hours),
+            (Some(1_073_741_824), Some(720))
+        );
         let collect = &config.collect;
-        assert_eq!((collect.dedup_window_hours, collect.dedup_entries_max), (48, 1000));
+        assert_eq!(
+            (collect.dedup_window_hours, collect.dedup_entries_max),
+            (48, 1000)
+        );
         assert_eq!(collect.rate_limit_events_per_second, Some(250));
     }
 
     #[test]
     fn bad_numbers_name_their_variable() {
         let mut config = Config::default();
-        let vars = [("TANDEM_LOG_SEGMENT_BYTES_MAX", "128MiB"), ("TANDEM_DEDUP_WINDOW_HOURS", "-1"), ("TANDEM_RATE_LIMIT_EVENTS_PER_SECOND", "5000000000")];
+        let vars = [
+            ("TANDEM_LOG_SEGMENT_BYTES_MAX", "128MiB"),
+            ("TANDEM_DEDUP_WINDOW_HOURS", "-1"),
+            ("TANDEM_RATE_LIMIT_EVENTS_PER_SECOND", "5000000000"),
+        ];
         let problems = apply(&mut config, &vars, &Overrides::default()).unwrap_err();
         assert_eq!(
             problems,
@@ -253,31 +346,64 @@ mod tests {
                 "TANDEM_RATE_LIMIT_EVENTS_PER_SECOND: `5000000000` is not a whole number in range for collect.rate_limit_events_per_second",
             ]
         );
-        assert_eq!(config.log.segment_bytes_max, Config::default().log.segment_bytes_max, "a bad value leaves the field alone");
+        assert_eq!(
+            config.log.segment_bytes_max,
+            Config::default().log.segment_bytes_max,
+            "a bad value leaves the field alone"
+        );
     }
 
     #[test]
     fn numbers_beyond_toml_integers_are_refused() {
         let mut config = Config::default();
-        let problems = apply(&mut config, &[("TANDEM_LOG_DISK_FREE_BYTES_MIN", "18446744073709551615")], &Overrides::default()).unwrap_err();
+        let problems = apply(
+            &mut config,
+            &[("TANDEM_LOG_DISK_FREE_BYTES_MIN", "18446744073709551615")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert_eq!(problems.len(), 1);
     }
 
     #[test]
     fn invalid_values_after_overrides_name_their_origin() {
         let mut config = Config::default();
-        let vars = [("TANDEM_LOG_SEGMENT_BYTES_MAX", "1000"), ("TANDEM_LISTEN", "127.0.0.1:1")];
-        let overrides = Overrides { listen: Some("nowhere".into()), ..Overrides::default() };
+        let vars = [
+            ("TANDEM_LOG_SEGMENT_BYTES_MAX", "1000"),
+            ("TANDEM_LISTEN", "127.0.0.1:1"),
+        ];
+        let overrides = Overrides {
+            listen: Some("nowhere".into()),
+            ..Overrides::default()
+        };
         let problems = apply(&mut config, &vars, &overrides).unwrap_err();
         assert_eq!(problems.len(), 2);
-        assert!(problems[0].starts_with("server.listen: `nowhere`") && problems[0].ends_with("(set by the command line)"), "{}", problems[0]);
-        assert!(problems[1].ends_with("(set by TANDEM_LOG_SEGMENT_BYTES_MAX)"), "{}", problems[1]);
+        assert!(
+            problems[0].starts_with("server.listen: `nowhere`")
+                && problems[0].ends_with("(set by the command line)"),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[1].ends_with("(set by TANDEM_LOG_SEGMENT_BYTES_MAX)"),
+            "{}",
+            problems[1]
+        );
     }
 
     #[test]
     fn empty_variables_count_as_unset() {
         let mut config = from_file();
-        apply(&mut config, &[("TANDEM_LISTEN", ""), ("TANDEM_ADMIN_TOKEN", ""), ("TANDEM_DEDUP_WINDOW_HOURS", "")], &Overrides::default()).unwrap();
+        apply(
+            &mut config,
+            &[
+                ("TANDEM_LISTEN", ""),
+                ("TANDEM_ADMIN_TOKEN", ""),
+                ("TANDEM_DEDUP_WINDOW_HOURS", ""),
+            ],
+            &Overrides::default(),
+        )
+        .unwrap();
         assert_eq!(config, from_file());
     }
 
@@ -285,7 +411,10 @@ mod tests {
     fn every_variable_is_documented_in_the_readme() {
         let readme = include_str!("../README.md");
         for (name, field) in ENV_VARS {
-            assert!(readme.contains(&format!("`{name}` | `{field}`")), "README lacks a row for {name}");
+            assert!(
+                readme.contains(&format!("`{name}` | `{field}`")),
+                "README lacks a row for {name}"
+            );
         }
     }
 }

@@ -16,7 +16,11 @@ pub struct ConfigProblem {
 impl ConfigProblem {
     /// A problem not (yet) tied to a line.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigProblem { line: None, path: path.into(), message: message.into() }
+        ConfigProblem {
+            line: None,
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     /// `path: message`, or just `message` when there is no path.
@@ -49,7 +53,10 @@ pub struct LoadError {
 impl LoadError {
     /// Problems found in `file` (a path or name as it should appear in messages).
     pub fn new(file: impl Into<String>, problems: Vec<ConfigProblem>) -> Self {
-        LoadError { file: file.into(), problems }
+        LoadError {
+            file: file.into(),
+            problems,
+        }
     }
 
     /// Every problem, in file order where lines are known.
@@ -71,7 +78,12 @@ impl fmt::Display for LoadError {
                 formatter.write_str("\n")?;
             }
             match problem.line {
-                Some(line) => write!(formatter, "{}:{line}: {}", self.file, problem.path_and_message())?,
+                Some(line) => write!(
+                    formatter,
+                    "{}:{line}: {}",
+                    self.file,
+                    problem.path_and_message()
+                )?,
                 None => write!(formatter, "{}: {}", self.file, problem.path_and_message())?,
             }
         }
@@ -87,9 +99,15 @@ mod tests {
 
     #[test]
     fn load_error_prints_one_problem_per_line_with_file_and_line() {
-        let mut located = ConfigProblem::new("workspaces[0].sources[1].owner", "missing — every source needs an owner");
+        let mut located = ConfigProblem::new(
+            "workspaces[0].sources[1].owner",
+            "missing — every source needs an owner",
+        );
         located.line = Some(14);
-        let error = LoadError::new("tandem.toml", vec![located, ConfigProblem::new("", "cannot read: gone")]);
+        let error = LoadError::new(
+            "tandem.toml",
+            vec![located, ConfigProblem::new("", "cannot read: gone")],
+        );
         assert_eq!(
             error.to_string(),
             "tandem.toml:14: workspaces[0].sources[1].owner: missing — every source needs an owner\ntandem.toml: cannot read: gone"
@@ -98,6 +116,9 @@ mod tests {
 
     #[test]
     fn problem_without_line_prints_path_and_message() {
-        assert_eq!(ConfigProblem::new("server.listen", "bad").to_string(), "server.listen: bad");
+        assert_eq!(
+            ConfigProblem::new("server.listen", "bad").to_string(),
+            "server.listen: bad"
+        );
     }
 }

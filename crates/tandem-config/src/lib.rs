@@ -22,13 +22,13 @@ mod validate;
 pub use env::{apply_env_and_overrides, Overrides, ENV_VARS};
 pub use error::{ConfigProblem, LoadError};
 pub use schema::{
-    AdminConfig, CollectConfig, Config, LogConfig, OrganizationConfig, ServerConfig, SourceConfig, WorkspaceConfig,
-    DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
+    AdminConfig, CollectConfig, Config, LogConfig, OrganizationConfig, ServerConfig, SourceConfig,
+    WorkspaceConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
 };
 pub use validate::{
-    fill_derived_ids, is_slug, slug_from_name, validate, ADMIN_TOKEN_CHARS_MIN, DEDUP_WINDOW_HOURS_HIGHEST,
-    QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST, SEGMENT_BYTES_MAX_HIGHEST, SEGMENT_BYTES_MAX_LOWEST,
-    SLUG_CHARS_MAX, WRITE_KEY_CHARS_MIN,
+    fill_derived_ids, is_slug, slug_from_name, validate, ADMIN_TOKEN_CHARS_MIN,
+    DEDUP_WINDOW_HOURS_HIGHEST, QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST,
+    SEGMENT_BYTES_MAX_HIGHEST, SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX, WRITE_KEY_CHARS_MIN,
 };
 
 use locate::DocumentIndex;
@@ -37,16 +37,20 @@ use std::path::Path;
 /// Reads, parses and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
     let file_name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| LoadError::new(&file_name, vec![ConfigProblem::new("", format!("cannot read: {error}"))]))?;
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        LoadError::new(
+            &file_name,
+            vec![ConfigProblem::new("", format!("cannot read: {error}"))],
+        )
+    })?;
     parse(&text, &file_name)
 }
 
 /// Parses and validates configuration `text`; `file_name` is how problems name the file.
 pub fn parse(text: &str, file_name: &str) -> Result<Config, LoadError> {
     let index = DocumentIndex::new(text);
-    let mut config: Config =
-        toml::from_str(text).map_err(|error| LoadError::new(file_name, vec![shape_problem(&error, &index)]))?;
+    let mut config: Config = toml::from_str(text)
+        .map_err(|error| LoadError::new(file_name, vec![shape_problem(&error, &index)]))?;
     fill_derived_ids(&mut config);
     validate(&config).map_err(|problems| LoadError::new(file_name, locate(problems, &index)))?;
     Ok(config)
@@ -57,7 +61,10 @@ fn shape_problem(error: &toml::de::Error, index: &DocumentIndex) -> ConfigProble
     let start = error.span().map(|span| span.start);
     ConfigProblem {
         line: start.map(|offset| index.line_of_offset(offset)),
-        path: start.and_then(|offset| index.path_at_offset(offset)).unwrap_or_default().to_string(),
+        path: start
+            .and_then(|offset| index.path_at_offset(offset))
+            .unwrap_or_default()
+            .to_string(),
         // The parser's message may span lines ("invalid string\nexpected …"): keep one problem a line.
         message: error.message().trim_end().replace('\n', "; "),
     }
@@ -93,8 +100,15 @@ pub fn demo_with_write_key(write_key: &str) -> Config {
         purpose: Some("trying tandem out: events sent with the demo write key".to_string()),
         enabled: true,
     };
-    let workspace = WorkspaceConfig { id: "demo".to_string(), name: "Demo".to_string(), sources: vec![source] };
-    Config { workspaces: vec![workspace], ..Config::default() }
+    let workspace = WorkspaceConfig {
+        id: "demo".to_string(),
+        name: "Demo".to_string(),
+        sources: vec![source],
+    };
+    Config {
+        workspaces: vec![workspace],
+        ..Config::default()
+    }
 }
 
 #[cfg(test)]

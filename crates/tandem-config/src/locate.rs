@@ -19,8 +19,13 @@ impl DocumentIndex {
         if let Ok(document) = ImDocument::parse(text) {
             walk_table(document.as_table(), "", &mut entries);
         }
-        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(at, _)| at + 1)).collect();
-        DocumentIndex { entries, line_starts }
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(at, _)| at + 1))
+            .collect();
+        DocumentIndex {
+            entries,
+            line_starts,
+        }
     }
 
     /// 1-based line of byte `offset`.
@@ -72,7 +77,9 @@ fn walk_table(table: &Table, prefix: &str, entries: &mut Vec<(String, Range<usiz
         let path = join(prefix, key);
         // The key's own range: a value or a missing child field is reported where its key is written.
         if let Some(span) = table.key(key).and_then(|key| key.span()) {
-            let end = item.span().map_or(span.end, |value| value.end.max(span.end));
+            let end = item
+                .span()
+                .map_or(span.end, |value| value.end.max(span.end));
             entries.push((path.clone(), span.start..end));
         }
         walk_item(item, &path, entries);
@@ -98,7 +105,9 @@ fn walk_value(value: &Value, path: &str, entries: &mut Vec<(String, Range<usize>
             for (key, item) in table.iter() {
                 let child = join(path, key);
                 if let Some(span) = table.key(key).and_then(|key| key.span()) {
-                    let end = item.span().map_or(span.end, |value| value.end.max(span.end));
+                    let end = item
+                        .span()
+                        .map_or(span.end, |value| value.end.max(span.end));
                     entries.push((child.clone(), span.start..end));
                 }
                 walk_value(item, &child, entries);
@@ -141,14 +150,23 @@ owner = \"o\"
         let index = DocumentIndex::new(TEXT);
         assert_eq!(index.line_of_path("server.listen"), Some(2));
         assert_eq!(index.line_of_path("workspaces[0].id"), Some(5));
-        assert_eq!(index.line_of_path("workspaces[0].sources[1].owner"), Some(12));
+        assert_eq!(
+            index.line_of_path("workspaces[0].sources[1].owner"),
+            Some(12)
+        );
     }
 
     #[test]
     fn missing_field_falls_back_to_its_table_header() {
         let index = DocumentIndex::new(TEXT);
-        assert_eq!(index.line_of_path("workspaces[0].sources[0].owner"), Some(7));
-        assert_eq!(index.line_of_path("workspaces[0].sources[1].write_key"), Some(10));
+        assert_eq!(
+            index.line_of_path("workspaces[0].sources[0].owner"),
+            Some(7)
+        );
+        assert_eq!(
+            index.line_of_path("workspaces[0].sources[1].write_key"),
+            Some(10)
+        );
         assert_eq!(index.line_of_path("log.segment_bytes_max"), None);
     }
 
@@ -156,14 +174,18 @@ owner = \"o\"
     fn offset_names_the_innermost_path() {
         let index = DocumentIndex::new(TEXT);
         let offset = TEXT.find("owner").unwrap();
-        assert_eq!(index.path_at_offset(offset), Some("workspaces[0].sources[1].owner"));
+        assert_eq!(
+            index.path_at_offset(offset),
+            Some("workspaces[0].sources[1].owner")
+        );
         assert_eq!(index.line_of_offset(offset), 12);
         assert_eq!(index.line_of_offset(0), 1);
     }
 
     #[test]
     fn inline_tables_and_arrays_are_indexed() {
-        let index = DocumentIndex::new("workspaces = [\n  { id = \"de\" },\n  { id = \"fr\" },\n]\n");
+        let index =
+            DocumentIndex::new("workspaces = [\n  { id = \"de\" },\n  { id = \"fr\" },\n]\n");
         assert_eq!(index.line_of_path("workspaces[1].id"), Some(3));
     }
 }

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use tandem_core::limits::{
-    DEFAULT_DEDUP_ENTRIES_MAX, DEFAULT_DEDUP_WINDOW_HOURS, DEFAULT_DISK_FREE_BYTES_MIN, DEFAULT_LOG_QUEUE_BYTES_MAX,
-    DEFAULT_SEGMENT_BYTES_MAX,
+    DEFAULT_DEDUP_ENTRIES_MAX, DEFAULT_DEDUP_WINDOW_HOURS, DEFAULT_DISK_FREE_BYTES_MIN,
+    DEFAULT_LOG_QUEUE_BYTES_MAX, DEFAULT_SEGMENT_BYTES_MAX,
 };
 
 /// Address `tandem serve` listens on when neither the file nor `TANDEM_LISTEN` says otherwise.
@@ -54,7 +54,11 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: DEFAULT_LISTEN.to_string(), data_dir: PathBuf::from(DEFAULT_DATA_DIR), public_url: None }
+        ServerConfig {
+            listen: DEFAULT_LISTEN.to_string(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            public_url: None,
+        }
     }
 }
 
@@ -145,7 +149,9 @@ pub struct OrganizationConfig {
 
 impl Default for OrganizationConfig {
     fn default() -> Self {
-        OrganizationConfig { name: DEFAULT_ORGANIZATION_NAME.to_string() }
+        OrganizationConfig {
+            name: DEFAULT_ORGANIZATION_NAME.to_string(),
+        }
     }
 }
 

@@ -34,14 +34,22 @@ write_key = "test-write-key-mobile-0123456789"
 fn problems(text: &str) -> Vec<String> {
     let error = parse(text, "t.toml").expect_err("expected problems");
     assert_eq!(error.to_string().lines().count(), error.problems().len());
-    error.problems().iter().map(|problem| problem.to_string()).collect()
+    error
+        .problems()
+        .iter()
+        .map(|problem| problem.to_string())
+        .collect()
 }
 
 /// The single problem of `text`, which must start with `expected`.
 fn assert_problem(text: &str, expected: &str) {
     let found = problems(text);
     assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(found[0].starts_with(expected), "expected `{expected}…`, found `{}`", found[0]);
+    assert!(
+        found[0].starts_with(expected),
+        "expected `{expected}…`, found `{}`",
+        found[0]
+    );
 }
 
 fn source(write_key: &str) -> String {
@@ -52,12 +60,27 @@ fn source(write_key: &str) -> String {
 fn example_file_loads() {
     let config = parse(EXAMPLE, "tandem.example.toml").unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(config.organization.name, "Example Retail Group");
-    let ids: Vec<&str> = config.workspaces.iter().map(|workspace| workspace.id.as_str()).collect();
+    let ids: Vec<&str> = config
+        .workspaces
+        .iter()
+        .map(|workspace| workspace.id.as_str())
+        .collect();
     assert_eq!(ids, ["de", "fr"]);
-    let de_sources: Vec<&str> = config.workspaces[0].sources.iter().map(|source| source.id.as_str()).collect();
-    assert_eq!(de_sources, ["web", "ios", "crm-import"], "crm-import is derived from its name");
+    let de_sources: Vec<&str> = config.workspaces[0]
+        .sources
+        .iter()
+        .map(|source| source.id.as_str())
+        .collect();
+    assert_eq!(
+        de_sources,
+        ["web", "ios", "crm-import"],
+        "crm-import is derived from its name"
+    );
     assert!(!config.workspaces[1].sources[1].enabled);
-    assert!(config.workspaces[0].sources.iter().all(|source| source.enabled && source.purpose.is_some()));
+    assert!(config.workspaces[0]
+        .sources
+        .iter()
+        .all(|source| source.enabled && source.purpose.is_some()));
     assert_eq!(config.log.retention_hours, Some(2160));
     assert_eq!(config.collect.rate_limit_events_per_second, Some(5000));
 }
@@ -66,8 +89,14 @@ fn example_file_loads() {
 fn harness_config_loads() {
     let config = parse(HARNESS, "tandem.toml").unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(config.server.listen, "127.0.0.1:18080");
-    assert_eq!(config.workspaces[0].sources[1].write_key, "test-write-key-mobile-0123456789");
-    assert!(config.workspaces[0].sources.iter().all(|source| source.enabled && source.purpose.is_none()));
+    assert_eq!(
+        config.workspaces[0].sources[1].write_key,
+        "test-write-key-mobile-0123456789"
+    );
+    assert!(config.workspaces[0]
+        .sources
+        .iter()
+        .all(|source| source.enabled && source.purpose.is_none()));
     assert_eq!(config.log, LogConfig::default());
 }
 
@@ -76,14 +105,24 @@ fn empty_file_is_the_default_config() {
     let config = parse("", "empty.toml").unwrap();
     assert_eq!(config, Config::default());
     assert_eq!(config.server.listen, "127.0.0.1:8080");
-    assert_eq!(config.server.data_dir, std::path::PathBuf::from("./tandem-data"));
-    assert_eq!(config.log.segment_bytes_max, tandem_core::limits::DEFAULT_SEGMENT_BYTES_MAX);
-    assert_eq!(config.collect.dedup_entries_max, tandem_core::limits::DEFAULT_DEDUP_ENTRIES_MAX);
+    assert_eq!(
+        config.server.data_dir,
+        std::path::PathBuf::from("./tandem-data")
+    );
+    assert_eq!(
+        config.log.segment_bytes_max,
+        tandem_core::limits::DEFAULT_SEGMENT_BYTES_MAX
+    );
+    assert_eq!(
+        config.collect.dedup_entries_max,
+        tandem_core::limits::DEFAULT_DEDUP_ENTRIES_MAX
+    );
 }
 
 #[test]
 fn missing_source_fields_point_at_the_source_header() {
-    let text = "[[workspaces]]\nid = \"de\"\nname = \"Germany\"\n\n[[workspaces.sources]]\nid = \"web\"\n";
+    let text =
+        "[[workspaces]]\nid = \"de\"\nname = \"Germany\"\n\n[[workspaces.sources]]\nid = \"web\"\n";
     assert_eq!(
         problems(text),
         [
@@ -99,7 +138,10 @@ fn load_error_names_file_and_line() {
     let text = format!("{HARNESS}[[workspaces.sources]]\nid = \"crm\"\nname = \"CRM\"\nwrite_key = \"crm-key-0123456789abc\"\n");
     let error = parse(&text, "tandem.toml").unwrap_err();
     assert_eq!(error.file(), "tandem.toml");
-    assert_eq!(error.to_string(), "tandem.toml:24: workspaces[0].sources[2].owner: missing — every source needs an owner");
+    assert_eq!(
+        error.to_string(),
+        "tandem.toml:24: workspaces[0].sources[2].owner: missing — every source needs an owner"
+    );
 }
 
 #[test]
@@ -110,12 +152,18 @@ fn blank_owner_is_reported_on_its_line() {
 
 #[test]
 fn short_write_key() {
-    assert_problem(&source("short-key"), "line 9: workspaces[0].sources[0].write_key: shorter than 16 characters");
+    assert_problem(
+        &source("short-key"),
+        "line 9: workspaces[0].sources[0].write_key: shorter than 16 characters",
+    );
 }
 
 #[test]
 fn write_key_with_colon() {
-    assert_problem(&source("k:0123456789abcdef"), "line 9: workspaces[0].sources[0].write_key: contains `:`");
+    assert_problem(
+        &source("k:0123456789abcdef"),
+        "line 9: workspaces[0].sources[0].write_key: contains `:`",
+    );
 }
 
 #[test]
@@ -130,14 +178,21 @@ fn duplicate_write_key_across_workspaces_names_the_first_source_not_the_key() {
 
 #[test]
 fn duplicate_workspace_id() {
-    let text = "[[workspaces]]\nid = \"de\"\nname = \"A\"\n\n[[workspaces]]\nid = \"de\"\nname = \"B\"\n";
-    assert_problem(text, "line 6: workspaces[1].id: `de` is already the id of workspaces[0]");
+    let text =
+        "[[workspaces]]\nid = \"de\"\nname = \"A\"\n\n[[workspaces]]\nid = \"de\"\nname = \"B\"\n";
+    assert_problem(
+        text,
+        "line 6: workspaces[1].id: `de` is already the id of workspaces[0]",
+    );
 }
 
 #[test]
 fn duplicate_source_id_within_a_workspace_including_derived_ids() {
     let text = format!("{}\n[[workspaces.sources]]\nname = \"Web\"\nowner = \"o\"\nwrite_key = \"other-key-0123456789\"\n", source("k-0123456789abcdef"));
-    assert_problem(&text, "line 11: workspaces[0].sources[1].id: `web` is already the id of sources[0]");
+    assert_problem(
+        &text,
+        "line 11: workspaces[0].sources[1].id: `web` is already the id of sources[0]",
+    );
 }
 
 #[test]
@@ -145,14 +200,20 @@ fn ids_must_be_slugs() {
     let text = source("k-0123456789abcdef").replace("id = \"de\"", "id = \"DE market\"");
     assert_problem(&text, "line 2: workspaces[0].id: `DE market` is not a slug");
     let text = source("k-0123456789abcdef").replace("id = \"web\"", "id = \"-web\"");
-    assert_problem(&text, "line 6: workspaces[0].sources[0].id: `-web` is not a slug");
+    assert_problem(
+        &text,
+        "line 6: workspaces[0].sources[0].id: `-web` is not a slug",
+    );
 }
 
 #[test]
 fn workspace_needs_id_and_name() {
     assert_eq!(
         problems("[organization]\nname = \"O\"\n\n[[workspaces]]\n"),
-        ["line 4: workspaces[0].id: missing — every workspace needs an id, a slug like `web`", "line 4: workspaces[0].name: missing — every workspace needs a name"]
+        [
+            "line 4: workspaces[0].id: missing — every workspace needs an id, a slug like `web`",
+            "line 4: workspaces[0].name: missing — every workspace needs a name"
+        ]
     );
 }
 
@@ -164,48 +225,84 @@ fn source_without_id_or_usable_name() {
 
 #[test]
 fn listen_must_be_host_and_port() {
-    assert_problem("[server]\n\nlisten = \"8080\"\n", "line 3: server.listen: `8080` is not an address to listen on");
+    assert_problem(
+        "[server]\n\nlisten = \"8080\"\n",
+        "line 3: server.listen: `8080` is not an address to listen on",
+    );
 }
 
 #[test]
 fn public_url_needs_a_scheme() {
-    assert_problem("[server]\npublic_url = \"cdp.example.com\"\n", "line 2: server.public_url: must start with http://");
+    assert_problem(
+        "[server]\npublic_url = \"cdp.example.com\"\n",
+        "line 2: server.public_url: must start with http://",
+    );
 }
 
 #[test]
 fn admin_token_too_short() {
-    assert_problem("[admin]\ntoken = \"abc\"\n", "line 2: admin.token: shorter than 16 characters");
+    assert_problem(
+        "[admin]\ntoken = \"abc\"\n",
+        "line 2: admin.token: shorter than 16 characters",
+    );
 }
 
 #[test]
 fn segment_size_bounds() {
-    assert_problem("[log]\nsegment_bytes_max = 1000\n", "line 2: log.segment_bytes_max: 1000 is outside");
-    assert_problem("[log]\nsegment_bytes_max = 5_000_000_000\n", "line 2: log.segment_bytes_max: 5000000000 is outside");
+    assert_problem(
+        "[log]\nsegment_bytes_max = 1000\n",
+        "line 2: log.segment_bytes_max: 1000 is outside",
+    );
+    assert_problem(
+        "[log]\nsegment_bytes_max = 5_000_000_000\n",
+        "line 2: log.segment_bytes_max: 5000000000 is outside",
+    );
     assert!(parse("[log]\nsegment_bytes_max = 1048576\n", "t").is_ok());
     assert!(parse("[log]\nsegment_bytes_max = 4294967296\n", "t").is_ok());
 }
 
 #[test]
 fn queue_size_lower_bound() {
-    assert_problem("[log]\nqueue_bytes_max = 1024\n", "line 2: log.queue_bytes_max: 1024 is below 1048576");
+    assert_problem(
+        "[log]\nqueue_bytes_max = 1024\n",
+        "line 2: log.queue_bytes_max: 1024 is below 1048576",
+    );
 }
 
 #[test]
 fn retention_rules() {
-    assert_problem("[log]\nretention_bytes_max = 1048576\n", "line 2: log.retention_bytes_max: smaller than log.segment_bytes_max");
-    assert_problem("[log]\nretention_hours = 0\n", "line 2: log.retention_hours: must be within 1");
+    assert_problem(
+        "[log]\nretention_bytes_max = 1048576\n",
+        "line 2: log.retention_bytes_max: smaller than log.segment_bytes_max",
+    );
+    assert_problem(
+        "[log]\nretention_hours = 0\n",
+        "line 2: log.retention_hours: must be within 1",
+    );
 }
 
 #[test]
 fn collect_rules() {
-    assert_problem("[collect]\ndedup_window_hours = 0\n", "line 2: collect.dedup_window_hours: 0 is outside 1");
-    assert_problem("[collect]\ndedup_entries_max = 0\n", "line 2: collect.dedup_entries_max: must be at least 1");
-    assert_problem("[collect]\nrate_limit_events_per_second = 0\n", "line 2: collect.rate_limit_events_per_second: must be at least 1");
+    assert_problem(
+        "[collect]\ndedup_window_hours = 0\n",
+        "line 2: collect.dedup_window_hours: 0 is outside 1",
+    );
+    assert_problem(
+        "[collect]\ndedup_entries_max = 0\n",
+        "line 2: collect.dedup_entries_max: must be at least 1",
+    );
+    assert_problem(
+        "[collect]\nrate_limit_events_per_second = 0\n",
+        "line 2: collect.rate_limit_events_per_second: must be at least 1",
+    );
 }
 
 #[test]
 fn organization_name_must_not_be_blank() {
-    assert_problem("[organization]\nname = \"\"\n", "line 2: organization.name: empty");
+    assert_problem(
+        "[organization]\nname = \"\"\n",
+        "line 2: organization.name: empty",
+    );
 }
 
 #[test]
@@ -239,24 +336,46 @@ write_key = \"short\"
 
 #[test]
 fn unknown_key_is_reported_with_its_line_and_path() {
-    let text = HARNESS.replace("owner = \"mobile-team@example.test\"", "ownr = \"mobile-team@example.test\"");
+    let text = HARNESS.replace(
+        "owner = \"mobile-team@example.test\"",
+        "ownr = \"mobile-team@example.test\"",
+    );
     let found = problems(&text);
     assert_eq!(found.len(), 1);
-    assert!(found[0].starts_with("line 21: workspaces[0].sources[1].ownr: unknown field `ownr`"), "{}", found[0]);
-    assert_problem("[sever]\nlisten = \"x\"\n", "line 1: sever: unknown field `sever`");
-    assert_problem("[log]\nsegment_bytes = 5\n", "line 2: log.segment_bytes: unknown field `segment_bytes`");
+    assert!(
+        found[0].starts_with("line 21: workspaces[0].sources[1].ownr: unknown field `ownr`"),
+        "{}",
+        found[0]
+    );
+    assert_problem(
+        "[sever]\nlisten = \"x\"\n",
+        "line 1: sever: unknown field `sever`",
+    );
+    assert_problem(
+        "[log]\nsegment_bytes = 5\n",
+        "line 2: log.segment_bytes: unknown field `segment_bytes`",
+    );
 }
 
 #[test]
 fn wrong_type_is_reported_with_its_line_and_path() {
-    assert_problem("[organization]\nname = \"O\"\n\n[log]\nsegment_bytes_max = \"big\"\n", "line 5: log.segment_bytes_max: invalid type");
+    assert_problem(
+        "[organization]\nname = \"O\"\n\n[log]\nsegment_bytes_max = \"big\"\n",
+        "line 5: log.segment_bytes_max: invalid type",
+    );
 }
 
 #[test]
 fn syntax_error_is_reported_with_its_line() {
-    assert_problem("[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \n", "line 3: invalid string; expected");
+    assert_problem(
+        "[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \n",
+        "line 3: invalid string; expected",
+    );
     assert_problem("[server\n", "line 1: invalid table header");
-    assert_problem("[log]\nretention_hours = 1\nretention_hours = 2\n", "line 3: duplicate key `retention_hours`");
+    assert_problem(
+        "[log]\nretention_hours = 1\nretention_hours = 2\n",
+        "line 3: duplicate key `retention_hours`",
+    );
 }
 
 #[test]
@@ -264,7 +383,14 @@ fn demo_config_is_valid() {
     let config = demo_with_write_key("demo-key-0123456789abcdef");
     assert_eq!(validate(&config), Ok(()));
     let source = &config.workspaces[0].sources[0];
-    assert_eq!((config.workspaces[0].id.as_str(), source.id.as_str(), source.name.as_str()), ("demo", "demo-web", "Demo website"));
+    assert_eq!(
+        (
+            config.workspaces[0].id.as_str(),
+            source.id.as_str(),
+            source.name.as_str()
+        ),
+        ("demo", "demo-web", "Demo website")
+    );
     assert_eq!(parse(&to_toml(&config), "demo.toml").unwrap(), config);
 }
 
@@ -273,7 +399,10 @@ fn to_toml_round_trips() {
     for text in [EXAMPLE, HARNESS, ""] {
         let config = parse(text, "in.toml").unwrap();
         let printed = to_toml(&config);
-        assert_eq!(parse(&printed, "out.toml").unwrap_or_else(|error| panic!("{error}\n{printed}")), config);
+        assert_eq!(
+            parse(&printed, "out.toml").unwrap_or_else(|error| panic!("{error}\n{printed}")),
+            config
+        );
     }
 }
 
@@ -295,8 +424,17 @@ fn load_reads_a_file_and_names_it_in_errors() {
     assert_eq!(load(&path).unwrap().workspaces.len(), 1);
     std::fs::write(&path, "[admin]\ntoken = \"x\"\n").unwrap();
     let message = load(&path).unwrap_err().to_string();
-    assert_eq!(message, format!("{}:2: admin.token: shorter than 16 characters — use a long random secret", path.display()));
+    assert_eq!(
+        message,
+        format!(
+            "{}:2: admin.token: shorter than 16 characters — use a long random secret",
+            path.display()
+        )
+    );
     std::fs::remove_dir_all(&dir).unwrap();
     let message = load(&path).unwrap_err().to_string();
-    assert!(message.starts_with(&format!("{}: cannot read: ", path.display())), "{message}");
+    assert!(
+        message.starts_with(&format!("{}: cannot read: ", path.display())),
+        "{message}"
+    );
 }

@@ -2,7 +2,9 @@
 //! field, so a file with five mistakes gets five problems in one pass, not five edit-run cycles.
 
 use crate::error::ConfigProblem;
-use crate::schema::{CollectConfig, Config, LogConfig, ServerConfig, SourceConfig, WorkspaceConfig};
+use crate::schema::{
+    CollectConfig, Config, LogConfig, ServerConfig, SourceConfig, WorkspaceConfig,
+};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -34,7 +36,10 @@ pub fn validate(config: &Config) -> Result<(), Vec<ConfigProblem>> {
     check_log(&config.log, &mut problems);
     check_collect(&config.collect, &mut problems);
     if config.organization.name.trim().is_empty() {
-        problems.push(ConfigProblem::new("organization.name", "empty — name the organization or leave the key out"));
+        problems.push(ConfigProblem::new(
+            "organization.name",
+            "empty — name the organization or leave the key out",
+        ));
     }
     check_workspaces(&config.workspaces, &mut problems);
     if problems.is_empty() {
@@ -46,7 +51,10 @@ pub fn validate(config: &Config) -> Result<(), Vec<ConfigProblem>> {
 
 /// Gives every source without an `id` the slug of its name.
 pub fn fill_derived_ids(config: &mut Config) {
-    let sources = config.workspaces.iter_mut().flat_map(|workspace| workspace.sources.iter_mut());
+    let sources = config
+        .workspaces
+        .iter_mut()
+        .flat_map(|workspace| workspace.sources.iter_mut());
     for source in sources.filter(|source| source.id.is_empty()) {
         source.id = slug_from_name(&source.name);
     }
@@ -55,8 +63,12 @@ pub fn fill_derived_ids(config: &mut Config) {
 /// Whether `id` is a slug: `[a-z0-9][a-z0-9_-]{0,62}`.
 pub fn is_slug(id: &str) -> bool {
     let mut chars = id.chars();
-    let first_ok = chars.next().is_some_and(|first| first.is_ascii_lowercase() || first.is_ascii_digit());
-    let rest_ok = chars.all(|char| char.is_ascii_lowercase() || char.is_ascii_digit() || char == '_' || char == '-');
+    let first_ok = chars
+        .next()
+        .is_some_and(|first| first.is_ascii_lowercase() || first.is_ascii_digit());
+    let rest_ok = chars.all(|char| {
+        char.is_ascii_lowercase() || char.is_ascii_digit() || char == '_' || char == '-'
+    });
     first_ok && rest_ok && id.len() <= SLUG_CHARS_MAX
 }
 
@@ -76,15 +88,24 @@ pub fn slug_from_name(name: &str) -> String {
 
 fn check_server(server: &ServerConfig, problems: &mut Vec<ConfigProblem>) {
     if !is_listen_address(&server.listen) {
-        let message = format!("`{}` is not an address to listen on — write host:port, e.g. 127.0.0.1:8080", server.listen);
+        let message = format!(
+            "`{}` is not an address to listen on — write host:port, e.g. 127.0.0.1:8080",
+            server.listen
+        );
         problems.push(ConfigProblem::new("server.listen", message));
     }
     if server.data_dir.as_os_str().is_empty() {
-        problems.push(ConfigProblem::new("server.data_dir", "empty — name a directory, e.g. ./tandem-data"));
+        problems.push(ConfigProblem::new(
+            "server.data_dir",
+            "empty — name a directory, e.g. ./tandem-data",
+        ));
     }
     if let Some(url) = &server.public_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            problems.push(ConfigProblem::new("server.public_url", "must start with http:// or https://"));
+            problems.push(ConfigProblem::new(
+                "server.public_url",
+                "must start with http:// or https://",
+            ));
         }
     }
 }
@@ -105,7 +126,8 @@ fn is_listen_address(listen: &str) -> bool {
 
 fn check_admin_token(token: Option<&str>, problems: &mut Vec<ConfigProblem>) {
     if token.is_some_and(|token| token.chars().count() < ADMIN_TOKEN_CHARS_MIN) {
-        let message = format!("shorter than {ADMIN_TOKEN_CHARS_MIN} characters — use a long random secret");
+        let message =
+            format!("shorter than {ADMIN_TOKEN_CHARS_MIN} characters — use a long random secret");
         problems.push(ConfigProblem::new("admin.token", message));
     }
 }
@@ -119,30 +141,50 @@ fn check_log(log: &LogConfig, problems: &mut Vec<ConfigProblem>) {
         problems.push(ConfigProblem::new("log.segment_bytes_max", message));
     }
     if log.queue_bytes_max < QUEUE_BYTES_MAX_LOWEST {
-        let message = format!("{} is below {QUEUE_BYTES_MAX_LOWEST} (1 MiB)", log.queue_bytes_max);
+        let message = format!(
+            "{} is below {QUEUE_BYTES_MAX_LOWEST} (1 MiB)",
+            log.queue_bytes_max
+        );
         problems.push(ConfigProblem::new("log.queue_bytes_max", message));
     }
-    if log.retention_bytes_max.is_some_and(|bytes| bytes < log.segment_bytes_max) {
+    if log
+        .retention_bytes_max
+        .is_some_and(|bytes| bytes < log.segment_bytes_max)
+    {
         let message = "smaller than log.segment_bytes_max — retention deletes whole segments, so it must hold at least one";
         problems.push(ConfigProblem::new("log.retention_bytes_max", message));
     }
-    if log.retention_hours.is_some_and(|hours| !(1..=RETENTION_HOURS_HIGHEST).contains(&hours)) {
-        let message = format!("must be within 1 ..= {RETENTION_HOURS_HIGHEST}; leave it out to keep events forever");
+    if log
+        .retention_hours
+        .is_some_and(|hours| !(1..=RETENTION_HOURS_HIGHEST).contains(&hours))
+    {
+        let message = format!(
+            "must be within 1 ..= {RETENTION_HOURS_HIGHEST}; leave it out to keep events forever"
+        );
         problems.push(ConfigProblem::new("log.retention_hours", message));
     }
 }
 
 fn check_collect(collect: &CollectConfig, problems: &mut Vec<ConfigProblem>) {
     if !(1..=DEDUP_WINDOW_HOURS_HIGHEST).contains(&collect.dedup_window_hours) {
-        let message = format!("{} is outside 1 ..= {DEDUP_WINDOW_HOURS_HIGHEST} (a year)", collect.dedup_window_hours);
+        let message = format!(
+            "{} is outside 1 ..= {DEDUP_WINDOW_HOURS_HIGHEST} (a year)",
+            collect.dedup_window_hours
+        );
         problems.push(ConfigProblem::new("collect.dedup_window_hours", message));
     }
     if collect.dedup_entries_max == 0 {
-        problems.push(ConfigProblem::new("collect.dedup_entries_max", "must be at least 1"));
+        problems.push(ConfigProblem::new(
+            "collect.dedup_entries_max",
+            "must be at least 1",
+        ));
     }
     if collect.rate_limit_events_per_second == Some(0) {
         let message = "must be at least 1; leave it out for no limit";
-        problems.push(ConfigProblem::new("collect.rate_limit_events_per_second", message));
+        problems.push(ConfigProblem::new(
+            "collect.rate_limit_events_per_second",
+            message,
+        ));
     }
 }
 
@@ -154,10 +196,18 @@ fn check_workspaces(workspaces: &[WorkspaceConfig], problems: &mut Vec<ConfigPro
         let path = format!("workspaces[{index}]");
         check_id(&workspace.id, &format!("{path}.id"), "workspace", problems);
         if let Some(first) = earlier_index(&mut workspace_ids, &workspace.id, index) {
-            let message = format!("`{}` is already the id of workspaces[{first}]", workspace.id);
+            let message = format!(
+                "`{}` is already the id of workspaces[{first}]",
+                workspace.id
+            );
             problems.push(ConfigProblem::new(format!("{path}.id"), message));
         }
-        require(&workspace.name, &format!("{path}.name"), "every workspace needs a name", problems);
+        require(
+            &workspace.name,
+            &format!("{path}.name"),
+            "every workspace needs a name",
+            problems,
+        );
         check_sources(&workspace.sources, &path, &mut write_keys, problems);
     }
 }
@@ -173,18 +223,35 @@ fn check_sources<'a>(
         let path = format!("{workspace_path}.sources[{index}]");
         check_id(&source.id, &format!("{path}.id"), "source", problems);
         if let Some(first) = earlier_index(&mut source_ids, &source.id, index) {
-            let message = format!("`{}` is already the id of sources[{first}] in this workspace", source.id);
+            let message = format!(
+                "`{}` is already the id of sources[{first}] in this workspace",
+                source.id
+            );
             problems.push(ConfigProblem::new(format!("{path}.id"), message));
         }
-        require(&source.name, &format!("{path}.name"), "every source needs a name", problems);
-        require(&source.owner, &format!("{path}.owner"), "every source needs an owner", problems);
+        require(
+            &source.name,
+            &format!("{path}.name"),
+            "every source needs a name",
+            problems,
+        );
+        require(
+            &source.owner,
+            &format!("{path}.owner"),
+            "every source needs an owner",
+            problems,
+        );
         check_write_key(&source.write_key, &path, write_keys, problems);
     }
 }
 
 /// The index an id was first seen at, or none when `id` is new (an empty id is never a duplicate:
 /// it is reported as missing instead).
-fn earlier_index<'a>(seen: &mut HashMap<&'a str, usize>, id: &'a str, index: usize) -> Option<usize> {
+fn earlier_index<'a>(
+    seen: &mut HashMap<&'a str, usize>,
+    id: &'a str,
+    index: usize,
+) -> Option<usize> {
     if id.is_empty() {
         return None;
     }
@@ -216,20 +283,28 @@ fn check_write_key<'a>(
 ) {
     let path = format!("{source_path}.write_key");
     if key.is_empty() {
-        problems.push(ConfigProblem::new(path, "missing — every source needs a write key"));
+        problems.push(ConfigProblem::new(
+            path,
+            "missing — every source needs a write key",
+        ));
         return;
     }
     if key.chars().count() < WRITE_KEY_CHARS_MIN {
-        let message = format!("shorter than {WRITE_KEY_CHARS_MIN} characters — use a long random secret");
+        let message =
+            format!("shorter than {WRITE_KEY_CHARS_MIN} characters — use a long random secret");
         problems.push(ConfigProblem::new(&path, message));
     }
     if key.contains(|char: char| char == ':' || char.is_whitespace() || char.is_control()) {
-        let message = "contains `:`, a space or a control character — it is sent as the Basic-auth user name";
+        let message =
+            "contains `:`, a space or a control character — it is sent as the Basic-auth user name";
         problems.push(ConfigProblem::new(&path, message));
     }
     // The key itself is a secret: name the other source, never the key.
     match write_keys.get(key) {
-        Some(first) => problems.push(ConfigProblem::new(&path, format!("same write key as {first} — every source needs its own"))),
+        Some(first) => problems.push(ConfigProblem::new(
+            &path,
+            format!("same write key as {first} — every source needs its own"),
+        )),
         None => {
             write_keys.insert(key, source_path.to_string());
         }
@@ -253,7 +328,10 @@ mod tests {
     #[test]
     fn slug_from_names() {
         assert_eq!(slug_from_name("Demo website"), "demo-website");
-        assert_eq!(slug_from_name("  CRM import (nightly) "), "crm-import-nightly");
+        assert_eq!(
+            slug_from_name("  CRM import (nightly) "),
+            "crm-import-nightly"
+        );
         assert_eq!(slug_from_name("iOS app"), "ios-app");
         assert_eq!(slug_from_name("ÉÉ"), "");
         assert!(is_slug(&slug_from_name(&"Ab ".repeat(40))));
@@ -261,10 +339,24 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        for good in ["127.0.0.1:8080", "0.0.0.0:0", "[::1]:80", "localhost:8080", "cdp.internal:443"] {
+        for good in [
+            "127.0.0.1:8080",
+            "0.0.0.0:0",
+            "[::1]:80",
+            "localhost:8080",
+            "cdp.internal:443",
+        ] {
             assert!(is_listen_address(good), "{good}");
         }
-        for bad in ["", "8080", "localhost", "127.0.0.1:http", ":8080", "host:99999", "::1:80"] {
+        for bad in [
+            "",
+            "8080",
+            "localhost",
+            "127.0.0.1:http",
+            ":8080",
+            "host:99999",
+            "::1:80",
+        ] {
             assert!(!is_listen_address(bad), "{bad}");
         }
     }

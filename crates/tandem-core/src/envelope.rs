@@ -36,8 +36,14 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] =
-        [EventType::Track, EventType::Identify, EventType::Page, EventType::Screen, EventType::Group, EventType::Alias];
+    pub const ALL: [EventType; 6] = [
+        EventType::Track,
+        EventType::Identify,
+        EventType::Page,
+        EventType::Screen,
+        EventType::Group,
+        EventType::Alias,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -93,7 +99,10 @@ pub fn dedup_key(source_id: &str, message_id: &str) -> u64 {
 impl<'a> EventEnvelope<'a> {
     /// Appends the encoded envelope to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        assert!(!self.source_id.is_empty() && self.source_id.len() <= SOURCE_ID_BYTES_MAX, "source id length");
+        assert!(
+            !self.source_id.is_empty() && self.source_id.len() <= SOURCE_ID_BYTES_MAX,
+            "source id length"
+        );
         out.reserve(HEADER_FIXED_BYTES + self.source_id.len() + self.json.len());
         out.push(ENVELOPE_VERSION);
         out.push(self.event_type as u8);
@@ -118,7 +127,8 @@ impl<'a> EventEnvelope<'a> {
         if bytes[0] != ENVELOPE_VERSION {
             return Err(EnvelopeError::UnknownVersion(bytes[0]));
         }
-        let event_type = EventType::from_code(bytes[1]).ok_or(EnvelopeError::UnknownEventType(bytes[1]))?;
+        let event_type =
+            EventType::from_code(bytes[1]).ok_or(EnvelopeError::UnknownEventType(bytes[1]))?;
         let dedup_key = u64::from_le_bytes(bytes[2..10].try_into().expect("8 bytes"));
         let event_time_ms = i64::from_le_bytes(bytes[10..18].try_into().expect("8 bytes"));
         let source_len = bytes[18] as usize;
@@ -129,8 +139,15 @@ impl<'a> EventEnvelope<'a> {
         if bytes.len() < source_end {
             return Err(EnvelopeError::Truncated);
         }
-        let source_id = std::str::from_utf8(&bytes[HEADER_FIXED_BYTES..source_end]).map_err(|_| EnvelopeError::BadSourceId)?;
-        Ok(EventEnvelope { event_type, dedup_key, event_time_ms, source_id, json: &bytes[source_end..] })
+        let source_id = std::str::from_utf8(&bytes[HEADER_FIXED_BYTES..source_end])
+            .map_err(|_| EnvelopeError::BadSourceId)?;
+        Ok(EventEnvelope {
+            event_type,
+            dedup_key,
+            event_time_ms,
+            source_id,
+            json: &bytes[source_end..],
+        })
     }
 }
 

@@ -77,7 +77,13 @@ pub struct ErrorDetail {
 
 impl ErrorBody {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorBody { error: ErrorDetail { code: code.as_str(), message: message.into(), details: None } }
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.as_str(),
+                message: message.into(),
+                details: None,
+            },
+        }
     }
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.error.details = Some(details);
@@ -94,7 +100,11 @@ mod tests {
     fn codes_are_unique_and_statuses_are_errors() {
         let mut seen = HashSet::new();
         for code in ErrorCode::ALL {
-            assert!(seen.insert(code.as_str()), "duplicate code {}", code.as_str());
+            assert!(
+                seen.insert(code.as_str()),
+                "duplicate code {}",
+                code.as_str()
+            );
             assert!((400..600).contains(&code.http_status()));
         }
     }

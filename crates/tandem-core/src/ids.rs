@@ -48,6 +48,9 @@ mod tests {
 
     #[test]
     fn hash_is_stable_hex() {
-        assert_eq!(write_key_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            write_key_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -27,10 +27,14 @@ pub fn parse_iso8601_ms(text: &str) -> Option<i64> {
 
 /// Formats ms since the epoch as `2024-01-02T03:04:05.678Z`.
 pub fn format_iso8601_ms(ms: i64) -> String {
-    let datetime = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let datetime = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let (year, month, day) = (datetime.year(), datetime.month() as u8, datetime.day());
     let (hour, minute, second) = (datetime.hour(), datetime.minute(), datetime.second());
-    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{:03}Z", datetime.millisecond())
+    format!(
+        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{:03}Z",
+        datetime.millisecond()
+    )
 }
 
 #[cfg(test)]
@@ -45,8 +49,14 @@ mod tests {
 
     #[test]
     fn accepts_offsets_and_no_fraction() {
-        assert_eq!(parse_iso8601_ms("2024-01-02T03:04:05+01:00"), parse_iso8601_ms("2024-01-02T02:04:05Z"));
-        assert_eq!(parse_iso8601_ms("2024-01-02T03:04:05"), parse_iso8601_ms("2024-01-02T03:04:05Z"));
+        assert_eq!(
+            parse_iso8601_ms("2024-01-02T03:04:05+01:00"),
+            parse_iso8601_ms("2024-01-02T02:04:05Z")
+        );
+        assert_eq!(
+            parse_iso8601_ms("2024-01-02T03:04:05"),
+            parse_iso8601_ms("2024-01-02T03:04:05Z")
+        );
         assert!(parse_iso8601_ms("yesterday").is_none());
     }
 }

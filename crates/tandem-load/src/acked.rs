@@ -29,13 +29,27 @@ pub struct AckedRecorder {
 impl AckedRecorder {
     /// Opens `path` for appending and starts the writer thread.
     pub fn start(path: &Path, pool: Arc<BodyPool>) -> Result<AckedRecorder, LoadError> {
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(|source| LoadError::AckedIds { path: path.to_owned(), source })?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| LoadError::AckedIds {
+                path: path.to_owned(),
+                source,
+            })?;
         let (sender, receiver) = mpsc::channel(ACKED_QUEUE_REQUESTS);
         let writer = std::thread::Builder::new()
             .name("tandem-load-acked".into())
             .spawn(move || write_ids(file, receiver, &pool))
-            .map_err(|source| LoadError::AckedIds { path: path.to_owned(), source })?;
-        Ok(AckedRecorder { sender, writer, path: path.to_owned() })
+            .map_err(|source| LoadError::AckedIds {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(AckedRecorder {
+            sender,
+            writer,
+            path: path.to_owned(),
+        })
     }
 
     /// A handle for one worker.
@@ -47,9 +61,14 @@ impl AckedRecorder {
     pub async fn finish(self) -> Result<(), LoadError> {
         drop(self.sender);
         let writer = self.writer;
-        let written = tokio::task::spawn_blocking(move || writer.join()).await.expect("join task does not panic");
+        let written = tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .expect("join task does not panic");
         let written = written.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        written.map_err(|source| LoadError::AckedIds { path: self.path, source })
+        written.map_err(|source| LoadError::AckedIds {
+            path: self.path,
+            source,
+        })
     }
 }
 

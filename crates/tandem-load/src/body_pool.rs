@@ -69,7 +69,10 @@ impl PoolSpec {
     /// must still send different messageIds.
     pub fn random_run_prefix() -> String {
         let mut rng = StdRng::from_entropy();
-        (0..RUN_PREFIX_LETTERS).map(|_| rng.gen_range(b'a'..=b'z') as char).collect::<String>() + "-"
+        (0..RUN_PREFIX_LETTERS)
+            .map(|_| rng.gen_range(b'a'..=b'z') as char)
+            .collect::<String>()
+            + "-"
     }
 }
 
@@ -77,12 +80,26 @@ impl BodyPool {
     /// Builds [`POOL_BODIES`] bodies, or explains which Segment limit the options would break.
     pub fn build(spec: &PoolSpec) -> Result<BodyPool, String> {
         if spec.batch_events == 0 || spec.batch_events > BATCH_EVENTS_MAX {
-            return Err(format!("batch_events must be 1..={BATCH_EVENTS_MAX}, got {}", spec.batch_events));
+            return Err(format!(
+                "batch_events must be 1..={BATCH_EVENTS_MAX}, got {}",
+                spec.batch_events
+            ));
         }
-        assert_eq!(spec.timestamp.len(), TIMESTAMP_CHARS, "timestamp must be fixed width");
+        assert_eq!(
+            spec.timestamp.len(),
+            TIMESTAMP_CHARS,
+            "timestamp must be fixed width"
+        );
         let mut rng = StdRng::seed_from_u64(spec.seed);
-        let templates = (0..POOL_BODIES).map(|_| build_template(&mut rng, spec)).collect::<Result<_, _>>()?;
-        Ok(BodyPool { templates, message_id_prefix: spec.run_prefix.clone(), batch_events: spec.batch_events, users: spec.users.clamp(1, USER_INDEX_MAX + 1) })
+        let templates = (0..POOL_BODIES)
+            .map(|_| build_template(&mut rng, spec))
+            .collect::<Result<_, _>>()?;
+        Ok(BodyPool {
+            templates,
+            message_id_prefix: spec.run_prefix.clone(),
+            batch_events: spec.batch_events,
+            users: spec.users.clamp(1, USER_INDEX_MAX + 1),
+        })
     }
 
     pub fn batch_events(&self) -> usize {
@@ -122,7 +139,11 @@ impl BodyPool {
     /// Spreads events over users with a hash rather than round-robin, so consecutive events of
     /// one batch belong to unrelated users as they would in real traffic.
     fn user_of(&self, request: u64, index: usize) -> u64 {
-        splitmix64(request.wrapping_mul(self.batch_events as u64).wrapping_add(index as u64)) % self.users
+        splitmix64(
+            request
+                .wrapping_mul(self.batch_events as u64)
+                .wrapping_add(index as u64),
+        ) % self.users
     }
 }
 
@@ -144,9 +165,17 @@ fn build_template(rng: &mut StdRng, spec: &PoolSpec) -> Result<Template, String>
         serde_json::to_writer(&mut bytes, &event).expect("values serialise");
         let written = &bytes[start..];
         if written.len() > EVENT_BYTES_MAX {
-            return Err(format!("an event of {} bytes exceeds the {EVENT_BYTES_MAX}-byte Segment limit", written.len()));
+            return Err(format!(
+                "an event of {} bytes exceeds the {EVENT_BYTES_MAX}-byte Segment limit",
+                written.len()
+            ));
         }
-        events.push(locate_patches(written, start, &message_id, spec.run_prefix.len()));
+        events.push(locate_patches(
+            written,
+            start,
+            &message_id,
+            spec.run_prefix.len(),
+        ));
     }
     bytes.extend_from_slice(b"],\"sentAt\":\"");
     let sent_at_at = bytes.len();
@@ -160,23 +189,40 @@ fn build_template(rng: &mut StdRng, spec: &PoolSpec) -> Result<Template, String>
             bytes.len()
         ));
     }
-    Ok(Template { bytes, events, sent_at_at })
+    Ok(Template {
+        bytes,
+        events,
+        sent_at_at,
+    })
 }
 
 /// Finds the digits to patch in one serialised event that starts at `start` in its body.
 fn locate_patches(event: &[u8], start: usize, message_id: &[u8], prefix_len: usize) -> EventPatch {
     let found = find_all(event, message_id);
-    assert_eq!(found.len(), 1, "the messageId placeholder appears exactly once");
+    assert_eq!(
+        found.len(),
+        1,
+        "the messageId placeholder appears exactly once"
+    );
     let user_sentinel = USER_INDEX_MAX.to_string();
-    let user_digits_at: Vec<usize> = find_all(event, user_sentinel.as_bytes()).into_iter().map(|at| start + at).collect();
+    let user_digits_at: Vec<usize> = find_all(event, user_sentinel.as_bytes())
+        .into_iter()
+        .map(|at| start + at)
+        .collect();
     assert!(!user_digits_at.is_empty(), "every event names its user");
-    EventPatch { request_digits_at: start + found[0] + prefix_len, user_digits_at }
+    EventPatch {
+        request_digits_at: start + found[0] + prefix_len,
+        user_digits_at,
+    }
 }
 
 fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
     let mut found = Vec::new();
     let mut at = 0;
-    while let Some(position) = haystack[at..].windows(needle.len()).position(|window| window == needle) {
+    while let Some(position) = haystack[at..]
+        .windows(needle.len())
+        .position(|window| window == needle)
+    {
         found.push(at + position);
         at += position + needle.len();
     }
@@ -216,7 +262,14 @@ mod tests {
     use std::collections::HashSet;
 
     fn spec(batch_events: usize, event_bytes: usize) -> PoolSpec {
-        PoolSpec { batch_events, event_bytes, users: 1000, seed: 9, run_prefix: "abcdefghij-".into(), timestamp: "2024-06-01T00:00:00.000Z".into() }
+        PoolSpec {
+            batch_events,
+            event_bytes,
+            users: 1000,
+            seed: 9,
+            run_prefix: "abcdefghij-".into(),
+            timestamp: "2024-06-01T00:00:00.000Z".into(),
+        }
     }
 
     #[test]
@@ -233,7 +286,10 @@ mod tests {
             for event in batch {
                 let event_bytes = serde_json::to_vec(event).unwrap().len();
                 assert!(event_bytes <= EVENT_BYTES_MAX);
-                assert!(event_bytes.abs_diff(1000) <= 100, "event of {event_bytes} bytes");
+                assert!(
+                    event_bytes.abs_diff(1000) <= 100,
+                    "event of {event_bytes} bytes"
+                );
                 let user = event["anonymousId"].as_str().unwrap();
                 assert!(user.starts_with("anon-") && user[5..].parse::<u64>().unwrap() < 1000);
             }
@@ -248,10 +304,18 @@ mod tests {
         for request in (0..500u64).chain([9_999_999_998, 9_999_999_999]) {
             let body = pool.render(request, "2025-01-02T03:04:05.678Z", &mut scratch);
             let parsed: Value = serde_json::from_slice(&body).unwrap();
-            let ids: Vec<String> = parsed["batch"].as_array().unwrap().iter().map(|event| event["messageId"].as_str().unwrap().to_owned()).collect();
+            let ids: Vec<String> = parsed["batch"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|event| event["messageId"].as_str().unwrap().to_owned())
+                .collect();
             let mut listed = Vec::new();
             pool.write_message_ids(request, &mut listed);
-            assert_eq!(String::from_utf8(listed).unwrap(), ids.iter().map(|id| format!("{id}\n")).collect::<String>());
+            assert_eq!(
+                String::from_utf8(listed).unwrap(),
+                ids.iter().map(|id| format!("{id}\n")).collect::<String>()
+            );
             for id in ids {
                 assert!(id.len() <= tandem_core::limits::MESSAGE_ID_CHARS_MAX);
                 assert!(seen.insert(id), "duplicate messageId");
@@ -261,15 +325,28 @@ mod tests {
 
     #[test]
     fn users_spread_over_the_requested_cardinality() {
-        let pool = BodyPool::build(&PoolSpec { users: 50_000, ..spec(100, 700) }).unwrap();
+        let pool = BodyPool::build(&PoolSpec {
+            users: 50_000,
+            ..spec(100, 700)
+        })
+        .unwrap();
         let mut scratch = BytesMut::new();
         let mut users = HashSet::new();
         for request in 0..200u64 {
-            let parsed: Value = serde_json::from_slice(&pool.render(request, "2025-01-02T03:04:05.678Z", &mut scratch)).unwrap();
+            let parsed: Value = serde_json::from_slice(&pool.render(
+                request,
+                "2025-01-02T03:04:05.678Z",
+                &mut scratch,
+            ))
+            .unwrap();
             for event in parsed["batch"].as_array().unwrap() {
                 users.insert(event["anonymousId"].as_str().unwrap().to_owned());
                 if let Some(user_id) = event["userId"].as_str() {
-                    assert_eq!(user_id[5..], event["anonymousId"].as_str().unwrap()[5..], "one user per event");
+                    assert_eq!(
+                        user_id[5..],
+                        event["anonymousId"].as_str().unwrap()[5..],
+                        "one user per event"
+                    );
                 }
             }
         }
@@ -292,8 +369,14 @@ mod tests {
     fn limits_are_enforced() {
         assert!(BodyPool::build(&spec(2501, 700)).is_err());
         assert!(BodyPool::build(&spec(0, 700)).is_err());
-        assert!(BodyPool::build(&spec(1000, 1000)).is_err(), "1 MB batch is over 500 KB");
+        assert!(
+            BodyPool::build(&spec(1000, 1000)).is_err(),
+            "1 MB batch is over 500 KB"
+        );
         let pool = BodyPool::build(&spec(500, 900)).unwrap();
-        assert!(pool.templates.iter().all(|template| template.bytes.len() <= BATCH_BYTES_MAX));
+        assert!(pool
+            .templates
+            .iter()
+            .all(|template| template.bytes.len() <= BATCH_BYTES_MAX));
     }
 }

@@ -37,7 +37,10 @@ pub struct Target {
 impl Target {
     /// Parses a base URL such as `http://127.0.0.1:8080` or `http://host/prefix`.
     pub fn parse(url: &str, write_key: &str) -> Result<Target, LoadError> {
-        let invalid = |reason: &str| LoadError::InvalidUrl { url: url.to_owned(), reason: reason.to_owned() };
+        let invalid = |reason: &str| LoadError::InvalidUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
         let uri: Uri = url.parse().map_err(|_| invalid("not a URL"))?;
         if uri.scheme_str() != Some("http") {
             return Err(invalid("only http:// is supported (no TLS)"));
@@ -47,8 +50,10 @@ impl Target {
         Ok(Target {
             host: authority.host().trim_matches(['[', ']']).to_owned(),
             port: authority.port_u16().unwrap_or(80),
-            host_header: HeaderValue::from_str(authority.as_str()).map_err(|_| invalid("bad host"))?,
-            authorization: HeaderValue::from_str(&format!("Basic {credentials}")).map_err(|_| invalid("write key is not a valid header value"))?,
+            host_header: HeaderValue::from_str(authority.as_str())
+                .map_err(|_| invalid("bad host"))?,
+            authorization: HeaderValue::from_str(&format!("Basic {credentials}"))
+                .map_err(|_| invalid("write key is not a valid header value"))?,
             batch_path: format!("{}/v1/batch", uri.path().trim_end_matches('/')),
         })
     }
@@ -88,7 +93,9 @@ impl Connection {
         let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
         // Bodies go out in one write; without this the last segment can wait for a delayed ACK.
         stream.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(io::Error::other)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(io::Error::other)?;
         // The connection task ends by itself when the sender is dropped or the peer closes.
         tokio::spawn(connection);
         Ok(Connection { sender })
@@ -121,14 +128,25 @@ impl Connection {
 fn classify(status: StatusCode, retry_after: Duration, body: &[u8]) -> Outcome {
     match status {
         StatusCode::OK => Outcome::Acked,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => Outcome::PushedBack { status: status.as_u16(), retry_after },
-        _ => Outcome::Rejected { status: status.as_u16(), body: String::from_utf8_lossy(body).chars().take(ERROR_BODY_CHARS_MAX).collect() },
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => Outcome::PushedBack {
+            status: status.as_u16(),
+            retry_after,
+        },
+        _ => Outcome::Rejected {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(body)
+                .chars()
+                .take(ERROR_BODY_CHARS_MAX)
+                .collect(),
+        },
     }
 }
 
 /// `Retry-After` in seconds; a missing or HTTP-date value falls back to tandem's own default.
 fn retry_after(header: Option<&HeaderValue>) -> Duration {
-    let seconds = header.and_then(|value| value.to_str().ok()).and_then(|text| text.trim().parse::<u64>().ok());
+    let seconds = header
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse::<u64>().ok());
     let seconds = seconds.unwrap_or(tandem_core::limits::RETRY_AFTER_SECONDS);
     Duration::from_secs(seconds).min(RETRY_AFTER_MAX)
 }
@@ -140,10 +158,20 @@ mod tests {
     #[test]
     fn parses_base_urls() {
         let target = Target::parse("http://127.0.0.1:8080/", "key").unwrap();
-        assert_eq!((target.host.as_str(), target.port, target.batch_path.as_str()), ("127.0.0.1", 8080, "/v1/batch"));
+        assert_eq!(
+            (
+                target.host.as_str(),
+                target.port,
+                target.batch_path.as_str()
+            ),
+            ("127.0.0.1", 8080, "/v1/batch")
+        );
         assert_eq!(target.authorization, "Basic a2V5Og==");
         let target = Target::parse("http://collector.local/segment", "").unwrap();
-        assert_eq!((target.port, target.batch_path.as_str()), (80, "/segment/v1/batch"));
+        assert_eq!(
+            (target.port, target.batch_path.as_str()),
+            (80, "/segment/v1/batch")
+        );
         assert_eq!(Target::parse("http://[::1]:9000", "k").unwrap().host, "::1");
         assert!(Target::parse("https://example.com", "k").is_err());
         assert!(Target::parse("not a url", "k").is_err());
@@ -151,21 +179,50 @@ mod tests {
 
     #[test]
     fn classifies_statuses() {
-        assert_eq!(classify(StatusCode::OK, Duration::ZERO, b"{\"success\":true}"), Outcome::Acked);
+        assert_eq!(
+            classify(StatusCode::OK, Duration::ZERO, b"{\"success\":true}"),
+            Outcome::Acked
+        );
         assert_eq!(
             classify(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(2), b""),
-            Outcome::PushedBack { status: 503, retry_after: Duration::from_secs(2) }
+            Outcome::PushedBack {
+                status: 503,
+                retry_after: Duration::from_secs(2)
+            }
         );
-        assert!(matches!(classify(StatusCode::TOO_MANY_REQUESTS, Duration::ZERO, b""), Outcome::PushedBack { status: 429, .. }));
-        assert_eq!(classify(StatusCode::BAD_REQUEST, Duration::ZERO, b"bad"), Outcome::Rejected { status: 400, body: "bad".into() });
+        assert!(matches!(
+            classify(StatusCode::TOO_MANY_REQUESTS, Duration::ZERO, b""),
+            Outcome::PushedBack { status: 429, .. }
+        ));
+        assert_eq!(
+            classify(StatusCode::BAD_REQUEST, Duration::ZERO, b"bad"),
+            Outcome::Rejected {
+                status: 400,
+                body: "bad".into()
+            }
+        );
     }
 
     #[test]
     fn reads_retry_after() {
-        assert_eq!(retry_after(Some(&HeaderValue::from_static("3"))), Duration::from_secs(3));
-        assert_eq!(retry_after(Some(&HeaderValue::from_static("0"))), Duration::ZERO);
-        assert_eq!(retry_after(Some(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"))), Duration::from_secs(1));
+        assert_eq!(
+            retry_after(Some(&HeaderValue::from_static("3"))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            retry_after(Some(&HeaderValue::from_static("0"))),
+            Duration::ZERO
+        );
+        assert_eq!(
+            retry_after(Some(&HeaderValue::from_static(
+                "Wed, 21 Oct 2015 07:28:00 GMT"
+            ))),
+            Duration::from_secs(1)
+        );
         assert_eq!(retry_after(None), Duration::from_secs(1));
-        assert_eq!(retry_after(Some(&HeaderValue::from_static("86400"))), RETRY_AFTER_MAX);
+        assert_eq!(
+            retry_after(Some(&HeaderValue::from_static("86400"))),
+            RETRY_AFTER_MAX
+        );
     }
 }

@@ -38,14 +38,26 @@ pub struct DiskReport {
 /// Appends `records_per_write × record_bytes` per `write()`, each followed by `fdatasync()`, to a
 /// temporary file in `dir` for `duration` (at least one write), then deletes the file.
 /// Blocking: from async code call it through `spawn_blocking`.
-pub fn disk_ceiling(dir: &Path, record_bytes: usize, records_per_write: usize, duration: Duration) -> io::Result<DiskReport> {
-    let write_bytes = record_bytes.checked_mul(records_per_write).filter(|bytes| (1..=CEILING_WRITE_BYTES_MAX).contains(bytes));
-    let write_bytes = write_bytes
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("record_bytes × records_per_write must be 1..={CEILING_WRITE_BYTES_MAX}")))?;
+pub fn disk_ceiling(
+    dir: &Path,
+    record_bytes: usize,
+    records_per_write: usize,
+    duration: Duration,
+) -> io::Result<DiskReport> {
+    let write_bytes = record_bytes
+        .checked_mul(records_per_write)
+        .filter(|bytes| (1..=CEILING_WRITE_BYTES_MAX).contains(bytes));
+    let write_bytes = write_bytes.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("record_bytes × records_per_write must be 1..={CEILING_WRITE_BYTES_MAX}"),
+        )
+    })?;
     let scratch = ScratchFile::create(dir)?;
     let buffer = incompressible_bytes(write_bytes);
     let mut file = &scratch.file;
-    let mut fsync_latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    let mut fsync_latency_us =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
     let (mut writes, mut file_bytes) = (0u64, 0u64);
     let started = Instant::now();
     while writes == 0 || started.elapsed() < duration {
@@ -62,11 +74,23 @@ pub fn disk_ceiling(dir: &Path, record_bytes: usize, records_per_write: usize, d
         file_bytes += write_bytes as u64;
     }
     let elapsed = started.elapsed();
-    Ok(DiskReport::new(record_bytes, records_per_write, writes, elapsed, &fsync_latency_us))
+    Ok(DiskReport::new(
+        record_bytes,
+        records_per_write,
+        writes,
+        elapsed,
+        &fsync_latency_us,
+    ))
 }
 
 impl DiskReport {
-    fn new(record_bytes: usize, records_per_write: usize, writes: u64, elapsed: Duration, fsync_latency_us: &Histogram<u64>) -> DiskReport {
+    fn new(
+        record_bytes: usize,
+        records_per_write: usize,
+        writes: u64,
+        elapsed: Duration,
+        fsync_latency_us: &Histogram<u64>,
+    ) -> DiskReport {
         let seconds = elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
         let bytes_written = writes * (record_bytes * records_per_write) as u64;
         DiskReport {
@@ -113,7 +137,11 @@ impl fmt::Display for DiskReport {
             self.megabytes_per_second, self.writes_per_second, self.records_per_second
         )?;
         let latency = self.fsync_latency_us;
-        write!(formatter, "fdatasync p50 {} µs  p99 {} µs  max {} µs", latency.p50, latency.p99, latency.max)
+        write!(
+            formatter,
+            "fdatasync p50 {} µs  p99 {} µs  max {} µs",
+            latency.p50, latency.p99, latency.max
+        )
     }
 }
 
@@ -125,9 +153,18 @@ struct ScratchFile {
 
 impl ScratchFile {
     fn create(dir: &Path) -> io::Result<ScratchFile> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-        let path = dir.join(format!(".tandem-disk-ceiling-{}-{nanos}.tmp", std::process::id()));
-        let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let path = dir.join(format!(
+            ".tandem-disk-ceiling-{}-{nanos}.tmp",
+            std::process::id()
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         Ok(ScratchFile { file, path })
     }
 }
@@ -165,9 +202,16 @@ mod tests {
         assert!(report.elapsed >= Duration::from_millis(500));
         assert!(report.megabytes_per_second > 0.0 && report.megabytes_per_second.is_finite());
         assert!((report.records_per_second / report.writes_per_second - 100.0).abs() < 1e-6);
-        assert!(report.fsync_latency_us.p50 >= 1 && report.fsync_latency_us.p50 <= report.fsync_latency_us.p99);
+        assert!(
+            report.fsync_latency_us.p50 >= 1
+                && report.fsync_latency_us.p50 <= report.fsync_latency_us.p99
+        );
         assert_eq!(report.to_json()["records_per_write"], 100);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "the measurement file is removed");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the measurement file is removed"
+        );
     }
 
     #[test]
@@ -181,6 +225,11 @@ mod tests {
     #[test]
     fn at_least_one_write_even_with_zero_duration() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(disk_ceiling(dir.path(), 10, 10, Duration::ZERO).unwrap().writes, 1);
+        assert_eq!(
+            disk_ceiling(dir.path(), 10, 10, Duration::ZERO)
+                .unwrap()
+                .writes,
+            1
+        );
     }
 }

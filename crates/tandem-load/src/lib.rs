@@ -25,7 +25,8 @@ pub use connection::{REQUEST_TIMEOUT, RETRY_AFTER_MAX};
 pub use disk::{disk_ceiling, DiskReport};
 pub use error::LoadError;
 pub use options::{
-    LoadOptions, CONCURRENCY_MAX, DEFAULT_BATCH_EVENTS, DEFAULT_CONCURRENCY, DEFAULT_DURATION, DEFAULT_EVENT_BYTES, DEFAULT_USERS, DEFAULT_WARMUP,
+    LoadOptions, CONCURRENCY_MAX, DEFAULT_BATCH_EVENTS, DEFAULT_CONCURRENCY, DEFAULT_DURATION,
+    DEFAULT_EVENT_BYTES, DEFAULT_USERS, DEFAULT_WARMUP,
 };
 pub use report::{LoadReport, Percentiles, Snapshot};
 pub use run::{run, PROGRESS_INTERVAL};

@@ -71,16 +71,29 @@ impl LoadOptions {
     pub fn validate(&self) -> Result<(), LoadError> {
         let invalid = |reason: String| Err(LoadError::InvalidOptions(reason));
         if self.concurrency == 0 || self.concurrency > CONCURRENCY_MAX {
-            return invalid(format!("concurrency must be 1..={CONCURRENCY_MAX}, got {}", self.concurrency));
+            return invalid(format!(
+                "concurrency must be 1..={CONCURRENCY_MAX}, got {}",
+                self.concurrency
+            ));
         }
         if self.batch_events == 0 || self.batch_events > BATCH_EVENTS_MAX {
-            return invalid(format!("batch_events must be 1..={BATCH_EVENTS_MAX}, got {}", self.batch_events));
+            return invalid(format!(
+                "batch_events must be 1..={BATCH_EVENTS_MAX}, got {}",
+                self.batch_events
+            ));
         }
         if self.event_bytes > EVENT_BYTES_MAX {
-            return invalid(format!("event_bytes must be at most {EVENT_BYTES_MAX}, got {}", self.event_bytes));
+            return invalid(format!(
+                "event_bytes must be at most {EVENT_BYTES_MAX}, got {}",
+                self.event_bytes
+            ));
         }
         if self.users == 0 || self.users > USER_INDEX_MAX + 1 {
-            return invalid(format!("users must be 1..={}, got {}", USER_INDEX_MAX + 1, self.users));
+            return invalid(format!(
+                "users must be 1..={}, got {}",
+                USER_INDEX_MAX + 1,
+                self.users
+            ));
         }
         if self.rate_events_per_second == Some(0) {
             return invalid("rate_events_per_second must be positive".into());
@@ -96,10 +109,35 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_rejected() {
         assert!(LoadOptions::default().validate().is_ok());
-        assert!(LoadOptions { concurrency: 0, ..Default::default() }.validate().is_err());
-        assert!(LoadOptions { batch_events: 2501, ..Default::default() }.validate().is_err());
-        assert!(LoadOptions { event_bytes: 40_000, ..Default::default() }.validate().is_err());
-        assert!(LoadOptions { users: 0, ..Default::default() }.validate().is_err());
-        assert!(LoadOptions { rate_events_per_second: Some(0), ..Default::default() }.validate().is_err());
+        assert!(LoadOptions {
+            concurrency: 0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(LoadOptions {
+            batch_events: 2501,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(LoadOptions {
+            event_bytes: 40_000,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(LoadOptions {
+            users: 0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(LoadOptions {
+            rate_events_per_second: Some(0),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
     }
 }

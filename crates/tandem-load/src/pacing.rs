@@ -14,8 +14,15 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn new(start: Instant, events_per_request: u64, events_per_second: u64) -> Schedule {
-        assert!(events_per_request > 0 && events_per_second > 0, "pacing needs a positive rate");
-        Schedule { start, events_per_request, events_per_second }
+        assert!(
+            events_per_request > 0 && events_per_second > 0,
+            "pacing needs a positive rate"
+        );
+        Schedule {
+            start,
+            events_per_request,
+            events_per_second,
+        }
     }
 
     /// When request number `request` is due.
@@ -26,7 +33,8 @@ impl Schedule {
     /// Time from the start to request `request`, computed from the request number rather than
     /// accumulated, so rounding never drifts over a long run.
     pub fn offset(&self, request: u64) -> Duration {
-        let nanos = request as u128 * self.events_per_request as u128 * 1_000_000_000 / self.events_per_second as u128;
+        let nanos = request as u128 * self.events_per_request as u128 * 1_000_000_000
+            / self.events_per_second as u128;
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
@@ -48,7 +56,10 @@ mod tests {
         assert_eq!(schedule.offset(0), Duration::ZERO);
         assert_eq!(schedule.offset(1), Duration::from_millis(100));
         assert_eq!(schedule.offset(10), Duration::from_secs(1));
-        assert_eq!(schedule.due(3) - schedule.due(2), Duration::from_millis(100));
+        assert_eq!(
+            schedule.due(3) - schedule.due(2),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]
@@ -64,9 +75,16 @@ mod tests {
         let schedule = Schedule::new(Instant::now(), 100, 1000);
         assert_eq!(schedule.requests_due_within(Duration::ZERO), 0);
         assert_eq!(schedule.requests_due_within(Duration::from_secs(1)), 10);
-        assert_eq!(schedule.requests_due_within(Duration::from_millis(1001)), 11);
+        assert_eq!(
+            schedule.requests_due_within(Duration::from_millis(1001)),
+            11
+        );
         for request in 0..50 {
-            assert_eq!(schedule.requests_due_within(schedule.offset(request)), request, "request {request} is not due before its own time");
+            assert_eq!(
+                schedule.requests_due_within(schedule.offset(request)),
+                request,
+                "request {request} is not due before its own time"
+            );
         }
     }
 }

@@ -39,7 +39,8 @@ impl Tally {
             transport_errors: 0,
             retries: 0,
             bytes_sent: 0,
-            latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_SIGNIFICANT_DIGITS).expect("valid histogram bounds"),
+            latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_SIGNIFICANT_DIGITS)
+                .expect("valid histogram bounds"),
             error_samples: BTreeMap::new(),
             transport_error_sample: None,
             last_completion: None,
@@ -47,7 +48,8 @@ impl Tally {
     }
 
     pub fn record_latency(&mut self, latency: Duration) {
-        self.latency_us.saturating_record((latency.as_micros() as u64).clamp(1, LATENCY_US_MAX));
+        self.latency_us
+            .saturating_record((latency.as_micros() as u64).clamp(1, LATENCY_US_MAX));
     }
 
     pub fn merge(&mut self, other: Tally) {
@@ -59,11 +61,16 @@ impl Tally {
         self.transport_errors += other.transport_errors;
         self.retries += other.retries;
         self.bytes_sent += other.bytes_sent;
-        self.latency_us.add(&other.latency_us).expect("histograms share bounds");
+        self.latency_us
+            .add(&other.latency_us)
+            .expect("histograms share bounds");
         for (status, sample) in other.error_samples {
             self.error_samples.entry(status).or_insert(sample);
         }
-        self.transport_error_sample = self.transport_error_sample.take().or(other.transport_error_sample);
+        self.transport_error_sample = self
+            .transport_error_sample
+            .take()
+            .or(other.transport_error_sample);
         self.last_completion = self.last_completion.max(other.last_completion);
     }
 }
@@ -93,9 +100,17 @@ pub struct Snapshot {
 }
 
 impl LiveCounters {
-    pub fn snapshot(&self, elapsed: Duration, warming_up: bool, previous: Option<&Snapshot>) -> Snapshot {
+    pub fn snapshot(
+        &self,
+        elapsed: Duration,
+        warming_up: bool,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
         let events_ok = self.events_ok.load(Ordering::Relaxed);
-        let (previous_events, previous_elapsed) = previous.map_or((0, Duration::ZERO), |snapshot| (snapshot.events_ok, snapshot.elapsed));
+        let (previous_events, previous_elapsed) = previous
+            .map_or((0, Duration::ZERO), |snapshot| {
+                (snapshot.events_ok, snapshot.elapsed)
+            });
         let interval = elapsed.saturating_sub(previous_elapsed).as_secs_f64();
         Snapshot {
             elapsed,
@@ -104,7 +119,11 @@ impl LiveCounters {
             requests_ok: self.requests_ok.load(Ordering::Relaxed),
             requests_failed: self.requests_failed.load(Ordering::Relaxed),
             transport_errors: self.transport_errors.load(Ordering::Relaxed),
-            events_per_second: if interval > 0.0 { events_ok.saturating_sub(previous_events) as f64 / interval } else { 0.0 },
+            events_per_second: if interval > 0.0 {
+                events_ok.saturating_sub(previous_events) as f64 / interval
+            } else {
+                0.0
+            },
         }
     }
 }
@@ -125,7 +144,13 @@ impl Percentiles {
             return Percentiles::default();
         }
         let at = |quantile: f64| histogram.value_at_quantile(quantile);
-        Percentiles { p50: at(0.5), p90: at(0.9), p99: at(0.99), p999: at(0.999), max: histogram.max() }
+        Percentiles {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: histogram.max(),
+        }
     }
 }
 
@@ -165,13 +190,24 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
-    pub fn from_tallies(measured: Tally, warmup: &Tally, measure_start: Instant, options: &crate::LoadOptions) -> LoadReport {
-        let elapsed = measured.last_completion.map_or(Duration::ZERO, |last| last.saturating_duration_since(measure_start));
+    pub fn from_tallies(
+        measured: Tally,
+        warmup: &Tally,
+        measure_start: Instant,
+        options: &crate::LoadOptions,
+    ) -> LoadReport {
+        let elapsed = measured.last_completion.map_or(Duration::ZERO, |last| {
+            last.saturating_duration_since(measure_start)
+        });
         let seconds = elapsed.as_secs_f64();
         LoadReport {
             events_sent_ok: measured.events_ok,
             requests_ok: measured.requests_ok,
-            events_per_second: if seconds > 0.0 { measured.events_ok as f64 / seconds } else { 0.0 },
+            events_per_second: if seconds > 0.0 {
+                measured.events_ok as f64 / seconds
+            } else {
+                0.0
+            },
             latency_us: Percentiles::of(&measured.latency_us),
             requests_failed_by_status: measured.failed_by_status,
             transport_errors: measured.transport_errors,
@@ -194,8 +230,16 @@ impl LoadReport {
     }
 
     pub fn to_json(&self) -> Value {
-        let failed: BTreeMap<String, u64> = self.requests_failed_by_status.iter().map(|(status, count)| (status.to_string(), *count)).collect();
-        let samples: BTreeMap<String, &str> = self.error_samples.iter().map(|(status, body)| (status.to_string(), body.as_str())).collect();
+        let failed: BTreeMap<String, u64> = self
+            .requests_failed_by_status
+            .iter()
+            .map(|(status, count)| (status.to_string(), *count))
+            .collect();
+        let samples: BTreeMap<String, &str> = self
+            .error_samples
+            .iter()
+            .map(|(status, body)| (status.to_string(), body.as_str()))
+            .collect();
         let latency = self.latency_us;
         json!({
             "events_sent_ok": self.events_sent_ok,
@@ -222,22 +266,56 @@ impl LoadReport {
 impl fmt::Display for LoadReport {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         let seconds = self.elapsed.as_secs_f64();
-        let megabytes_per_second = if seconds > 0.0 { self.bytes_sent as f64 / 1e6 / seconds } else { 0.0 };
-        let target = self.target_events_per_second.map_or("max".to_owned(), |rate| format!("{rate}/s"));
-        writeln!(formatter, "load      {} workers × {} events/request, rate {target}, {seconds:.2} s measured", self.concurrency, self.batch_events)?;
-        writeln!(formatter, "acked     {:>12} events  {:>10.0} events/s  ({} requests)", self.events_sent_ok, self.events_per_second, self.requests_ok)?;
-        writeln!(formatter, "sent      {:>12.1} MB      {megabytes_per_second:>10.1} MB/s", self.bytes_sent as f64 / 1e6)?;
+        let megabytes_per_second = if seconds > 0.0 {
+            self.bytes_sent as f64 / 1e6 / seconds
+        } else {
+            0.0
+        };
+        let target = self
+            .target_events_per_second
+            .map_or("max".to_owned(), |rate| format!("{rate}/s"));
+        writeln!(
+            formatter,
+            "load      {} workers × {} events/request, rate {target}, {seconds:.2} s measured",
+            self.concurrency, self.batch_events
+        )?;
+        writeln!(
+            formatter,
+            "acked     {:>12} events  {:>10.0} events/s  ({} requests)",
+            self.events_sent_ok, self.events_per_second, self.requests_ok
+        )?;
+        writeln!(
+            formatter,
+            "sent      {:>12.1} MB      {megabytes_per_second:>10.1} MB/s",
+            self.bytes_sent as f64 / 1e6
+        )?;
         let latency = self.latency_us;
         writeln!(
             formatter,
             "latency   p50 {} µs  p90 {} µs  p99 {} µs  p99.9 {} µs  max {} µs",
             latency.p50, latency.p90, latency.p99, latency.p999, latency.max
         )?;
-        let failed: Vec<String> = self.requests_failed_by_status.iter().map(|(status, count)| format!("{status}×{count}")).collect();
-        let failed = if failed.is_empty() { "none".to_owned() } else { failed.join(" ") };
-        writeln!(formatter, "failed    {failed}  retries {}  transport errors {}", self.retries, self.transport_errors)?;
+        let failed: Vec<String> = self
+            .requests_failed_by_status
+            .iter()
+            .map(|(status, count)| format!("{status}×{count}"))
+            .collect();
+        let failed = if failed.is_empty() {
+            "none".to_owned()
+        } else {
+            failed.join(" ")
+        };
+        writeln!(
+            formatter,
+            "failed    {failed}  retries {}  transport errors {}",
+            self.retries, self.transport_errors
+        )?;
         if self.requests_behind_schedule > 0 {
-            writeln!(formatter, "behind    {} requests due but never sent: the target rate was not sustained", self.requests_behind_schedule)?;
+            writeln!(
+                formatter,
+                "behind    {} requests due but never sent: the target rate was not sustained",
+                self.requests_behind_schedule
+            )?;
         }
         for (status, body) in &self.error_samples {
             writeln!(formatter, "  {status}: {body}")?;
@@ -245,7 +323,11 @@ impl fmt::Display for LoadReport {
         if let Some(sample) = &self.transport_error_sample {
             writeln!(formatter, "  transport: {sample}")?;
         }
-        write!(formatter, "warm-up   {} events acked in {} requests (not counted above)", self.warmup_events_ok, self.warmup_requests_ok)
+        write!(
+            formatter,
+            "warm-up   {} events acked in {} requests (not counted above)",
+            self.warmup_events_ok, self.warmup_requests_ok
+        )
     }
 }
 
@@ -270,19 +352,40 @@ mod tests {
         second.error_samples.insert(400, "bad".into());
         second.last_completion = Some(start + Duration::from_secs(2));
         first.merge(second);
-        let report = LoadReport::from_tallies(first, &Tally::new(), start, &crate::LoadOptions::default());
-        assert_eq!((report.events_sent_ok, report.requests_ok, report.requests_failed()), (200, 2, 3));
+        let report =
+            LoadReport::from_tallies(first, &Tally::new(), start, &crate::LoadOptions::default());
+        assert_eq!(
+            (
+                report.events_sent_ok,
+                report.requests_ok,
+                report.requests_failed()
+            ),
+            (200, 2, 3)
+        );
         assert_eq!(report.elapsed, Duration::from_secs(2));
         assert_eq!(report.events_per_second, 100.0);
-        assert!(report.latency_us.p50.abs_diff(2000) < 10 && report.latency_us.max.abs_diff(4000) < 10);
+        assert!(
+            report.latency_us.p50.abs_diff(2000) < 10 && report.latency_us.max.abs_diff(4000) < 10
+        );
         assert_eq!(report.to_json()["requests_failed_by_status"]["503"], 3);
         let table = report.to_string();
-        assert!(table.contains("503×3") && table.contains("400: bad"), "{table}");
+        assert!(
+            table.contains("503×3") && table.contains("400: bad"),
+            "{table}"
+        );
     }
 
     #[test]
     fn empty_run_reports_zeroes() {
-        let report = LoadReport::from_tallies(Tally::new(), &Tally::new(), Instant::now(), &crate::LoadOptions::default());
-        assert_eq!((report.events_per_second, report.latency_us), (0.0, Percentiles::default()));
+        let report = LoadReport::from_tallies(
+            Tally::new(),
+            &Tally::new(),
+            Instant::now(),
+            &crate::LoadOptions::default(),
+        );
+        assert_eq!(
+            (report.events_per_second, report.latency_us),
+            (0.0, Percentiles::default())
+        );
     }
 }

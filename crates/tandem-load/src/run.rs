@@ -25,11 +25,19 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 ///
 /// `progress` is called about once a second from this future itself (not from a spawned task),
 /// which makes the future not `Send`: drive it with `block_on` or await it directly.
-pub async fn run(options: LoadOptions, progress: Option<&dyn Fn(&Snapshot)>) -> Result<LoadReport, LoadError> {
+pub async fn run(
+    options: LoadOptions,
+    progress: Option<&dyn Fn(&Snapshot)>,
+) -> Result<LoadReport, LoadError> {
     options.validate()?;
     let target = Target::parse(&options.url, &options.write_key)?;
     // Fail fast on a wrong address instead of reporting a run of connection errors.
-    Connection::open(&target).await.map_err(|source| LoadError::Connect { url: options.url.clone(), source })?;
+    Connection::open(&target)
+        .await
+        .map_err(|source| LoadError::Connect {
+            url: options.url.clone(),
+            source,
+        })?;
     let pool = Arc::new(build_pool(&options)?);
     let acked = match &options.record_acked {
         Some(path) => Some(AckedRecorder::start(path, pool.clone())?),
@@ -40,7 +48,9 @@ pub async fn run(options: LoadOptions, progress: Option<&dyn Fn(&Snapshot)>) -> 
     let shared = Arc::new(Shared {
         target,
         pool: pool.clone(),
-        schedule: options.rate_events_per_second.map(|rate| Schedule::new(start, options.batch_events as u64, rate)),
+        schedule: options
+            .rate_events_per_second
+            .map(|rate| Schedule::new(start, options.batch_events as u64, rate)),
         measure_start,
         end: measure_start + options.duration,
         retry_on_pushback: options.retry_on_pushback,
@@ -59,7 +69,8 @@ pub async fn run(options: LoadOptions, progress: Option<&dyn Fn(&Snapshot)>) -> 
     let mut report = LoadReport::from_tallies(measured, &warmup, measure_start, &options);
     if let Some(schedule) = &shared.schedule {
         let due = schedule.requests_due_within(shared.end - start);
-        report.requests_behind_schedule = due.saturating_sub(shared.requests_started.load(Ordering::Relaxed));
+        report.requests_behind_schedule =
+            due.saturating_sub(shared.requests_started.load(Ordering::Relaxed));
     }
     Ok(report)
 }
@@ -77,7 +88,12 @@ fn build_pool(options: &LoadOptions) -> Result<BodyPool, LoadError> {
 }
 
 /// Waits for every worker, calling `progress` on each tick, and merges their tallies.
-async fn collect(mut workers: JoinSet<WorkerTallies>, shared: &Shared, start: Instant, progress: Option<&dyn Fn(&Snapshot)>) -> (Tally, Tally) {
+async fn collect(
+    mut workers: JoinSet<WorkerTallies>,
+    shared: &Shared,
+    start: Instant,
+    progress: Option<&dyn Fn(&Snapshot)>,
+) -> (Tally, Tally) {
     let (mut measured, mut warmup) = (Tally::new(), Tally::new());
     let mut ticks = tokio::time::interval_at((start + PROGRESS_INTERVAL).into(), PROGRESS_INTERVAL);
     let mut previous: Option<Snapshot> = None;

@@ -61,17 +61,30 @@ impl EventKind {
 
 /// The `userId` of user number `user_index`, e.g. `user-0000001234`.
 pub fn user_id(user_index: u64) -> String {
-    format!("user-{:0width$}", user_index.min(USER_INDEX_MAX), width = USER_DIGITS)
+    format!(
+        "user-{:0width$}",
+        user_index.min(USER_INDEX_MAX),
+        width = USER_DIGITS
+    )
 }
 
 /// The `anonymousId` of user number `user_index`, e.g. `anon-0000001234`.
 pub fn anonymous_id(user_index: u64) -> String {
-    format!("anon-{:0width$}", user_index.min(USER_INDEX_MAX), width = USER_DIGITS)
+    format!(
+        "anon-{:0width$}",
+        user_index.min(USER_INDEX_MAX),
+        width = USER_DIGITS
+    )
 }
 
 /// One event of `kind` for user `user_index`, padded to about `approx_bytes` of compact JSON
 /// (clamped to [`EVENT_BYTES_MIN`] and a margin under the 32 KB Segment limit).
-pub fn event<R: Rng + ?Sized>(rng: &mut R, kind: EventKind, user_index: u64, approx_bytes: usize) -> Value {
+pub fn event<R: Rng + ?Sized>(
+    rng: &mut R,
+    kind: EventKind,
+    user_index: u64,
+    approx_bytes: usize,
+) -> Value {
     // The page the visitor is on: a page call reports it, every call carries it in context.page.
     let location = page_location(rng);
     let mut event = match kind {
@@ -87,7 +100,12 @@ pub fn event<R: Rng + ?Sized>(rng: &mut R, kind: EventKind, user_index: u64, app
     if kind != EventKind::Page || rng.gen_bool(0.75) {
         fields.insert("userId".into(), json!(user_id(user_index)));
     }
-    fields.insert("timestamp".into(), json!(tandem_core::time_util::format_iso8601_ms(SYNTH_DAY_START_MS + rng.gen_range(0..86_400_000))));
+    fields.insert(
+        "timestamp".into(),
+        json!(tandem_core::time_util::format_iso8601_ms(
+            SYNTH_DAY_START_MS + rng.gen_range(0..86_400_000)
+        )),
+    );
     fields.insert("context".into(), context(rng, location));
     fields.insert("integrations".into(), json!({}));
     pad_to(rng, &mut event, kind, approx_bytes);
@@ -100,7 +118,14 @@ pub fn batch_body(events: &[Value], sent_at: &str) -> Vec<u8> {
 }
 
 fn track<R: Rng + ?Sized>(rng: &mut R) -> Value {
-    const NAMES: [&str; 6] = ["Product Viewed", "Product Added", "Checkout Started", "Order Completed", "Signed Up", "Video Played"];
+    const NAMES: [&str; 6] = [
+        "Product Viewed",
+        "Product Added",
+        "Checkout Started",
+        "Order Completed",
+        "Signed Up",
+        "Video Played",
+    ];
     let item = product(rng);
     let variant = *["control", "a", "b"].choose(rng).expect("non-empty");
     // Revenue of the first line item only: the padding may add more items later.
@@ -146,7 +171,12 @@ fn page<R: Rng + ?Sized>(rng: &mut R, (name, path): (&str, &str)) -> Value {
 
 fn identify<R: Rng + ?Sized>(rng: &mut R, user_index: u64) -> Value {
     const PLANS: [&str; 4] = ["free", "starter", "pro", "enterprise"];
-    const CITIES: [(&str, &str); 4] = [("Berlin", "DE"), ("Lyon", "FR"), ("Austin", "US"), ("Osaka", "JP")];
+    const CITIES: [(&str, &str); 4] = [
+        ("Berlin", "DE"),
+        ("Lyon", "FR"),
+        ("Austin", "US"),
+        ("Osaka", "JP"),
+    ];
     let (city, country) = *CITIES.choose(rng).expect("non-empty");
     json!({
         "traits": {
@@ -177,7 +207,13 @@ fn context<R: Rng + ?Sized>(rng: &mut R, (title, path): (&str, &str)) -> Value {
 }
 
 fn page_location<R: Rng + ?Sized>(rng: &mut R) -> (&'static str, &'static str) {
-    const PAGES: [(&str, &str); 5] = [("Home", "/"), ("Pricing", "/pricing"), ("Cart", "/cart"), ("Product", "/products/blue-lamp"), ("Blog", "/blog/launch")];
+    const PAGES: [(&str, &str); 5] = [
+        ("Home", "/"),
+        ("Pricing", "/pricing"),
+        ("Cart", "/cart"),
+        ("Product", "/products/blue-lamp"),
+        ("Blog", "/blog/launch"),
+    ];
     *PAGES.choose(rng).expect("non-empty")
 }
 
@@ -188,7 +224,10 @@ fn pad_to<R: Rng + ?Sized>(rng: &mut R, event: &mut Value, kind: EventKind, appr
     let target = approx_bytes.clamp(EVENT_BYTES_MIN, EVENT_BYTES_MAX - EVENT_BYTES_HEADROOM);
     let mut current = serde_json::to_vec(event).expect("values serialise").len();
     // `pointer_mut`, not indexing: indexing a missing key would insert a null `products`.
-    if let Some(products) = event.pointer_mut("/properties/products").and_then(Value::as_array_mut) {
+    if let Some(products) = event
+        .pointer_mut("/properties/products")
+        .and_then(Value::as_array_mut)
+    {
         while products.len() < PRODUCTS_MAX && rng.gen_bool(0.5) {
             let item = product(rng);
             let item_bytes = serde_json::to_vec(&item).expect("values serialise").len() + 1;
@@ -199,15 +238,26 @@ fn pad_to<R: Rng + ?Sized>(rng: &mut R, event: &mut Value, kind: EventKind, appr
             current += item_bytes;
         }
     }
-    let Some(text_bytes) = target.checked_sub(current + DESCRIPTION_OVERHEAD_BYTES) else { return };
-    let holder = if kind == EventKind::Identify { "traits" } else { "properties" };
-    let fields: &mut Map<String, Value> = event[holder].as_object_mut().expect("properties and traits are objects");
+    let Some(text_bytes) = target.checked_sub(current + DESCRIPTION_OVERHEAD_BYTES) else {
+        return;
+    };
+    let holder = if kind == EventKind::Identify {
+        "traits"
+    } else {
+        "properties"
+    };
+    let fields: &mut Map<String, Value> = event[holder]
+        .as_object_mut()
+        .expect("properties and traits are objects");
     fields.insert("description".into(), json!(words(rng, text_bytes)));
 }
 
 /// `length` bytes of lowercase words and spaces: plain ASCII, so JSON never escapes it.
 fn words<R: Rng + ?Sized>(rng: &mut R, length: usize) -> String {
-    const WORDS: [&str; 12] = ["lamp", "blue", "delivery", "order", "fast", "great", "quality", "return", "gift", "size", "colour", "review"];
+    const WORDS: [&str; 12] = [
+        "lamp", "blue", "delivery", "order", "fast", "great", "quality", "return", "gift", "size",
+        "colour", "review",
+    ];
     let mut text = String::with_capacity(length + 16);
     while text.len() < length {
         text.push_str(WORDS.choose(rng).expect("non-empty"));
@@ -220,7 +270,14 @@ fn words<R: Rng + ?Sized>(rng: &mut R, length: usize) -> String {
 fn random_uuid<R: Rng + ?Sized>(rng: &mut R) -> String {
     let value: u128 = rng.gen();
     let hex = format!("{value:032x}");
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -242,8 +299,13 @@ mod tests {
         for approx_bytes in [EVENT_BYTES_MIN, 1000, 4000, 20_000] {
             for _ in 0..50 {
                 let kind = EventKind::pick(&mut rng);
-                let bytes = serde_json::to_vec(&event(&mut rng, kind, 42, approx_bytes)).unwrap().len();
-                assert!(bytes.abs_diff(approx_bytes) <= approx_bytes / 20, "{kind:?}: {bytes} bytes for {approx_bytes}");
+                let bytes = serde_json::to_vec(&event(&mut rng, kind, 42, approx_bytes))
+                    .unwrap()
+                    .len();
+                assert!(
+                    bytes.abs_diff(approx_bytes) <= approx_bytes / 20,
+                    "{kind:?}: {bytes} bytes for {approx_bytes}"
+                );
             }
         }
     }
@@ -253,7 +315,9 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         for _ in 0..200 {
             let kind = EventKind::pick(&mut rng);
-            let bytes = serde_json::to_vec(&event(&mut rng, kind, 1, 0)).unwrap().len();
+            let bytes = serde_json::to_vec(&event(&mut rng, kind, 1, 0))
+                .unwrap()
+                .len();
             assert!(bytes <= EVENT_BYTES_MIN, "{kind:?} {bytes}");
         }
     }
@@ -261,7 +325,9 @@ mod tests {
     #[test]
     fn oversized_requests_stay_under_the_segment_limit() {
         let mut rng = StdRng::seed_from_u64(1);
-        let bytes = serde_json::to_vec(&event(&mut rng, EventKind::Identify, 1, 1 << 20)).unwrap().len();
+        let bytes = serde_json::to_vec(&event(&mut rng, EventKind::Identify, 1, 1 << 20))
+            .unwrap()
+            .len();
         assert!(bytes <= EVENT_BYTES_MAX);
     }
 

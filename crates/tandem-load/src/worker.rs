@@ -56,13 +56,25 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(shared: Arc<Shared>, acked: Option<mpsc::Sender<u64>>) -> Worker {
-        Worker { shared, acked, connection: None, scratch: BytesMut::new(), tallies: WorkerTallies { warmup: Tally::new(), measured: Tally::new() } }
+        Worker {
+            shared,
+            acked,
+            connection: None,
+            scratch: BytesMut::new(),
+            tallies: WorkerTallies {
+                warmup: Tally::new(),
+                measured: Tally::new(),
+            },
+        }
     }
 
     pub async fn run(mut self) -> WorkerTallies {
         while let Some((request, due)) = self.next_request().await {
             let measured = due >= self.shared.measure_start;
-            let body = self.shared.pool.render(request, &format_iso8601_ms(now_ms()), &mut self.scratch);
+            let body =
+                self.shared
+                    .pool
+                    .render(request, &format_iso8601_ms(now_ms()), &mut self.scratch);
             let outcome = self.deliver(body, measured).await;
             self.finish(request, due, outcome, measured).await;
         }
@@ -74,7 +86,11 @@ impl Worker {
         let now = Instant::now();
         // With pacing, requests still overdue at the end are dropped rather than sent late:
         // an overloaded server would otherwise stretch the run far past its duration.
-        let due = self.shared.schedule.as_ref().map_or(now, |schedule| schedule.due(request));
+        let due = self
+            .shared
+            .schedule
+            .as_ref()
+            .map_or(now, |schedule| schedule.due(request));
         if due >= self.shared.end || now >= self.shared.end {
             return None;
         }
@@ -91,7 +107,9 @@ impl Worker {
         loop {
             let outcome = self.send_once(body.clone(), measured).await;
             self.count_failure(&outcome, measured);
-            let Outcome::PushedBack { retry_after, .. } = outcome else { return outcome };
+            let Outcome::PushedBack { retry_after, .. } = outcome else {
+                return outcome;
+            };
             if !self.shared.retry_on_pushback || Instant::now() + retry_after >= self.shared.end {
                 return outcome;
             }
@@ -135,12 +153,17 @@ impl Worker {
             }
             Outcome::Rejected { status, body } => {
                 *tally.failed_by_status.entry(*status).or_default() += 1;
-                tally.error_samples.entry(*status).or_insert_with(|| body.clone());
+                tally
+                    .error_samples
+                    .entry(*status)
+                    .or_insert_with(|| body.clone());
                 live.requests_failed.fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Transport(error) => {
                 tally.transport_errors += 1;
-                tally.transport_error_sample.get_or_insert_with(|| error.clone());
+                tally
+                    .transport_error_sample
+                    .get_or_insert_with(|| error.clone());
                 live.transport_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -157,7 +180,10 @@ impl Worker {
         tally.events_ok += events;
         tally.requests_ok += 1;
         tally.record_latency(now.saturating_duration_since(due));
-        self.shared.live.events_ok.fetch_add(events, Ordering::Relaxed);
+        self.shared
+            .live
+            .events_ok
+            .fetch_add(events, Ordering::Relaxed);
         self.shared.live.requests_ok.fetch_add(1, Ordering::Relaxed);
         if let Some(acked) = &self.acked {
             // Fails only if the writer stopped on an I/O error, which `run` then reports.

@@ -46,7 +46,11 @@ pub enum ReadError {
     BelowStart { requested: u64, start: u64 },
     /// A record failed its CRC or offset check when read back.
     #[error("corrupt record in {segment} at byte {position}: {reason}")]
-    Corruption { segment: String, position: u64, reason: String },
+    Corruption {
+        segment: String,
+        position: u64,
+        reason: String,
+    },
     #[error("log i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -126,7 +130,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// Queues `records` for the writer and returns at once: `Err(QueueFull | DiskFull | InvalidRecord)`
     /// without queueing anything, or a future resolving to the offsets given once all are durable.
     /// The records of one call are contiguous in the log.
-    fn append(&self, records: Vec<Record>) -> Result<BoxFuture<'static, Result<Range<u64>, AppendError>>, AppendError>;
+    fn append(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<BoxFuture<'static, Result<Range<u64>, AppendError>>, AppendError>;
 
     /// Up to `max_records` durable records from `from` on (fewer, or none, at the end).
     fn read(&self, from: u64, max_records: usize) -> Result<Vec<StoredRecord>, ReadError>;

@@ -15,8 +15,15 @@ pub struct Consumer {
 impl Consumer {
     /// Resumes `name` at its committed offset, or at `start` if it never committed.
     pub fn new(log: Arc<dyn EventLog>, name: &str, start: u64) -> std::io::Result<Consumer> {
-        let next = log.committed_offset(name)?.unwrap_or(start).max(log.stats().start_offset);
-        Ok(Consumer { log, name: name.to_string(), next })
+        let next = log
+            .committed_offset(name)?
+            .unwrap_or(start)
+            .max(log.stats().start_offset);
+        Ok(Consumer {
+            log,
+            name: name.to_string(),
+            next,
+        })
     }
 
     /// The next offset this consumer will read.

@@ -57,13 +57,20 @@ pub struct RetentionReport {
 impl FileLog {
     /// Opens (creating if needed) the log in `dir`, verifying and repairing its tail: the last
     /// segment is scanned record by record and cut at the first torn or corrupt record.
-    pub fn open(dir: &Path, options: LogOptions) -> Result<(Arc<FileLog>, RecoveryReport), OpenError> {
-        let wrap = |source| OpenError::Io { dir: dir.to_path_buf(), source };
+    pub fn open(
+        dir: &Path,
+        options: LogOptions,
+    ) -> Result<(Arc<FileLog>, RecoveryReport), OpenError> {
+        let wrap = |source| OpenError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(wrap)?;
         let (segments, report, active) = recover(dir).map_err(wrap)?;
         if report.truncated_bytes > 0 {
             tracing::warn!(log = %options.name, bytes = report.truncated_bytes, reason = ?report.truncation_reason, "log tail truncated: torn or corrupt records removed");
-            metrics::counter!("tandem_log_truncated_bytes_total", "log" => options.name.clone()).increment(report.truncated_bytes);
+            metrics::counter!("tandem_log_truncated_bytes_total", "log" => options.name.clone())
+                .increment(report.truncated_bytes);
         }
         let start_offset = segments.first().map_or(0, |segment| segment.base_offset);
         let (durable_end, _) = tokio::sync::watch::channel(report.next_offset);
@@ -80,8 +87,17 @@ impl FileLog {
         let (sender, receiver) = crossbeam_channel::unbounded();
         let writer = Writer::new(shared.clone(), active, report.next_offset);
         let name = format!("log-{}", shared.options.name);
-        let handle = std::thread::Builder::new().name(name).spawn(move || writer.run(receiver)).map_err(wrap)?;
-        let log = FileLog { shared, sender: Mutex::new(Some(sender)), writer: Mutex::new(Some(handle)), offsets, closed: AtomicBool::new(false) };
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || writer.run(receiver))
+            .map_err(wrap)?;
+        let log = FileLog {
+            shared,
+            sender: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(handle)),
+            offsets,
+            closed: AtomicBool::new(false),
+        };
         Ok((Arc::new(log), report))
     }
 
@@ -103,13 +119,21 @@ impl FileLog {
     pub fn enforce_retention(&self) -> RetentionReport {
         let options = &self.shared.options;
         let now_ms = tandem_core::time_util::now_ms();
-        let age_cutoff_ms = options.retention_age.map(|age| now_ms - age.as_millis() as i64);
+        let age_cutoff_ms = options
+            .retention_age
+            .map(|age| now_ms - age.as_millis() as i64);
         let mut segments = self.shared.segments.write();
-        let mut sealed_bytes: u64 = segments.iter().filter(|segment| segment.is_sealed()).map(|segment| segment.bytes()).sum();
+        let mut sealed_bytes: u64 = segments
+            .iter()
+            .filter(|segment| segment.is_sealed())
+            .map(|segment| segment.bytes())
+            .sum();
         let mut doomed = Vec::new();
         while segments.len() > 1 && segments[0].is_sealed() {
             let first = &segments[0];
-            let over_size = options.retention_bytes_max.is_some_and(|max| sealed_bytes > max);
+            let over_size = options
+                .retention_bytes_max
+                .is_some_and(|max| sealed_bytes > max);
             let too_old = age_cutoff_ms.is_some_and(|cutoff| first.info().modified_ms < cutoff);
             if !over_size && !too_old {
                 break;
@@ -118,16 +142,23 @@ impl FileLog {
             doomed.push(segments.remove(0));
         }
         let new_start_offset = segments.first().map_or(0, |segment| segment.base_offset);
-        self.shared.start_offset.store(new_start_offset, Ordering::Release);
+        self.shared
+            .start_offset
+            .store(new_start_offset, Ordering::Release);
         drop(segments);
-        let mut report = RetentionReport { new_start_offset, ..RetentionReport::default() };
+        let mut report = RetentionReport {
+            new_start_offset,
+            ..RetentionReport::default()
+        };
         for segment in doomed {
             match std::fs::remove_file(&segment.path) {
                 Ok(()) => {
                     report.segments_deleted += 1;
                     report.bytes_deleted += segment.bytes();
                 }
-                Err(error) => tracing::warn!(path = %segment.path.display(), %error, "could not delete an expired segment"),
+                Err(error) => {
+                    tracing::warn!(path = %segment.path.display(), %error, "could not delete an expired segment")
+                }
             }
         }
         if report.segments_deleted > 0 {
@@ -151,11 +182,17 @@ impl Drop for FileLog {
 }
 
 impl EventLog for FileLog {
-    fn append(&self, records: Vec<Record>) -> Result<BoxFuture<'static, Result<Range<u64>, AppendError>>, AppendError> {
+    fn append(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<BoxFuture<'static, Result<Range<u64>, AppendError>>, AppendError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(AppendError::Closed);
         }
-        if let Some(bad) = records.iter().find(|record| record.payload.is_empty() || record.payload.len() > RECORD_BYTES_MAX - format::HEADER_BYTES) {
+        if let Some(bad) = records.iter().find(|record| {
+            record.payload.is_empty()
+                || record.payload.len() > RECORD_BYTES_MAX - format::HEADER_BYTES
+        }) {
             return Err(AppendError::InvalidRecord(bad.payload.len()));
         }
         if records.is_empty() {
@@ -165,14 +202,23 @@ impl EventLog for FileLog {
         if !self.shared.space.available() {
             return Err(self.refuse("disk_full", AppendError::DiskFull));
         }
-        let bytes: usize = records.iter().map(|record| format::encoded_len(record.payload.len())).sum();
+        let bytes: usize = records
+            .iter()
+            .map(|record| format::encoded_len(record.payload.len()))
+            .sum();
         let queued = self.shared.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
         if queued + bytes > self.shared.options.queue_bytes_max && queued > 0 {
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(self.refuse("queue_full", AppendError::QueueFull));
         }
         let (done, durable) = tokio::sync::oneshot::channel();
-        let sent = self.sender.lock().as_ref().map(|sender| sender.send(Request { records, bytes, done }));
+        let sent = self.sender.lock().as_ref().map(|sender| {
+            sender.send(Request {
+                records,
+                bytes,
+                done,
+            })
+        });
         if !matches!(sent, Some(Ok(()))) {
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(AppendError::Closed);
@@ -183,7 +229,10 @@ impl EventLog for FileLog {
     fn read(&self, from: u64, max_records: usize) -> Result<Vec<StoredRecord>, ReadError> {
         let start = self.shared.start_offset.load(Ordering::Acquire);
         if from < start {
-            return Err(ReadError::BelowStart { requested: from, start });
+            return Err(ReadError::BelowStart {
+                requested: from,
+                start,
+            });
         }
         let end = *self.shared.durable_end.borrow();
         let mut out = Vec::new();
@@ -192,7 +241,9 @@ impl EventLog for FileLog {
         }
         let segments: Vec<Arc<Segment>> = {
             let all = self.shared.segments.read();
-            let first = all.partition_point(|segment| segment.base_offset <= from).saturating_sub(1);
+            let first = all
+                .partition_point(|segment| segment.base_offset <= from)
+                .saturating_sub(1);
             all[first..].to_vec()
         };
         let mut next = from;
@@ -201,7 +252,10 @@ impl EventLog for FileLog {
                 break;
             }
             segment.read(next, max_records - out.len(), &mut out)?;
-            next = out.last().map_or(next, |record| record.offset + 1).max(segment.end_offset());
+            next = out
+                .last()
+                .map_or(next, |record| record.offset + 1)
+                .max(segment.end_offset());
         }
         Ok(out)
     }
@@ -226,7 +280,12 @@ impl EventLog for FileLog {
     }
 
     fn segments(&self) -> Vec<SegmentInfo> {
-        self.shared.segments.read().iter().map(|segment| segment.info()).collect()
+        self.shared
+            .segments
+            .read()
+            .iter()
+            .map(|segment| segment.info())
+            .collect()
     }
 
     fn committed_offset(&self, name: &str) -> Result<Option<u64>, io::Error> {
@@ -256,7 +315,14 @@ fn recover(dir: &Path) -> io::Result<(Vec<Arc<Segment>>, RecoveryReport, File)> 
     for window in listed.windows(2) {
         let ((base, path), (next_base, _)) = (&window[0], &window[1]);
         let bytes = std::fs::metadata(path)?.len();
-        segments.push(Arc::new(Segment::open(path.clone(), *base, *next_base, bytes, true, None)?));
+        segments.push(Arc::new(Segment::open(
+            path.clone(),
+            *base,
+            *next_base,
+            bytes,
+            true,
+            None,
+        )?));
     }
     let (base, path) = listed.pop().expect("at least one segment");
     let active = OpenOptions::new().read(true).write(true).open(&path)?;
@@ -268,7 +334,13 @@ fn recover(dir: &Path) -> io::Result<(Vec<Arc<Segment>>, RecoveryReport, File)> 
         match scanner.step()? {
             Step::Record(record) => index.push((record.offset, position)),
             Step::End => break None,
-            Step::Invalid(invalid) => break Some(format!("{} at byte {position} of {}", invalid, path.display())),
+            Step::Invalid(invalid) => {
+                break Some(format!(
+                    "{} at byte {position} of {}",
+                    invalid,
+                    path.display()
+                ))
+            }
         }
     };
     let (valid_bytes, next_offset) = (scanner.position, scanner.next_offset);
@@ -277,10 +349,22 @@ fn recover(dir: &Path) -> io::Result<(Vec<Arc<Segment>>, RecoveryReport, File)> 
         active.set_len(valid_bytes)?;
         active.sync_all()?;
     }
-    let segment = Segment::open(path, base, next_offset, valid_bytes, false, Some(Vec::new()))?;
+    let segment = Segment::open(
+        path,
+        base,
+        next_offset,
+        valid_bytes,
+        false,
+        Some(Vec::new()),
+    )?;
     segment.extend(next_offset, valid_bytes, &index);
     segments.push(Arc::new(segment));
-    let report = RecoveryReport { segments: segments.len(), next_offset, truncated_bytes, truncation_reason: problem.filter(|_| truncated_bytes > 0) };
+    let report = RecoveryReport {
+        segments: segments.len(),
+        next_offset,
+        truncated_bytes,
+        truncation_reason: problem.filter(|_| truncated_bytes > 0),
+    };
     Ok((segments, report, active))
 }
 

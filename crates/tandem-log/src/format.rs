@@ -41,19 +41,31 @@ pub struct Decoded {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalid {
     /// The file ends inside a header or payload.
-    Truncated { missing: usize },
+    Truncated {
+        missing: usize,
+    },
     BadLength(u32),
     BadCrc,
-    WrongOffset { expected: u64, found: u64 },
+    WrongOffset {
+        expected: u64,
+        found: u64,
+    },
 }
 
 impl std::fmt::Display for Invalid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Invalid::Truncated { missing } => write!(f, "file ends {missing} bytes short of a whole record (torn write)"),
-            Invalid::BadLength(len) => write!(f, "record length {len} is zero or above {RECORD_BYTES_MAX}"),
+            Invalid::Truncated { missing } => write!(
+                f,
+                "file ends {missing} bytes short of a whole record (torn write)"
+            ),
+            Invalid::BadLength(len) => {
+                write!(f, "record length {len} is zero or above {RECORD_BYTES_MAX}")
+            }
             Invalid::BadCrc => write!(f, "CRC mismatch"),
-            Invalid::WrongOffset { expected, found } => write!(f, "record carries offset {found}, expected {expected}"),
+            Invalid::WrongOffset { expected, found } => {
+                write!(f, "record carries offset {found}, expected {expected}")
+            }
         }
     }
 }
@@ -76,7 +88,11 @@ pub enum Step {
 
 impl<R: Read> Scanner<R> {
     pub fn new(reader: R, position: u64, next_offset: u64) -> Self {
-        Scanner { reader, position, next_offset }
+        Scanner {
+            reader,
+            position,
+            next_offset,
+        }
     }
 
     pub fn step(&mut self) -> io::Result<Step> {
@@ -86,7 +102,9 @@ impl<R: Read> Scanner<R> {
             return Ok(Step::End);
         }
         if got < HEADER_BYTES {
-            return Ok(Step::Invalid(Invalid::Truncated { missing: HEADER_BYTES - got }));
+            return Ok(Step::Invalid(Invalid::Truncated {
+                missing: HEADER_BYTES - got,
+            }));
         }
         let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
         if len == 0 || len as usize > RECORD_BYTES_MAX {
@@ -95,7 +113,9 @@ impl<R: Read> Scanner<R> {
         let mut payload = vec![0u8; len as usize];
         let got = read_full(&mut self.reader, &mut payload)?;
         if got < payload.len() {
-            return Ok(Step::Invalid(Invalid::Truncated { missing: payload.len() - got }));
+            return Ok(Step::Invalid(Invalid::Truncated {
+                missing: payload.len() - got,
+            }));
         }
         let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
         let mut hasher = crc32c::crc32c(&header[8..]);
@@ -105,12 +125,19 @@ impl<R: Read> Scanner<R> {
         }
         let offset = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
         if offset != self.next_offset {
-            return Ok(Step::Invalid(Invalid::WrongOffset { expected: self.next_offset, found: offset }));
+            return Ok(Step::Invalid(Invalid::WrongOffset {
+                expected: self.next_offset,
+                found: offset,
+            }));
         }
         let timestamp_ms = i64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
         self.position += encoded_len(payload.len()) as u64;
         self.next_offset += 1;
-        Ok(Step::Record(Decoded { offset, timestamp_ms, payload }))
+        Ok(Step::Record(Decoded {
+            offset,
+            timestamp_ms,
+            payload,
+        }))
     }
 }
 
@@ -134,7 +161,10 @@ mod tests {
     use bytes::Bytes;
 
     fn record(payload: &[u8]) -> Record {
-        Record { timestamp_ms: 1_700_000_000_000, payload: Bytes::copy_from_slice(payload) }
+        Record {
+            timestamp_ms: 1_700_000_000_000,
+            payload: Bytes::copy_from_slice(payload),
+        }
     }
 
     fn scan_all(bytes: &[u8], base: u64) -> (Vec<Decoded>, Option<Invalid>, u64) {
@@ -157,7 +187,13 @@ mod tests {
         let (records, problem, position) = scan_all(&bytes, 7);
         assert_eq!(problem, None);
         assert_eq!(position, bytes.len() as u64);
-        assert_eq!(records.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>(), vec![&b"hello"[..], b"world!"]);
+        assert_eq!(
+            records
+                .iter()
+                .map(|r| r.payload.as_slice())
+                .collect::<Vec<_>>(),
+            vec![&b"hello"[..], b"world!"]
+        );
         assert_eq!(records[1].offset, 8);
     }
 
@@ -169,7 +205,10 @@ mod tests {
             let mut copy = bytes.clone();
             copy[bit / 8] ^= 1 << (bit % 8);
             let (records, problem, position) = scan_all(&copy, 0);
-            assert!(records.is_empty() && problem.is_some() && position == 0, "bit {bit} undetected");
+            assert!(
+                records.is_empty() && problem.is_some() && position == 0,
+                "bit {bit} undetected"
+            );
         }
     }
 
@@ -186,13 +225,22 @@ mod tests {
         }
         let mut zeroed = bytes[..whole as usize].to_vec();
         zeroed.extend_from_slice(&[0; 100]);
-        assert!(matches!(scan_all(&zeroed, 0).1, Some(Invalid::BadLength(0))));
+        assert!(matches!(
+            scan_all(&zeroed, 0).1,
+            Some(Invalid::BadLength(0))
+        ));
     }
 
     #[test]
     fn a_record_at_the_wrong_offset_is_invalid() {
         let mut bytes = Vec::new();
         encode(&mut bytes, 5, &record(b"x"));
-        assert_eq!(scan_all(&bytes, 4).1, Some(Invalid::WrongOffset { expected: 4, found: 5 }));
+        assert_eq!(
+            scan_all(&bytes, 4).1,
+            Some(Invalid::WrongOffset {
+                expected: 4,
+                found: 5
+            })
+        );
     }
 }

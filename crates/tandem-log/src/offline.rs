@@ -16,7 +16,12 @@ const READ_BUFFER_BYTES: usize = 1 << 20;
 /// is an error.
 pub fn read_dir(dir: &Path) -> io::Result<impl Iterator<Item = Result<StoredRecord, ReadError>>> {
     let segments = list_segments(dir)?;
-    Ok(DirReader { segments, next: 0, current: None, done: false })
+    Ok(DirReader {
+        segments,
+        next: 0,
+        current: None,
+        done: false,
+    })
 }
 
 struct DirReader {
@@ -36,7 +41,17 @@ impl Iterator for DirReader {
                 self.next += 1;
                 let is_last = self.next == self.segments.len();
                 match File::open(&path) {
-                    Ok(file) => self.current = Some((Scanner::new(BufReader::with_capacity(READ_BUFFER_BYTES, file), 0, base), path, is_last)),
+                    Ok(file) => {
+                        self.current = Some((
+                            Scanner::new(
+                                BufReader::with_capacity(READ_BUFFER_BYTES, file),
+                                0,
+                                base,
+                            ),
+                            path,
+                            is_last,
+                        ))
+                    }
                     Err(error) => {
                         self.done = true;
                         return Some(Err(error.into()));
@@ -45,14 +60,24 @@ impl Iterator for DirReader {
             }
             let (scanner, path, is_last) = self.current.as_mut().expect("current segment");
             match scanner.step() {
-                Ok(Step::Record(record)) => return Some(Ok(StoredRecord { offset: record.offset, timestamp_ms: record.timestamp_ms, payload: Bytes::from(record.payload) })),
+                Ok(Step::Record(record)) => {
+                    return Some(Ok(StoredRecord {
+                        offset: record.offset,
+                        timestamp_ms: record.timestamp_ms,
+                        payload: Bytes::from(record.payload),
+                    }))
+                }
                 Ok(Step::End) => self.current = None,
                 Ok(Step::Invalid(invalid)) => {
                     self.done = true;
                     if *is_last {
                         return None;
                     }
-                    return Some(Err(ReadError::Corruption { segment: path.display().to_string(), position: scanner.position, reason: invalid.to_string() }));
+                    return Some(Err(ReadError::Corruption {
+                        segment: path.display().to_string(),
+                        position: scanner.position,
+                        reason: invalid.to_string(),
+                    }));
                 }
                 Err(error) => {
                     self.done = true;
@@ -92,20 +117,37 @@ impl Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} at byte {}: {}", self.segment.display(), self.position, self.reason)
+        write!(
+            f,
+            "{} at byte {}: {}",
+            self.segment.display(),
+            self.position,
+            self.reason
+        )
     }
 }
 
 /// Reads every record of every segment in `dir`, checking length, CRC and offset continuity.
 pub fn verify_dir(dir: &Path) -> io::Result<VerifyReport> {
     let segments = list_segments(dir)?;
-    let mut report = VerifyReport { segments: segments.len(), ..VerifyReport::default() };
+    let mut report = VerifyReport {
+        segments: segments.len(),
+        ..VerifyReport::default()
+    };
     let mut expected_base: Option<u64> = None;
     for (index, (base, path)) in segments.iter().enumerate() {
         let in_last_segment = index + 1 == segments.len();
-        let problem = |position, reason: String| Problem { segment: path.clone(), position, reason, in_last_segment };
+        let problem = |position, reason: String| Problem {
+            segment: path.clone(),
+            position,
+            reason,
+            in_last_segment,
+        };
         if let Some(expected) = expected_base.filter(|expected| expected != base) {
-            report.problems.push(problem(0, format!("segment starts at offset {base}, the previous one ends at {expected}")));
+            report.problems.push(problem(
+                0,
+                format!("segment starts at offset {base}, the previous one ends at {expected}"),
+            ));
         }
         let file = File::open(path)?;
         report.bytes += file.metadata()?.len();
@@ -116,7 +158,9 @@ pub fn verify_dir(dir: &Path) -> io::Result<VerifyReport> {
                 Step::Record(_) => report.records += 1,
                 Step::End => break,
                 Step::Invalid(invalid) => {
-                    report.problems.push(problem(scanner.position, invalid.to_string()));
+                    report
+                        .problems
+                        .push(problem(scanner.position, invalid.to_string()));
                     intact = false;
                     break;
                 }

@@ -20,17 +20,26 @@ impl OffsetStore {
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
             if path.extension().is_some_and(|ext| ext == "offset") {
-                let name = path.file_stem().and_then(|stem| stem.to_str()).unwrap_or_default().to_string();
+                let name = path
+                    .file_stem()
+                    .and_then(|stem| stem.to_str())
+                    .unwrap_or_default()
+                    .to_string();
                 let text = std::fs::read_to_string(&path)?;
                 match text.trim().parse::<u64>() {
                     Ok(offset) => {
                         cache.insert(name, offset);
                     }
-                    Err(_) => tracing::warn!(path = %path.display(), "ignoring an unreadable consumer offset file"),
+                    Err(_) => {
+                        tracing::warn!(path = %path.display(), "ignoring an unreadable consumer offset file")
+                    }
                 }
             }
         }
-        Ok(OffsetStore { dir: dir.to_path_buf(), cache: Mutex::new(cache) })
+        Ok(OffsetStore {
+            dir: dir.to_path_buf(),
+            cache: Mutex::new(cache),
+        })
     }
 
     pub fn get(&self, name: &str) -> io::Result<Option<u64>> {
@@ -53,18 +62,27 @@ impl OffsetStore {
     }
 
     pub fn all(&self) -> Vec<(String, u64)> {
-        self.cache.lock().iter().map(|(name, offset)| (name.clone(), *offset)).collect()
+        self.cache
+            .lock()
+            .iter()
+            .map(|(name, offset)| (name.clone(), *offset))
+            .collect()
     }
 }
 
 fn check_name(name: &str) -> io::Result<()> {
     let valid = !name.is_empty()
         && name.len() <= CONSUMER_NAME_CHARS_MAX
-        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'))
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'))
         && !name.starts_with('.');
     if valid {
         Ok(())
     } else {
-        Err(io::Error::new(io::ErrorKind::InvalidInput, format!("consumer name {name:?} must be 1-{CONSUMER_NAME_CHARS_MAX} of [A-Za-z0-9_.-]")))
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("consumer name {name:?} must be 1-{CONSUMER_NAME_CHARS_MAX} of [A-Za-z0-9_.-]"),
+        ))
     }
 }

@@ -29,7 +29,11 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.extension().is_some_and(|ext| ext == SEGMENT_EXTENSION) {
-            if let Some(base) = path.file_stem().and_then(|stem| stem.to_str()).and_then(|stem| stem.parse::<u64>().ok()) {
+            if let Some(base) = path
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .and_then(|stem| stem.parse::<u64>().ok())
+            {
                 found.push((base, path));
             }
         }
@@ -52,7 +56,14 @@ pub struct Segment {
 }
 
 impl Segment {
-    pub fn open(path: PathBuf, base_offset: u64, end_offset: u64, bytes: u64, sealed: bool, index: Option<Vec<(u64, u64)>>) -> io::Result<Segment> {
+    pub fn open(
+        path: PathBuf,
+        base_offset: u64,
+        end_offset: u64,
+        bytes: u64,
+        sealed: bool,
+        index: Option<Vec<(u64, u64)>>,
+    ) -> io::Result<Segment> {
         let file = File::open(&path)?;
         Ok(Segment {
             base_offset,
@@ -115,14 +126,26 @@ impl Segment {
 
     /// Reads up to `max` records from `from` (which must lie in this segment), stopping at the
     /// durable end. Any invalid record is corruption: durable bytes were verified when written.
-    pub fn read(&self, from: u64, max: usize, out: &mut Vec<StoredRecord>) -> Result<(), ReadError> {
+    pub fn read(
+        &self,
+        from: u64,
+        max: usize,
+        out: &mut Vec<StoredRecord>,
+    ) -> Result<(), ReadError> {
         let end = self.end_offset();
         if from >= end || max == 0 {
             return Ok(());
         }
         let (mut offset, position) = self.seek(from)?;
         let limit = self.bytes();
-        let reader = BufReader::with_capacity(SCAN_BUFFER_BYTES.min((limit - position) as usize).max(4096), PositionalReader { file: &self.file, position, limit });
+        let reader = BufReader::with_capacity(
+            SCAN_BUFFER_BYTES.min((limit - position) as usize).max(4096),
+            PositionalReader {
+                file: &self.file,
+                position,
+                limit,
+            },
+        );
         let mut scanner = Scanner::new(reader, position, offset);
         let wanted = max.min((end - from) as usize);
         let mut taken = 0;
@@ -130,20 +153,35 @@ impl Segment {
             match scanner.step()? {
                 Step::Record(record) => {
                     if record.offset >= from {
-                        out.push(StoredRecord { offset: record.offset, timestamp_ms: record.timestamp_ms, payload: Bytes::from(record.payload) });
+                        out.push(StoredRecord {
+                            offset: record.offset,
+                            timestamp_ms: record.timestamp_ms,
+                            payload: Bytes::from(record.payload),
+                        });
                         taken += 1;
                     }
                     offset = record.offset + 1;
                 }
-                Step::End => return Err(self.corruption(scanner.position, format!("segment ends before offset {end}"))),
-                Step::Invalid(invalid) => return Err(self.corruption(scanner.position, invalid.to_string())),
+                Step::End => {
+                    return Err(self.corruption(
+                        scanner.position,
+                        format!("segment ends before offset {end}"),
+                    ))
+                }
+                Step::Invalid(invalid) => {
+                    return Err(self.corruption(scanner.position, invalid.to_string()))
+                }
             }
         }
         Ok(())
     }
 
     fn corruption(&self, position: u64, reason: String) -> ReadError {
-        ReadError::Corruption { segment: self.path.display().to_string(), position, reason }
+        ReadError::Corruption {
+            segment: self.path.display().to_string(),
+            position,
+            reason,
+        }
     }
 
     /// The last indexed `(offset, position)` at or before `offset`, building the index on first use.
@@ -154,12 +192,23 @@ impl Segment {
         }
         let index = guard.as_ref().expect("index just built");
         let at = index.partition_point(|&(indexed, _)| indexed <= offset);
-        Ok(if at == 0 { (self.base_offset, 0) } else { index[at - 1] })
+        Ok(if at == 0 {
+            (self.base_offset, 0)
+        } else {
+            index[at - 1]
+        })
     }
 
     fn build_index(&self) -> Result<Vec<(u64, u64)>, ReadError> {
         let limit = self.bytes();
-        let reader = BufReader::with_capacity(SCAN_BUFFER_BYTES, PositionalReader { file: &self.file, position: 0, limit });
+        let reader = BufReader::with_capacity(
+            SCAN_BUFFER_BYTES,
+            PositionalReader {
+                file: &self.file,
+                position: 0,
+                limit,
+            },
+        );
         let mut scanner = Scanner::new(reader, 0, self.base_offset);
         let mut index = Vec::new();
         let mut last_mark: Option<u64> = None;
@@ -173,7 +222,9 @@ impl Segment {
                     }
                 }
                 Step::End => return Ok(index),
-                Step::Invalid(invalid) => return Err(self.corruption(position, invalid.to_string())),
+                Step::Invalid(invalid) => {
+                    return Err(self.corruption(position, invalid.to_string()))
+                }
             }
         }
     }

@@ -66,9 +66,23 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub fn new(shared: Arc<Shared>, file: File, next_offset: u64) -> Writer {
-        let segment = shared.segments.read().last().expect("an active segment").clone();
+        let segment = shared
+            .segments
+            .read()
+            .last()
+            .expect("an active segment")
+            .clone();
         let position = segment.bytes();
-        Writer { shared, file, segment, position, next_offset, buffer: Vec::with_capacity(1 << 20), marks: Vec::new(), pending: Vec::new() }
+        Writer {
+            shared,
+            file,
+            segment,
+            position,
+            next_offset,
+            buffer: Vec::with_capacity(1 << 20),
+            marks: Vec::new(),
+            pending: Vec::new(),
+        }
     }
 
     pub fn run(mut self, receiver: crossbeam_channel::Receiver<Request>) {
@@ -90,14 +104,16 @@ impl Writer {
 
     fn commit(&mut self, group: Vec<Request>) {
         let name = self.shared.options.name.clone();
-        metrics::histogram!("tandem_log_group_commit_requests", "log" => name.clone()).record(group.len() as f64);
+        metrics::histogram!("tandem_log_group_commit_requests", "log" => name.clone())
+            .record(group.len() as f64);
         if !self.shared.space.enough_free() {
             self.shared.space.mark(true);
             return self.fail_all(group.into_iter(), Failure::DiskFull);
         }
         let mut requests = group.into_iter();
         while let Some(request) = requests.next() {
-            let fits = self.position + (self.buffer.len() + request.bytes) as u64 <= self.shared.options.segment_bytes_max;
+            let fits = self.position + (self.buffer.len() + request.bytes) as u64
+                <= self.shared.options.segment_bytes_max;
             let segment_empty = self.position == 0 && self.buffer.is_empty();
             if !fits && !segment_empty {
                 if let Err(failure) = self.flush().and_then(|()| self.roll()) {
@@ -140,22 +156,31 @@ impl Writer {
             if matches!(failure, Failure::DiskFull) {
                 self.shared.space.mark(true);
             }
-            let label = if matches!(failure, Failure::DiskFull) { "disk_full" } else { "io" };
+            let label = if matches!(failure, Failure::DiskFull) {
+                "disk_full"
+            } else {
+                "io"
+            };
             metrics::counter!("tandem_log_write_errors_total", "log" => self.shared.options.name.clone(), "kind" => label).increment(1);
             return Err(failure);
         }
         let name = self.shared.options.name.clone();
-        metrics::histogram!("tandem_log_fsync_seconds", "log" => name.clone()).record(started.elapsed().as_secs_f64());
-        metrics::histogram!("tandem_log_group_commit_bytes", "log" => name.clone()).record(self.buffer.len() as f64);
+        metrics::histogram!("tandem_log_fsync_seconds", "log" => name.clone())
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("tandem_log_group_commit_bytes", "log" => name.clone())
+            .record(self.buffer.len() as f64);
         let records = self.next_offset - self.segment.end_offset();
         metrics::counter!("tandem_log_records_appended_total", "log" => name).increment(records);
         self.position += self.buffer.len() as u64;
-        self.segment.extend(self.next_offset, self.position, &self.marks);
+        self.segment
+            .extend(self.next_offset, self.position, &self.marks);
         self.shared.durable_end.send_replace(self.next_offset);
         self.buffer.clear();
         self.marks.clear();
         for (request, range) in self.pending.drain(..) {
-            self.shared.queued_bytes.fetch_sub(request.bytes, Ordering::AcqRel);
+            self.shared
+                .queued_bytes
+                .fetch_sub(request.bytes, Ordering::AcqRel);
             let _ = request.done.send(Ok(range));
         }
         Ok(())
@@ -176,9 +201,21 @@ impl Writer {
     fn roll(&mut self) -> Result<(), Failure> {
         let path = segment_path(&self.shared.dir, self.next_offset);
         let create = || -> io::Result<(File, Segment)> {
-            let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)?;
             sync_dir(&self.shared.dir)?;
-            let segment = Segment::open(path.clone(), self.next_offset, self.next_offset, 0, false, Some(Vec::new()))?;
+            let segment = Segment::open(
+                path.clone(),
+                self.next_offset,
+                self.next_offset,
+                0,
+                false,
+                Some(Vec::new()),
+            )?;
             Ok((file, segment))
         };
         let (file, segment) = create().map_err(|error| {
@@ -199,7 +236,9 @@ impl Writer {
     fn fail_all(&mut self, rest: impl Iterator<Item = Request>, failure: Failure) {
         let pending: Vec<Request> = self.pending.drain(..).map(|(request, _)| request).collect();
         for request in pending.into_iter().chain(rest) {
-            self.shared.queued_bytes.fetch_sub(request.bytes, Ordering::AcqRel);
+            self.shared
+                .queued_bytes
+                .fetch_sub(request.bytes, Ordering::AcqRel);
             let _ = request.done.send(Err(failure.to_error()));
         }
     }

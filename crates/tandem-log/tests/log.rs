@@ -5,15 +5,29 @@ use std::sync::Arc;
 use tandem_log::*;
 
 fn options(segment_bytes_max: u64) -> LogOptions {
-    LogOptions { name: "test".into(), segment_bytes_max, disk_free_bytes_min: 0, ..LogOptions::default() }
+    LogOptions {
+        name: "test".into(),
+        segment_bytes_max,
+        disk_free_bytes_min: 0,
+        ..LogOptions::default()
+    }
 }
 
 fn records(prefix: &str, count: usize) -> Vec<Record> {
-    (0..count).map(|i| Record { timestamp_ms: i as i64, payload: Bytes::from(format!("{prefix}-{i}")) }).collect()
+    (0..count)
+        .map(|i| Record {
+            timestamp_ms: i as i64,
+            payload: Bytes::from(format!("{prefix}-{i}")),
+        })
+        .collect()
 }
 
 fn payloads(log: &FileLog, from: u64) -> Vec<String> {
-    log.read(from, usize::MAX).unwrap().iter().map(|r| String::from_utf8(r.payload.to_vec()).unwrap()).collect()
+    log.read(from, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| String::from_utf8(r.payload.to_vec()).unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -26,10 +40,20 @@ async fn appends_are_dense_contiguous_and_read_back_across_segments() {
     assert!(log.segments().len() > 1, "200-byte segments roll");
     assert_eq!(payloads(&log, 0).len(), 13);
     assert_eq!(payloads(&log, 11), vec!["b-8", "b-9"]);
-    assert_eq!(log.read(5, 2).unwrap().iter().map(|r| r.offset).collect::<Vec<_>>(), vec![5, 6]);
+    assert_eq!(
+        log.read(5, 2)
+            .unwrap()
+            .iter()
+            .map(|r| r.offset)
+            .collect::<Vec<_>>(),
+        vec![5, 6]
+    );
     assert!(log.read(13, 10).unwrap().is_empty());
     log.close();
-    assert!(matches!(log.append(records("c", 1)), Err(AppendError::Closed)));
+    assert!(matches!(
+        log.append(records("c", 1)),
+        Err(AppendError::Closed)
+    ));
 
     let (log, report) = FileLog::open(dir.path(), options(200)).unwrap();
     assert_eq!((report.next_offset, report.truncated_bytes), (13, 0));
@@ -47,7 +71,12 @@ async fn concurrent_appends_are_group_committed_without_interleaving() {
         tasks.push(tokio::spawn(async move {
             let mut ranges = Vec::new();
             for round in 0..20 {
-                ranges.push(log.append(records(&format!("{client}-{round}"), 5)).unwrap().await.unwrap());
+                ranges.push(
+                    log.append(records(&format!("{client}-{round}"), 5))
+                        .unwrap()
+                        .await
+                        .unwrap(),
+                );
             }
             ranges
         }));
@@ -67,7 +96,12 @@ async fn concurrent_appends_are_group_committed_without_interleaving() {
         let first = String::from_utf8(all[range.start as usize].payload.to_vec()).unwrap();
         let prefix = first.rsplit_once('-').unwrap().0.to_string();
         for offset in range.clone() {
-            assert!(String::from_utf8(all[offset as usize].payload.to_vec()).unwrap().starts_with(&prefix), "one append stays contiguous");
+            assert!(
+                String::from_utf8(all[offset as usize].payload.to_vec())
+                    .unwrap()
+                    .starts_with(&prefix),
+                "one append stays contiguous"
+            );
         }
     }
 }
@@ -77,10 +111,22 @@ async fn invalid_records_are_refused_whole() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = FileLog::open(dir.path(), options(1 << 20)).unwrap();
     let mut batch = records("x", 2);
-    batch.push(Record { timestamp_ms: 0, payload: Bytes::new() });
-    assert!(matches!(log.append(batch), Err(AppendError::InvalidRecord(0))));
-    let huge = Record { timestamp_ms: 0, payload: Bytes::from(vec![1u8; tandem_core::limits::RECORD_BYTES_MAX]) };
-    assert!(matches!(log.append(vec![huge]), Err(AppendError::InvalidRecord(_))));
+    batch.push(Record {
+        timestamp_ms: 0,
+        payload: Bytes::new(),
+    });
+    assert!(matches!(
+        log.append(batch),
+        Err(AppendError::InvalidRecord(0))
+    ));
+    let huge = Record {
+        timestamp_ms: 0,
+        payload: Bytes::from(vec![1u8; tandem_core::limits::RECORD_BYTES_MAX]),
+    };
+    assert!(matches!(
+        log.append(vec![huge]),
+        Err(AppendError::InvalidRecord(_))
+    ));
     assert_eq!(log.stats().end_offset, 0);
     assert_eq!(log.append(Vec::new()).unwrap().await.unwrap(), 0..0);
 }
@@ -93,7 +139,10 @@ async fn wait_for_resolves_when_a_record_becomes_durable() {
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert!(!waiter.is_finished());
     log.append(records("w", 1)).unwrap().await.unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -104,7 +153,10 @@ async fn consumers_resume_from_their_committed_offset() {
     let dyn_log: Arc<dyn EventLog> = log.clone();
     let mut consumer = Consumer::new(dyn_log.clone(), "profiles", 0).unwrap();
     let batch = consumer.next_batch(4).await.unwrap();
-    assert_eq!(batch.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert_eq!(
+        batch.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
     consumer.commit().unwrap();
     consumer.next_batch(4).await.unwrap(); // processed but not committed
     drop(consumer);
@@ -115,7 +167,17 @@ async fn consumers_resume_from_their_committed_offset() {
     let (log, _) = FileLog::open(dir.path(), options(1 << 20)).unwrap();
     assert_eq!(log.consumers(), vec![("profiles".to_string(), 4)]);
     let mut consumer = Consumer::new(log.clone(), "profiles", 0).unwrap();
-    assert_eq!(consumer.next_batch(100).await.unwrap().first().unwrap().offset, 4, "at-least-once: uncommitted records come again");
+    assert_eq!(
+        consumer
+            .next_batch(100)
+            .await
+            .unwrap()
+            .first()
+            .unwrap()
+            .offset,
+        4,
+        "at-least-once: uncommitted records come again"
+    );
 }
 
 #[tokio::test]
@@ -125,18 +187,32 @@ async fn retention_by_size_deletes_the_oldest_sealed_segments() {
     opts.retention_bytes_max = Some(600);
     let (log, _) = FileLog::open(dir.path(), opts).unwrap();
     for round in 0..20 {
-        log.append(records(&format!("r{round}"), 4)).unwrap().await.unwrap();
+        log.append(records(&format!("r{round}"), 4))
+            .unwrap()
+            .await
+            .unwrap();
     }
     let before = log.segments().len();
     let report = log.enforce_retention();
     assert!(report.segments_deleted > 0 && log.segments().len() < before);
-    let sealed: u64 = log.segments().iter().filter(|s| s.sealed).map(|s| s.bytes).sum();
+    let sealed: u64 = log
+        .segments()
+        .iter()
+        .filter(|s| s.sealed)
+        .map(|s| s.bytes)
+        .sum();
     assert!(sealed <= 600);
     let start = log.stats().start_offset;
     assert_eq!(start, report.new_start_offset);
     assert!(matches!(log.read(0, 1), Err(ReadError::BelowStart { .. })));
-    assert_eq!(log.read(start, usize::MAX).unwrap().last().unwrap().offset, 79);
-    assert!(verify_dir(dir.path()).unwrap().problems.is_empty(), "a log starting after retention verifies");
+    assert_eq!(
+        log.read(start, usize::MAX).unwrap().last().unwrap().offset,
+        79
+    );
+    assert!(
+        verify_dir(dir.path()).unwrap().problems.is_empty(),
+        "a log starting after retention verifies"
+    );
 }
 
 #[tokio::test]
@@ -169,7 +245,11 @@ async fn torn_tail_is_truncated_at_open_and_reported() {
     let report = verify_dir(dir.path()).unwrap();
     assert_eq!(report.problems.len(), 1);
     assert!(report.problems[0].is_torn_tail());
-    assert_eq!(read_dir(dir.path()).unwrap().count(), 5, "export stops before the torn tail");
+    assert_eq!(
+        read_dir(dir.path()).unwrap().count(),
+        5,
+        "export stops before the torn tail"
+    );
 
     let (log, report) = FileLog::open(dir.path(), options(1 << 20)).unwrap();
     assert_eq!((report.next_offset, report.truncated_bytes), (5, 6));
@@ -184,7 +264,10 @@ async fn corruption_in_a_sealed_segment_is_reported_never_served() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = FileLog::open(dir.path(), options(200)).unwrap();
     for round in 0..30 {
-        log.append(records(&format!("s{round}"), 1)).unwrap().await.unwrap();
+        log.append(records(&format!("s{round}"), 1))
+            .unwrap()
+            .await
+            .unwrap();
     }
     assert!(log.segments().len() > 2);
     log.close();
@@ -195,7 +278,9 @@ async fn corruption_in_a_sealed_segment_is_reported_never_served() {
     let report = verify_dir(dir.path()).unwrap();
     assert_eq!(report.problems.len(), 1);
     assert!(!report.problems[0].is_torn_tail());
-    assert!(read_dir(dir.path()).unwrap().any(|r| matches!(r, Err(ReadError::Corruption { .. }))));
+    assert!(read_dir(dir.path())
+        .unwrap()
+        .any(|r| matches!(r, Err(ReadError::Corruption { .. }))));
     let (log, _) = FileLog::open(dir.path(), options(200)).unwrap();
     assert!(matches!(log.read(0, 10), Err(ReadError::Corruption { .. })));
 }

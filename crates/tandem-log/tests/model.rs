@@ -25,11 +25,20 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn options() -> LogOptions {
-    LogOptions { name: "model".into(), segment_bytes_max: 700, retention_bytes_max: Some(2_000), disk_free_bytes_min: 0, ..LogOptions::default() }
+    LogOptions {
+        name: "model".into(),
+        segment_bytes_max: 700,
+        retention_bytes_max: Some(2_000),
+        disk_free_bytes_min: 0,
+        ..LogOptions::default()
+    }
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = FileLog::open(dir.path(), options()).unwrap();
     let mut model: Vec<Vec<u8>> = Vec::new();
@@ -37,7 +46,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     for op in ops {
         match op {
             Op::Append(payloads) => {
-                let records = payloads.iter().map(|p| Record { timestamp_ms: 7, payload: Bytes::from(p.clone()) }).collect();
+                let records = payloads
+                    .iter()
+                    .map(|p| Record {
+                        timestamp_ms: 7,
+                        payload: Bytes::from(p.clone()),
+                    })
+                    .collect();
                 let range = runtime.block_on(log.append(records).unwrap()).unwrap();
                 prop_assert_eq!(range.start, model.len() as u64);
                 model.extend(payloads);
@@ -45,15 +60,30 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Read { from, max } => {
                 let from = start + from as u64 % (model.len() as u64 - start + 1);
-                let got: Vec<Vec<u8>> = log.read(from, max as usize).unwrap().into_iter().map(|r| r.payload.to_vec()).collect();
-                let want: Vec<Vec<u8>> = model.iter().skip(from as usize).take(max as usize).cloned().collect();
+                let got: Vec<Vec<u8>> = log
+                    .read(from, max as usize)
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.payload.to_vec())
+                    .collect();
+                let want: Vec<Vec<u8>> = model
+                    .iter()
+                    .skip(from as usize)
+                    .take(max as usize)
+                    .cloned()
+                    .collect();
                 prop_assert_eq!(got, want);
             }
             Op::Reopen | Op::CrashWithGarbage(_) => {
                 log.close();
                 drop(log);
                 if let Op::CrashWithGarbage(garbage) = &op {
-                    let last = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "seg")).max().unwrap();
+                    let last = std::fs::read_dir(dir.path())
+                        .unwrap()
+                        .map(|e| e.unwrap().path())
+                        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+                        .max()
+                        .unwrap();
                     let mut bytes = std::fs::read(&last).unwrap();
                     bytes.extend_from_slice(garbage);
                     std::fs::write(&last, bytes).unwrap();
@@ -70,11 +100,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(stats.end_offset, model.len() as u64);
         prop_assert_eq!(stats.start_offset, start);
     }
-    let all: Vec<Vec<u8>> = log.read(start, usize::MAX).unwrap().into_iter().map(|r| r.payload.to_vec()).collect();
+    let all: Vec<Vec<u8>> = log
+        .read(start, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.payload.to_vec())
+        .collect();
     prop_assert_eq!(&all[..], &model[start as usize..]);
     log.close();
     prop_assert!(verify_dir(dir.path()).unwrap().problems.is_empty());
-    let offline: Vec<Vec<u8>> = read_dir(dir.path()).unwrap().map(|r| r.unwrap().payload.to_vec()).collect();
+    let offline: Vec<Vec<u8>> = read_dir(dir.path())
+        .unwrap()
+        .map(|r| r.unwrap().payload.to_vec())
+        .collect();
     prop_assert_eq!(&offline[..], &model[start as usize..]);
     Ok(())
 }

@@ -7,7 +7,9 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -84,21 +86,39 @@ pub struct Authorized<P: RequiredPermission> {
 impl<P: RequiredPermission> FromRequestParts<AppState> for Authorized<P> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer_token(parts).ok_or_else(|| {
-            ApiError::new(ErrorCode::MissingCredentials, "send the admin token as `Authorization: Bearer <token>`")
+            ApiError::new(
+                ErrorCode::MissingCredentials,
+                "send the admin token as `Authorization: Bearer <token>`",
+            )
         })?;
         let principal = state.admin_tokens.authenticate(&token)?;
         if !principal.may(P::PERMISSION) {
-            return Err(ApiError::new(ErrorCode::Forbidden, format!("{:?} is required", P::PERMISSION)));
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("{:?} is required", P::PERMISSION),
+            ));
         }
-        Ok(Authorized { principal, _permission: PhantomData })
+        Ok(Authorized {
+            principal,
+            _permission: PhantomData,
+        })
     }
 }
 
 fn bearer_token(parts: &Parts) -> Option<String> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim().to_string())
 }
 
@@ -124,11 +144,20 @@ pub enum AdminTokenOrigin {
 
 impl AdminTokens {
     /// Uses `configured` when given (and stores its hash), else the stored hash, else generates a token.
-    pub fn initialize(store: &dyn MetadataStore, configured: Option<&str>) -> anyhow::Result<(Arc<AdminTokens>, AdminTokenOrigin)> {
+    pub fn initialize(
+        store: &dyn MetadataStore,
+        configured: Option<&str>,
+    ) -> anyhow::Result<(Arc<AdminTokens>, AdminTokenOrigin)> {
         let (token_hash, origin) = match (configured, store.setting(ADMIN_TOKEN_HASH_SETTING)?) {
             (Some(token), stored) => {
-                let still_valid = stored.as_deref().is_some_and(|hash| verify_argon2(hash, token));
-                let hash = if still_valid { stored.expect("checked") } else { hash_argon2(token)? };
+                let still_valid = stored
+                    .as_deref()
+                    .is_some_and(|hash| verify_argon2(hash, token));
+                let hash = if still_valid {
+                    stored.expect("checked")
+                } else {
+                    hash_argon2(token)?
+                };
                 store.put_setting(ADMIN_TOKEN_HASH_SETTING, &hash)?;
                 (hash, AdminTokenOrigin::Configured)
             }
@@ -140,7 +169,13 @@ impl AdminTokens {
                 (hash, AdminTokenOrigin::Generated(token))
             }
         };
-        Ok((Arc::new(AdminTokens { argon2_hash: token_hash, verified: Mutex::new(HashSet::new()) }), origin))
+        Ok((
+            Arc::new(AdminTokens {
+                argon2_hash: token_hash,
+                verified: Mutex::new(HashSet::new()),
+            }),
+            origin,
+        ))
     }
 
     pub fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
@@ -150,7 +185,10 @@ impl AdminTokens {
         }
         if !verify_argon2(&self.argon2_hash, token) {
             metrics::counter!("tandem_admin_auth_failures_total").increment(1);
-            return Err(ApiError::new(ErrorCode::InvalidToken, "the token is not valid"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidToken,
+                "the token is not valid",
+            ));
         }
         let mut verified = self.verified.lock();
         if verified.len() >= VERIFIED_TOKENS_CACHED_MAX {
@@ -170,5 +208,9 @@ fn hash_argon2(secret: &str) -> anyhow::Result<String> {
 }
 
 fn verify_argon2(hash: &str, secret: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(secret.as_bytes(), &parsed)
+            .is_ok()
+    })
 }

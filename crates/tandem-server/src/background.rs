@@ -49,7 +49,9 @@ fn every(state: AppState, interval: Duration, work: fn(&AppState)) {
 
 fn maintain(state: &AppState) {
     let now_ms = tandem_core::time_util::now_ms();
-    state.dedup.evict_older_than(now_ms - dedup_window_ms(state));
+    state
+        .dedup
+        .evict_older_than(now_ms - dedup_window_ms(state));
     for workspace in state.workspaces.values() {
         workspace.file_log.enforce_retention();
     }
@@ -61,7 +63,10 @@ pub fn dedup_window_ms(state: &AppState) -> i64 {
 
 /// Where the dedup sidecar of a segment lives (outside the log directory, which holds only segments).
 pub fn sidecar_path(data_dir: &Path, workspace_id: &str, segment: &SegmentInfo) -> PathBuf {
-    data_dir.join("dedup").join(workspace_id).join(format!("{:020}.dedup", segment.base_offset))
+    data_dir
+        .join("dedup")
+        .join(workspace_id)
+        .join(format!("{:020}.dedup", segment.base_offset))
 }
 
 fn write_missing_sidecars(state: &AppState, workspace: &Workspace) -> std::io::Result<()> {
@@ -77,7 +82,10 @@ fn write_missing_sidecars(state: &AppState, workspace: &Workspace) -> std::io::R
         }
     }
     // Sidecars of segments removed by retention go too.
-    let live: Vec<PathBuf> = segments.iter().map(|segment| sidecar_path(data_dir, &workspace.id, segment)).collect();
+    let live: Vec<PathBuf> = segments
+        .iter()
+        .map(|segment| sidecar_path(data_dir, &workspace.id, segment))
+        .collect();
     for entry in std::fs::read_dir(&sidecar_dir)? {
         let path = entry?.path();
         if !live.contains(&path) {
@@ -92,12 +100,21 @@ fn scan_segment(workspace: &Workspace, segment: &SegmentInfo) -> std::io::Result
     let mut entries = Vec::new();
     let mut next = segment.base_offset;
     while next < segment.end_offset {
-        let batch = workspace.log.read(next, SCAN_BATCH_RECORDS.min((segment.end_offset - next) as usize)).map_err(std::io::Error::other)?;
+        let batch = workspace
+            .log
+            .read(
+                next,
+                SCAN_BATCH_RECORDS.min((segment.end_offset - next) as usize),
+            )
+            .map_err(std::io::Error::other)?;
         let Some(last) = batch.last() else { break };
         next = last.offset + 1;
         for record in &batch {
             if let Ok(envelope) = EventEnvelope::decode(&record.payload) {
-                entries.push((envelope.dedup_key, (record.timestamp_ms / 1000).max(0) as u32));
+                entries.push((
+                    envelope.dedup_key,
+                    (record.timestamp_ms / 1000).max(0) as u32,
+                ));
             }
         }
     }
@@ -106,11 +123,21 @@ fn scan_segment(workspace: &Workspace, segment: &SegmentInfo) -> std::io::Result
 
 /// Rebuilds the dedup index from the logs at start: sidecars for sealed segments, a scan for the
 /// rest. Only segments modified within the dedup window are read.
-pub fn recover_dedup(dedup: &DedupIndex, workspaces: &[&Workspace], data_dir: &Path, window_ms: i64) -> std::io::Result<usize> {
+pub fn recover_dedup(
+    dedup: &DedupIndex,
+    workspaces: &[&Workspace],
+    data_dir: &Path,
+    window_ms: i64,
+) -> std::io::Result<usize> {
     let cutoff_ms = tandem_core::time_util::now_ms() - window_ms;
     let mut recovered = 0;
     for workspace in workspaces {
-        for segment in workspace.log.segments().iter().filter(|segment| segment.modified_ms >= cutoff_ms) {
+        for segment in workspace
+            .log
+            .segments()
+            .iter()
+            .filter(|segment| segment.modified_ms >= cutoff_ms)
+        {
             let path = sidecar_path(data_dir, &workspace.id, segment);
             let entries = match segment.sealed.then(|| tandem_collect::read_sidecar(&path)) {
                 Some(Ok(entries)) => entries,
@@ -137,12 +164,14 @@ pub fn refresh_gauges(state: &AppState) {
         metrics::gauge!("tandem_log_end_offset", &label).set(stats.end_offset as f64);
         for (consumer, offset) in workspace.log.consumers() {
             let labels = [("log", workspace.id.clone()), ("consumer", consumer)];
-            metrics::gauge!("tandem_consumer_lag_records", &labels).set(stats.end_offset.saturating_sub(offset) as f64);
+            metrics::gauge!("tandem_consumer_lag_records", &labels)
+                .set(stats.end_offset.saturating_sub(offset) as f64);
         }
     }
     metrics::gauge!("tandem_dedup_entries").set(state.dedup.len() as f64);
     if let Some(oldest_ms) = state.dedup.oldest_seen_ms() {
-        metrics::gauge!("tandem_dedup_window_seconds").set(((tandem_core::time_util::now_ms() - oldest_ms) / 1000) as f64);
+        metrics::gauge!("tandem_dedup_window_seconds")
+            .set(((tandem_core::time_util::now_ms() - oldest_ms) / 1000) as f64);
     }
     metrics::gauge!("tandem_uptime_seconds").set(state.started_at.elapsed().as_secs_f64());
 }

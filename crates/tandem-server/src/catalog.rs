@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use tandem_core::ids::write_key_hash;
-use tandem_store::{ActivityDelta, ManagedBy, MetadataStore, SourceKey, SourceRecord, StoreError, UnknownKeyTraffic};
+use tandem_store::{
+    ActivityDelta, ManagedBy, MetadataStore, SourceKey, SourceRecord, StoreError, UnknownKeyTraffic,
+};
 
 /// Distinct unknown keys remembered between two flushes; beyond it, attempts are only counted in
 /// metrics, so a flood of random keys cannot grow memory.
@@ -25,7 +27,12 @@ pub struct SourceEntry {
 
 impl SourceEntry {
     fn new(record: SourceRecord) -> Arc<SourceEntry> {
-        Arc::new(SourceEntry { record, accepted: AtomicU64::new(0), rejected: AtomicU64::new(0), last_seen_ms: AtomicI64::new(0) })
+        Arc::new(SourceEntry {
+            record,
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            last_seen_ms: AtomicI64::new(0),
+        })
     }
 
     pub fn note_events(&self, accepted: u64, rejected: u64, now_ms: i64) {
@@ -58,7 +65,11 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn load(store: Arc<dyn MetadataStore>) -> Result<Catalog, StoreError> {
-        let catalog = Catalog { store, by_key_hash: RwLock::new(HashMap::new()), unknown_pending: Mutex::new(HashMap::new()) };
+        let catalog = Catalog {
+            store,
+            by_key_hash: RwLock::new(HashMap::new()),
+            unknown_pending: Mutex::new(HashMap::new()),
+        };
         catalog.reload()?;
         Ok(catalog)
     }
@@ -71,7 +82,11 @@ impl Catalog {
         for record in sources {
             let entry = SourceEntry::new(record.clone());
             if let Some(old) = index.values().find(|old| old.record.key() == record.key()) {
-                entry.note_events(old.accepted.swap(0, Ordering::Relaxed), old.rejected.swap(0, Ordering::Relaxed), old.last_seen_ms.load(Ordering::Relaxed));
+                entry.note_events(
+                    old.accepted.swap(0, Ordering::Relaxed),
+                    old.rejected.swap(0, Ordering::Relaxed),
+                    old.last_seen_ms.load(Ordering::Relaxed),
+                );
             }
             rebuilt.insert(record.write_key_hash.clone(), entry);
         }
@@ -89,25 +104,39 @@ impl Catalog {
     }
 
     pub fn source_by_id(&self, workspace_id: &str, source_id: &str) -> Option<Arc<SourceEntry>> {
-        self.by_key_hash.read().values().find(|entry| entry.record.workspace_id == workspace_id && entry.record.id == source_id).cloned()
+        self.by_key_hash
+            .read()
+            .values()
+            .find(|entry| entry.record.workspace_id == workspace_id && entry.record.id == source_id)
+            .cloned()
     }
 
     /// Counts a request made with a key that is unknown or belongs to a disabled source.
-    pub fn note_refused_key(&self, write_key: &str, reason: &str, source: Option<SourceKey>, origin: &RequestOrigin, now_ms: i64) {
-        metrics::counter!("tandem_collect_refused_keys_total", "reason" => reason.to_string()).increment(1);
+    pub fn note_refused_key(
+        &self,
+        write_key: &str,
+        reason: &str,
+        source: Option<SourceKey>,
+        origin: &RequestOrigin,
+        now_ms: i64,
+    ) {
+        metrics::counter!("tandem_collect_refused_keys_total", "reason" => reason.to_string())
+            .increment(1);
         let fingerprint = write_key_hash(write_key)[..KEY_FINGERPRINT_CHARS].to_string();
         let mut pending = self.unknown_pending.lock();
         let slot_key = format!("{reason}/{fingerprint}");
         if !pending.contains_key(&slot_key) && pending.len() >= UNKNOWN_KEYS_PENDING_MAX {
             return;
         }
-        let entry = pending.entry(slot_key).or_insert_with(|| UnknownKeyTraffic {
-            key_fingerprint: fingerprint,
-            reason: reason.to_string(),
-            source,
-            first_seen_ms: now_ms,
-            ..Default::default()
-        });
+        let entry = pending
+            .entry(slot_key)
+            .or_insert_with(|| UnknownKeyTraffic {
+                key_fingerprint: fingerprint,
+                reason: reason.to_string(),
+                source,
+                first_seen_ms: now_ms,
+                ..Default::default()
+            });
         entry.attempts += 1;
         entry.last_seen_ms = now_ms;
         entry.last_ip = origin.ip.clone().or(entry.last_ip.take());
@@ -125,12 +154,24 @@ impl Catalog {
                 let accepted = entry.accepted.swap(0, Ordering::Relaxed);
                 let rejected = entry.rejected.swap(0, Ordering::Relaxed);
                 (accepted + rejected > 0).then(|| {
-                    (entry.record.key(), ActivityDelta { last_seen_ms: entry.last_seen_ms.load(Ordering::Relaxed), events_accepted: accepted, events_rejected: rejected })
+                    (
+                        entry.record.key(),
+                        ActivityDelta {
+                            last_seen_ms: entry.last_seen_ms.load(Ordering::Relaxed),
+                            events_accepted: accepted,
+                            events_rejected: rejected,
+                        },
+                    )
                 })
             })
             .collect();
         self.store.record_activity(&deltas)?;
-        let unknown: Vec<UnknownKeyTraffic> = self.unknown_pending.lock().drain().map(|(_, traffic)| traffic).collect();
+        let unknown: Vec<UnknownKeyTraffic> = self
+            .unknown_pending
+            .lock()
+            .drain()
+            .map(|(_, traffic)| traffic)
+            .collect();
         self.store.record_unknown_traffic(&unknown)
     }
 
@@ -142,10 +183,18 @@ impl Catalog {
 /// Makes the store's sources match the ones the config file declares: config sources are
 /// created or updated; a config-managed source no longer in the file is disabled, not deleted,
 /// because events in the log still name it.
-pub fn sync_config_sources(store: &dyn MetadataStore, declared: &[SourceRecord], now_ms: i64) -> Result<(), StoreError> {
+pub fn sync_config_sources(
+    store: &dyn MetadataStore,
+    declared: &[SourceRecord],
+    now_ms: i64,
+) -> Result<(), StoreError> {
     for source in declared {
         let merged = match store.source(&source.workspace_id, &source.id)? {
-            Some(existing) => SourceRecord { created_at_ms: existing.created_at_ms, created_by: existing.created_by, ..source.clone() },
+            Some(existing) => SourceRecord {
+                created_at_ms: existing.created_at_ms,
+                created_by: existing.created_by,
+                ..source.clone()
+            },
             None => source.clone(),
         };
         store.put_source(&merged)?;
@@ -154,7 +203,11 @@ pub fn sync_config_sources(store: &dyn MetadataStore, declared: &[SourceRecord],
         let still_declared = declared.iter().any(|source| source.key() == existing.key());
         if existing.managed_by == ManagedBy::Config && !still_declared && existing.enabled {
             tracing::warn!(workspace = %existing.workspace_id, source = %existing.id, "source removed from config, disabling it");
-            store.put_source(&SourceRecord { enabled: false, updated_at_ms: now_ms, ..existing })?;
+            store.put_source(&SourceRecord {
+                enabled: false,
+                updated_at_ms: now_ms,
+                ..existing
+            })?;
         }
     }
     Ok(())

@@ -17,7 +17,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), details: None, retry_after: None }
+        ApiError {
+            code,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
@@ -42,14 +47,21 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut body = ErrorBody::new(self.code, self.message);
         if let Some(details) = self.details {
             body = body.with_details(details);
         }
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after.unwrap_or(RETRY_AFTER_SECONDS)));
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(self.retry_after.unwrap_or(RETRY_AFTER_SECONDS)),
+            );
         }
         response
     }
@@ -58,7 +70,9 @@ impl IntoResponse for ApiError {
 impl From<tandem_store::StoreError> for ApiError {
     fn from(error: tandem_store::StoreError) -> Self {
         match error {
-            tandem_store::StoreError::Conflict(what) => ApiError::new(ErrorCode::Conflict, format!("{what} already exists")),
+            tandem_store::StoreError::Conflict(what) => {
+                ApiError::new(ErrorCode::Conflict, format!("{what} already exists"))
+            }
             tandem_store::StoreError::NotFound(what) => ApiError::not_found(what),
             other => ApiError::internal(other),
         }
@@ -69,15 +83,32 @@ impl From<tandem_log::AppendError> for ApiError {
     fn from(error: tandem_log::AppendError) -> Self {
         use tandem_log::AppendError::*;
         match error {
-            QueueFull => ApiError::new(ErrorCode::Overloaded, "the event log is busy; nothing was stored, retry later"),
-            DiskFull => ApiError::new(ErrorCode::DiskFull, "the data disk is full; nothing was stored, retry later"),
-            Closed => ApiError::new(ErrorCode::Unavailable, "the server is shutting down; nothing was stored, retry later"),
-            InvalidRecord(bytes) => ApiError::new(ErrorCode::EventTooLarge, format!("a record of {bytes} bytes cannot be stored")),
+            QueueFull => ApiError::new(
+                ErrorCode::Overloaded,
+                "the event log is busy; nothing was stored, retry later",
+            ),
+            DiskFull => ApiError::new(
+                ErrorCode::DiskFull,
+                "the data disk is full; nothing was stored, retry later",
+            ),
+            Closed => ApiError::new(
+                ErrorCode::Unavailable,
+                "the server is shutting down; nothing was stored, retry later",
+            ),
+            InvalidRecord(bytes) => ApiError::new(
+                ErrorCode::EventTooLarge,
+                format!("a record of {bytes} bytes cannot be stored"),
+            ),
             // An I/O failure other than a full disk: the writer truncated back to its last durable
             // point, so nothing of this request is stored and a retry is safe.
             Io(error) => {
                 tracing::error!(%error, "log write failed");
-                ApiError::new(ErrorCode::Unavailable, format!("the event log could not write ({error}); nothing was stored, retry later"))
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the event log could not write ({error}); nothing was stored, retry later"
+                    ),
+                )
             }
         }
     }

@@ -96,8 +96,11 @@ const DEMO_WRITE_KEY_SETTING: &str = "demo_write_key";
 pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<RunningServer> {
     let started = Instant::now();
     let data_dir = config.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let store: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&data_dir.join("metadata.redb")).context("opening the metadata store")?);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let store: Arc<dyn MetadataStore> = Arc::new(
+        RedbStore::open(&data_dir.join("metadata.redb")).context("opening the metadata store")?,
+    );
 
     let demo_write_key = if config.workspaces.is_empty() {
         let key = match store.setting(DEMO_WRITE_KEY_SETTING)? {
@@ -116,32 +119,46 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
     };
     let now = time_util::now_ms();
     sync_config_sources(store.as_ref(), &declared_sources(&config, now), now)?;
-    let (admin_tokens, admin_origin) = AdminTokens::initialize(store.as_ref(), config.admin.token.as_deref())?;
+    let (admin_tokens, admin_origin) =
+        AdminTokens::initialize(store.as_ref(), config.admin.token.as_deref())?;
 
     let mut workspaces = BTreeMap::new();
     let mut recoveries = Vec::new();
     for workspace in &config.workspaces {
         let options = log_options(&config, &workspace.id, options.persist);
-        let (file_log, recovery) = FileLog::open(&data_dir.join("logs").join(&workspace.id), options)
-            .with_context(|| format!("opening the log of workspace {}", workspace.id))?;
+        let (file_log, recovery) =
+            FileLog::open(&data_dir.join("logs").join(&workspace.id), options)
+                .with_context(|| format!("opening the log of workspace {}", workspace.id))?;
         if recovery.truncated_bytes > 0 {
             tracing::warn!(workspace = %workspace.id, bytes = recovery.truncated_bytes, reason = ?recovery.truncation_reason, "log tail truncated at recovery");
         }
         recoveries.push((workspace.id.clone(), recovery));
         let dedup_salt = xxhash_salt(&workspace.id);
         let log: Arc<dyn tandem_log::EventLog> = file_log.clone();
-        workspaces.insert(workspace.id.clone(), Workspace { id: workspace.id.clone(), name: workspace.name.clone(), log, file_log, dedup_salt });
+        workspaces.insert(
+            workspace.id.clone(),
+            Workspace {
+                id: workspace.id.clone(),
+                name: workspace.name.clone(),
+                log,
+                file_log,
+                dedup_salt,
+            },
+        );
     }
 
     let dedup = Arc::new(DedupIndex::new(config.collect.dedup_entries_max));
     let window_ms = config.collect.dedup_window_hours as i64 * 3_600_000;
     let dedup_recovered = {
         let list: Vec<&Workspace> = workspaces.values().collect();
-        background::recover_dedup(&dedup, &list, &data_dir, window_ms).context("rebuilding the dedup index from the log")?
+        background::recover_dedup(&dedup, &list, &data_dir, window_ms)
+            .context("rebuilding the dedup index from the log")?
     };
 
     let catalog = Catalog::load(store.clone())?;
-    let listener = tokio::net::TcpListener::bind(&config.server.listen).await.with_context(|| format!("binding {}", config.server.listen))?;
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
     let listen = listener.local_addr()?;
     let (live, _) = tokio::sync::broadcast::channel(LIVE_STREAM_BUFFER_EVENTS);
     let rate_limiter = rate_limit::RateLimiter::new(config.collect.rate_limit_events_per_second);
@@ -178,7 +195,12 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
         dedup_entries_recovered: dedup_recovered,
         startup: started.elapsed(),
     };
-    Ok(RunningServer { state, report, shutdown, task })
+    Ok(RunningServer {
+        state,
+        report,
+        shutdown,
+        task,
+    })
 }
 
 fn xxhash_salt(workspace_id: &str) -> u64 {
@@ -193,7 +215,9 @@ fn log_options(config: &Config, workspace_id: &str, persist: bool) -> LogOptions
         segment_bytes_max: log.segment_bytes_max,
         queue_bytes_max: log.queue_bytes_max,
         retention_bytes_max: log.retention_bytes_max,
-        retention_age: log.retention_hours.map(|hours| Duration::from_secs(hours * 3600)),
+        retention_age: log
+            .retention_hours
+            .map(|hours| Duration::from_secs(hours * 3600)),
         disk_free_bytes_min: log.disk_free_bytes_min,
         fsync: persist,
     }
@@ -227,7 +251,8 @@ pub async fn serve_until_signal(server: RunningServer) -> anyhow::Result<()> {
     let mut server = server;
     let signal = async {
         let ctrl_c = tokio::signal::ctrl_c();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     };
     tokio::select! {

@@ -22,16 +22,25 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(events_per_second: Option<u32>) -> RateLimiter {
-        RateLimiter { events_per_second: events_per_second.map(f64::from), buckets: Mutex::new(HashMap::new()) }
+        RateLimiter {
+            events_per_second: events_per_second.map(f64::from),
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes `events` tokens from `source`'s bucket, or answers how many seconds until they fit.
     pub fn admit(&self, source: &str, events: usize) -> Result<(), u64> {
-        let Some(rate) = self.events_per_second else { return Ok(()) };
+        let Some(rate) = self.events_per_second else {
+            return Ok(());
+        };
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
-        let bucket = buckets.entry(source.to_string()).or_insert(Bucket { tokens: rate, refilled_at: now });
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.refilled_at).as_secs_f64() * rate).min(rate);
+        let bucket = buckets.entry(source.to_string()).or_insert(Bucket {
+            tokens: rate,
+            refilled_at: now,
+        });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.refilled_at).as_secs_f64() * rate).min(rate);
         bucket.refilled_at = now;
         let wanted = (events as f64).min(rate);
         if bucket.tokens >= wanted {

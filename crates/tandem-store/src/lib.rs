@@ -25,7 +25,11 @@ pub enum StoreError {
 /// What every metadata backend keeps. Writes are durable when the call returns.
 pub trait MetadataStore: Send + Sync + 'static {
     fn sources(&self) -> Result<Vec<SourceRecord>, StoreError>;
-    fn source(&self, workspace_id: &str, source_id: &str) -> Result<Option<SourceRecord>, StoreError>;
+    fn source(
+        &self,
+        workspace_id: &str,
+        source_id: &str,
+    ) -> Result<Option<SourceRecord>, StoreError>;
     /// Inserts a new source; `Conflict` if one with the same workspace and id exists.
     fn create_source(&self, source: &SourceRecord) -> Result<(), StoreError>;
     /// Inserts or replaces a source (used to sync sources declared in the config file).

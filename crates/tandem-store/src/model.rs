@@ -28,7 +28,10 @@ pub struct SourceRecord {
 
 impl SourceRecord {
     pub fn key(&self) -> SourceKey {
-        SourceKey { workspace_id: self.workspace_id.clone(), source_id: self.id.clone() }
+        SourceKey {
+            workspace_id: self.workspace_id.clone(),
+            source_id: self.id.clone(),
+        }
     }
 }
 

@@ -18,7 +18,10 @@ fn engine<E: std::fmt::Display>(error: E) -> StoreError {
 }
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt { key: key.to_string(), reason: error.to_string() })
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+        key: key.to_string(),
+        reason: error.to_string(),
+    })
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -40,7 +43,10 @@ impl RedbStore {
         Ok(RedbStore { db })
     }
 
-    fn all<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>) -> Result<Vec<(String, T)>, StoreError> {
+    fn all<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, T)>, StoreError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let table = txn.open_table(table).map_err(engine)?;
         let mut out = Vec::new();
@@ -53,7 +59,11 @@ impl RedbStore {
         Ok(out)
     }
 
-    fn write<R>(&self, table: TableDefinition<&str, &[u8]>, body: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    fn write<R>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        body: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let txn = self.db.begin_write().map_err(engine)?;
         let result = {
             let mut table = txn.open_table(table).map_err(engine)?;
@@ -68,7 +78,10 @@ fn source_storage_key(workspace_id: &str, source_id: &str) -> String {
     format!("{workspace_id}/{source_id}")
 }
 
-fn get<T: DeserializeOwned>(table: &redb::Table<&str, &[u8]>, key: &str) -> Result<Option<T>, StoreError> {
+fn get<T: DeserializeOwned>(
+    table: &redb::Table<&str, &[u8]>,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
     match table.get(key).map_err(engine)? {
         Some(value) => Ok(Some(decode(key, value.value())?)),
         None => Ok(None),
@@ -77,10 +90,18 @@ fn get<T: DeserializeOwned>(table: &redb::Table<&str, &[u8]>, key: &str) -> Resu
 
 impl MetadataStore for RedbStore {
     fn sources(&self) -> Result<Vec<SourceRecord>, StoreError> {
-        Ok(self.all::<SourceRecord>(SOURCES)?.into_iter().map(|(_, source)| source).collect())
+        Ok(self
+            .all::<SourceRecord>(SOURCES)?
+            .into_iter()
+            .map(|(_, source)| source)
+            .collect())
     }
 
-    fn source(&self, workspace_id: &str, source_id: &str) -> Result<Option<SourceRecord>, StoreError> {
+    fn source(
+        &self,
+        workspace_id: &str,
+        source_id: &str,
+    ) -> Result<Option<SourceRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let table = txn.open_table(SOURCES).map_err(engine)?;
         let key = source_storage_key(workspace_id, source_id);
@@ -94,7 +115,9 @@ impl MetadataStore for RedbStore {
             if table.get(key.as_str()).map_err(engine)?.is_some() {
                 return Err(StoreError::Conflict(format!("source {key}")));
             }
-            table.insert(key.as_str(), encode(source).as_slice()).map_err(engine)?;
+            table
+                .insert(key.as_str(), encode(source).as_slice())
+                .map_err(engine)?;
             Ok(())
         })
     }
@@ -102,16 +125,20 @@ impl MetadataStore for RedbStore {
     fn put_source(&self, source: &SourceRecord) -> Result<(), StoreError> {
         let key = source.key().storage_key();
         self.write(SOURCES, |table| {
-            table.insert(key.as_str(), encode(source).as_slice()).map_err(engine)?;
+            table
+                .insert(key.as_str(), encode(source).as_slice())
+                .map_err(engine)?;
             Ok(())
         })
     }
 
     fn delete_source(&self, workspace_id: &str, source_id: &str) -> Result<(), StoreError> {
         let key = source_storage_key(workspace_id, source_id);
-        self.write(SOURCES, |table| match table.remove(key.as_str()).map_err(engine)? {
-            Some(_) => Ok(()),
-            None => Err(StoreError::NotFound(format!("source {key}"))),
+        self.write(SOURCES, |table| {
+            match table.remove(key.as_str()).map_err(engine)? {
+                Some(_) => Ok(()),
+                None => Err(StoreError::NotFound(format!("source {key}"))),
+            }
         })
     }
 
@@ -125,8 +152,11 @@ impl MetadataStore for RedbStore {
                 let mut activity: SourceActivity = get(table, &key)?.unwrap_or_default();
                 activity.events_accepted += delta.events_accepted;
                 activity.events_rejected += delta.events_rejected;
-                activity.last_seen_ms = Some(activity.last_seen_ms.unwrap_or(0).max(delta.last_seen_ms));
-                table.insert(key.as_str(), encode(&activity).as_slice()).map_err(engine)?;
+                activity.last_seen_ms =
+                    Some(activity.last_seen_ms.unwrap_or(0).max(delta.last_seen_ms));
+                table
+                    .insert(key.as_str(), encode(&activity).as_slice())
+                    .map_err(engine)?;
             }
             Ok(())
         })
@@ -138,7 +168,13 @@ impl MetadataStore for RedbStore {
             .into_iter()
             .filter_map(|(key, activity)| {
                 let (workspace_id, source_id) = key.split_once('/')?;
-                Some((SourceKey { workspace_id: workspace_id.into(), source_id: source_id.into() }, activity))
+                Some((
+                    SourceKey {
+                        workspace_id: workspace_id.into(),
+                        source_id: source_id.into(),
+                    },
+                    activity,
+                ))
             })
             .collect())
     }
@@ -157,27 +193,37 @@ impl MetadataStore for RedbStore {
                         if delta.last_seen_ms >= known.last_seen_ms {
                             known.last_seen_ms = delta.last_seen_ms;
                             known.last_ip = delta.last_ip.clone().or(known.last_ip);
-                            known.last_user_agent = delta.last_user_agent.clone().or(known.last_user_agent);
+                            known.last_user_agent =
+                                delta.last_user_agent.clone().or(known.last_user_agent);
                             known.last_origin = delta.last_origin.clone().or(known.last_origin);
                         }
                         known
                     }
                     None => delta.clone(),
                 };
-                table.insert(key.as_str(), encode(&merged).as_slice()).map_err(engine)?;
+                table
+                    .insert(key.as_str(), encode(&merged).as_slice())
+                    .map_err(engine)?;
             }
             Ok(())
         })
     }
 
     fn unknown_traffic(&self) -> Result<Vec<UnknownKeyTraffic>, StoreError> {
-        Ok(self.all::<UnknownKeyTraffic>(UNKNOWN_KEYS)?.into_iter().map(|(_, traffic)| traffic).collect())
+        Ok(self
+            .all::<UnknownKeyTraffic>(UNKNOWN_KEYS)?
+            .into_iter()
+            .map(|(_, traffic)| traffic)
+            .collect())
     }
 
     fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
         let txn = self.db.begin_read().map_err(engine)?;
         let table = txn.open_table(SETTINGS).map_err(engine)?;
-        Ok(table.get(name).map_err(engine)?.map(|value| value.value().to_string()))
+        Ok(table
+            .get(name)
+            .map_err(engine)?
+            .map(|value| value.value().to_string()))
     }
 
     fn put_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
@@ -217,7 +263,10 @@ mod tests {
         {
             let store = RedbStore::open(&path).unwrap();
             store.create_source(&source("web")).unwrap();
-            assert!(matches!(store.create_source(&source("web")), Err(StoreError::Conflict(_))));
+            assert!(matches!(
+                store.create_source(&source("web")),
+                Err(StoreError::Conflict(_))
+            ));
         }
         let store = RedbStore::open(&path).unwrap();
         assert_eq!(store.sources().unwrap(), vec![source("web")]);
@@ -231,11 +280,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("meta.redb")).unwrap();
         let key = source("web").key();
-        let delta = ActivityDelta { last_seen_ms: 10, events_accepted: 3, events_rejected: 1 };
-        store.record_activity(&[(key.clone(), delta.clone())]).unwrap();
-        store.record_activity(&[(key.clone(), ActivityDelta { last_seen_ms: 5, ..delta })]).unwrap();
+        let delta = ActivityDelta {
+            last_seen_ms: 10,
+            events_accepted: 3,
+            events_rejected: 1,
+        };
+        store
+            .record_activity(&[(key.clone(), delta.clone())])
+            .unwrap();
+        store
+            .record_activity(&[(
+                key.clone(),
+                ActivityDelta {
+                    last_seen_ms: 5,
+                    ..delta
+                },
+            )])
+            .unwrap();
         let activity = store.activity().unwrap();
-        assert_eq!(activity, vec![(key, SourceActivity { last_seen_ms: Some(10), events_accepted: 6, events_rejected: 2 })]);
+        assert_eq!(
+            activity,
+            vec![(
+                key,
+                SourceActivity {
+                    last_seen_ms: Some(10),
+                    events_accepted: 6,
+                    events_rejected: 2
+                }
+            )]
+        );
     }
 
     #[test]
@@ -251,8 +324,17 @@ mod tests {
             last_ip: Some("127.0.0.1".into()),
             ..Default::default()
         };
-        store.record_unknown_traffic(std::slice::from_ref(&seen)).unwrap();
-        store.record_unknown_traffic(&[UnknownKeyTraffic { first_seen_ms: 7, last_seen_ms: 9, last_origin: Some("https://x.test".into()), ..seen.clone() }]).unwrap();
+        store
+            .record_unknown_traffic(std::slice::from_ref(&seen))
+            .unwrap();
+        store
+            .record_unknown_traffic(&[UnknownKeyTraffic {
+                first_seen_ms: 7,
+                last_seen_ms: 9,
+                last_origin: Some("https://x.test".into()),
+                ..seen.clone()
+            }])
+            .unwrap();
         let traffic = store.unknown_traffic().unwrap();
         assert_eq!(traffic.len(), 1);
         assert_eq!(traffic[0].attempts, 4);
@@ -267,6 +349,9 @@ mod tests {
         let store = RedbStore::open(&dir.path().join("meta.redb")).unwrap();
         assert_eq!(store.setting("admin_token_hash").unwrap(), None);
         store.put_setting("admin_token_hash", "x").unwrap();
-        assert_eq!(store.setting("admin_token_hash").unwrap().as_deref(), Some("x"));
+        assert_eq!(
+            store.setting("admin_token_hash").unwrap().as_deref(),
+            Some("x")
+        );
     }
 }

@@ -18,7 +18,11 @@ pub fn binary() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct TestServer {
@@ -42,7 +46,14 @@ impl TestServer {
         let port = free_port();
         let config = dir.path().join("tandem.toml");
         std::fs::write(&config, config_text(port, &data, extra)).unwrap();
-        let mut server = TestServer { dir, data, config, port, child: None, starts: 0 };
+        let mut server = TestServer {
+            dir,
+            data,
+            config,
+            port,
+            child: None,
+            starts: 0,
+        };
         server.spawn();
         server
     }
@@ -52,7 +63,11 @@ impl TestServer {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
         let child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(&self.config)
@@ -71,11 +86,15 @@ impl TestServer {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("tandem exited during start ({status}):\n{}", self.server_log());
+                panic!(
+                    "tandem exited during start ({status}):\n{}",
+                    self.server_log()
+                );
             }
             if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
                 use std::io::{Read, Write};
-                let _ = stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let _ = stream
+                    .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
                 let mut answer = String::new();
                 let _ = stream.read_to_string(&mut answer);
                 if answer.starts_with("HTTP/1.1 200") {
@@ -84,7 +103,10 @@ impl TestServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("tandem not ready after {READY_TIMEOUT:?}:\n{}", self.server_log());
+        panic!(
+            "tandem not ready after {READY_TIMEOUT:?}:\n{}",
+            self.server_log()
+        );
     }
 
     pub fn server_log(&self) -> String {
@@ -128,14 +150,31 @@ impl TestServer {
 
     /// `tandem log export --meta` as JSON values.
     pub fn export(&self) -> Vec<serde_json::Value> {
-        let output = run_cli(&["log", "export", "--meta", "--data", self.data.to_str().unwrap()]);
-        assert!(output.status.success(), "export failed: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8(output.stdout).unwrap().lines().map(|line| serde_json::from_str(line).expect("export line is JSON")).collect()
+        let output = run_cli(&[
+            "log",
+            "export",
+            "--meta",
+            "--data",
+            self.data.to_str().unwrap(),
+        ]);
+        assert!(
+            output.status.success(),
+            "export failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("export line is JSON"))
+            .collect()
     }
 
     /// The stored events (without meta).
     pub fn events(&self) -> Vec<serde_json::Value> {
-        self.export().into_iter().map(|line| line["event"].clone()).collect()
+        self.export()
+            .into_iter()
+            .map(|line| line["event"].clone())
+            .collect()
     }
 
     pub fn verify(&self) -> Output {
@@ -158,7 +197,11 @@ extern "C" {
 }
 
 pub fn run_cli(args: &[&str]) -> Output {
-    Command::new(binary()).args(args).stdin(Stdio::null()).output().unwrap()
+    Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 pub fn config_text(port: u16, data: &Path, extra: &str) -> String {
@@ -192,15 +235,25 @@ write_key = "{SECOND_WRITE_KEY}"
 }
 
 pub fn basic(write_key: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"))
+    )
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// POSTs JSON to a Segment endpoint with the write key as Basic auth; returns status and JSON body.
-pub async fn post(server: &TestServer, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+pub async fn post(
+    server: &TestServer,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     let response = client()
         .post(server.url(path))
         .header("authorization", basic(WRITE_KEY))
@@ -211,21 +264,48 @@ pub async fn post(server: &TestServer, path: &str, body: &serde_json::Value) -> 
         .unwrap();
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }
 
 pub async fn admin_get(server: &TestServer, path: &str) -> (u16, serde_json::Value) {
-    let response = client().get(server.url(path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let response = client()
+        .get(server.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
 }
 
-pub async fn admin_post(server: &TestServer, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-    let response = client().post(server.url(path)).bearer_auth(ADMIN_TOKEN).json(body).send().await.unwrap();
+pub async fn admin_post(
+    server: &TestServer,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = client()
+        .post(server.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
 }
 
 pub fn by_message_id<'a>(events: &'a [serde_json::Value], id: &str) -> Vec<&'a serde_json::Value> {
-    events.iter().filter(|event| event["messageId"] == id).collect()
+    events
+        .iter()
+        .filter(|event| event["messageId"] == id)
+        .collect()
 }

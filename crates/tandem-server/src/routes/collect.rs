@@ -36,12 +36,22 @@ pub fn router() -> Router<AppState> {
         let name = event_type.as_str();
         // analytics-next posts to the one-letter paths (`/v1/t`, `/v1/p`, ...) to dodge ad blockers.
         for path in [format!("/v1/{name}"), format!("/v1/{}", &name[..1])] {
-            router = router.route(&path, post(move |state, peer, headers, body| collect(state, peer, headers, body, RequestKind::Single(event_type))));
+            router = router.route(
+                &path,
+                post(move |state, peer, headers, body| {
+                    collect(state, peer, headers, body, RequestKind::Single(event_type))
+                }),
+            );
         }
     }
     // `/v1/b` is analytics-next's batching path.
     for path in ["/v1/batch", "/v1/import", "/v1/b"] {
-        router = router.route(path, post(|state, peer, headers, body| collect(state, peer, headers, body, RequestKind::Batch)));
+        router = router.route(
+            path,
+            post(|state, peer, headers, body| {
+                collect(state, peer, headers, body, RequestKind::Batch)
+            }),
+        );
     }
     router
 }
@@ -62,33 +72,75 @@ async fn collect(
     }
 }
 
-async fn collect_events(state: &AppState, peer: SocketAddr, headers: &HeaderMap, body: Body, kind: RequestKind) -> ApiResult<Response> {
+async fn collect_events(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+    kind: RequestKind,
+) -> ApiResult<Response> {
     let received_at_ms = time_util::now_ms();
     let body = read_body(body).await?;
     metrics::histogram!("tandem_collect_request_bytes").record(body.len() as f64);
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|value| value.to_str().ok());
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|value| value.to_str().ok());
     let decoded = tandem_collect::decode_body(encoding, &body).map_err(request_error)?;
     let parsed = tandem_collect::parse_request(kind, &decoded).map_err(request_error)?;
 
-    let write_key = basic_auth_user(headers).or(parsed.write_key.clone()).ok_or_else(|| {
-        ApiError::new(ErrorCode::MissingCredentials, "send the write key as the HTTP Basic username, or as `writeKey` in the body")
-    })?;
+    let write_key = basic_auth_user(headers)
+        .or(parsed.write_key.clone())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MissingCredentials,
+                "send the write key as the HTTP Basic username, or as `writeKey` in the body",
+            )
+        })?;
     let source = resolve_source(state, &write_key, headers, peer, received_at_ms)?;
     let workspace = state
         .workspaces
         .get(&source.record.workspace_id)
-        .ok_or_else(|| ApiError::internal(format!("source {} names unknown workspace {}", source.record.id, source.record.workspace_id)))?;
+        .ok_or_else(|| {
+            ApiError::internal(format!(
+                "source {} names unknown workspace {}",
+                source.record.id, source.record.workspace_id
+            ))
+        })?;
 
-    if let Err(seconds) = state.rate_limiter.admit(&format!("{}/{}", source.record.workspace_id, source.record.id), parsed.events.len()) {
+    if let Err(seconds) = state.rate_limiter.admit(
+        &format!("{}/{}", source.record.workspace_id, source.record.id),
+        parsed.events.len(),
+    ) {
         metrics::counter!("tandem_events_rate_limited_total", "workspace" => source.record.workspace_id.clone(), "source" => source.record.id.clone()).increment(parsed.events.len() as u64);
-        let limit = state.config.collect.rate_limit_events_per_second.unwrap_or_default();
-        return Err(ApiError::new(ErrorCode::RateLimited, format!("source {} is limited to {limit} events/s; nothing was stored, retry later", source.record.id)).retry_after(seconds));
+        let limit = state
+            .config
+            .collect
+            .rate_limit_events_per_second
+            .unwrap_or_default();
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "source {} is limited to {limit} events/s; nothing was stored, retry later",
+                source.record.id
+            ),
+        )
+        .retry_after(seconds));
     }
     let context = EnrichContext::new(&source.record.id, received_at_ms, Some(peer.ip()), &parsed);
     let mut batch = Batch::default();
     for (index, event) in parsed.events.iter().enumerate() {
-        match event.as_ref().map_err(Clone::clone).and_then(|event| tandem_collect::enrich(index, event, &context)) {
-            Ok(enriched) => batch.admit(enriched, workspace, &state.dedup, received_at_ms, &source.record.id),
+        match event
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|event| tandem_collect::enrich(index, event, &context))
+        {
+            Ok(enriched) => batch.admit(
+                enriched,
+                workspace,
+                &state.dedup,
+                received_at_ms,
+                &source.record.id,
+            ),
             Err(rejection) => batch.rejected.push(rejection),
         }
     }
@@ -113,7 +165,14 @@ struct Batch {
 }
 
 impl Batch {
-    fn admit(&mut self, enriched: Enriched, workspace: &Workspace, dedup: &DedupIndex, received_at_ms: i64, source_id: &str) {
+    fn admit(
+        &mut self,
+        enriched: Enriched,
+        workspace: &Workspace,
+        dedup: &DedupIndex,
+        received_at_ms: i64,
+        source_id: &str,
+    ) {
         let key = enriched.dedup_key ^ workspace.dedup_salt;
         match dedup.reserve(key, received_at_ms) {
             Reservation::Duplicate => {
@@ -125,12 +184,19 @@ impl Batch {
             // is at-least-once; acknowledging it without storing could lose it if that request fails.
             Reservation::InFlight => {}
         }
-        self.records.push(Record { timestamp_ms: received_at_ms, payload: Bytes::from(enriched.envelope_bytes(source_id)) });
+        self.records.push(Record {
+            timestamp_ms: received_at_ms,
+            payload: Bytes::from(enriched.envelope_bytes(source_id)),
+        });
         self.accepted.push(enriched);
     }
 }
 
-async fn store_batch(state: &AppState, workspace: &Workspace, batch: &mut Batch) -> ApiResult<Option<std::ops::Range<u64>>> {
+async fn store_batch(
+    state: &AppState,
+    workspace: &Workspace,
+    batch: &mut Batch,
+) -> ApiResult<Option<std::ops::Range<u64>>> {
     if batch.records.is_empty() {
         return Ok(None);
     }
@@ -147,7 +213,8 @@ async fn store_batch(state: &AppState, workspace: &Workspace, batch: &mut Batch)
     match outcome {
         Ok(offsets) => {
             state.dedup.confirm(&batch.reserved_keys);
-            metrics::histogram!("tandem_collect_ack_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("tandem_collect_ack_seconds")
+                .record(started.elapsed().as_secs_f64());
             Ok(Some(offsets))
         }
         Err(error) => {
@@ -166,34 +233,79 @@ fn refusal_reason(error: &tandem_log::AppendError) -> &'static str {
     }
 }
 
-fn record_outcome(state: &AppState, source: &SourceEntry, batch: &Batch, event_count: usize, received_at_ms: i64, offsets: Option<std::ops::Range<u64>>) {
+fn record_outcome(
+    state: &AppState,
+    source: &SourceEntry,
+    batch: &Batch,
+    event_count: usize,
+    received_at_ms: i64,
+    offsets: Option<std::ops::Range<u64>>,
+) {
     let workspace_id = source.record.workspace_id.clone();
     let source_id = source.record.id.clone();
     let accepted = (event_count - batch.rejected.len()) as u64;
     source.note_events(accepted, batch.rejected.len() as u64, received_at_ms);
-    let labels = [("workspace", workspace_id.clone()), ("source", source_id.clone())];
+    let labels = [
+        ("workspace", workspace_id.clone()),
+        ("source", source_id.clone()),
+    ];
     metrics::counter!("tandem_events_accepted_total", &labels).increment(accepted);
     metrics::counter!("tandem_events_duplicate_total", &labels).increment(batch.duplicates as u64);
     for rejection in &batch.rejected {
-        let labels = [("workspace", workspace_id.clone()), ("source", source_id.clone()), ("reason", rejection.code.to_string())];
+        let labels = [
+            ("workspace", workspace_id.clone()),
+            ("source", source_id.clone()),
+            ("reason", rejection.code.to_string()),
+        ];
         metrics::counter!("tandem_events_rejected_total", &labels).increment(1);
     }
     if state.live.receiver_count() > 0 {
-        publish_live(state, &workspace_id, &source_id, batch, received_at_ms, offsets);
+        publish_live(
+            state,
+            &workspace_id,
+            &source_id,
+            batch,
+            received_at_ms,
+            offsets,
+        );
     }
 }
 
-fn publish_live(state: &AppState, workspace_id: &str, source_id: &str, batch: &Batch, received_at_ms: i64, offsets: Option<std::ops::Range<u64>>) {
+fn publish_live(
+    state: &AppState,
+    workspace_id: &str,
+    source_id: &str,
+    batch: &Batch,
+    received_at_ms: i64,
+    offsets: Option<std::ops::Range<u64>>,
+) {
     let first_offset = offsets.map(|range| range.start);
-    let live_event = |offset: Option<u64>, event: Option<Box<serde_json::value::RawValue>>, rejection: Option<serde_json::Value>| {
-        Arc::new(LiveEvent { workspace_id: workspace_id.to_string(), source_id: source_id.to_string(), received_at_ms, offset, event, rejection })
+    let live_event = |offset: Option<u64>,
+                      event: Option<Box<serde_json::value::RawValue>>,
+                      rejection: Option<serde_json::Value>| {
+        Arc::new(LiveEvent {
+            workspace_id: workspace_id.to_string(),
+            source_id: source_id.to_string(),
+            received_at_ms,
+            offset,
+            event,
+            rejection,
+        })
     };
     for (index, enriched) in batch.accepted.iter().enumerate() {
-        let raw = String::from_utf8(enriched.json.clone()).ok().and_then(|json| serde_json::value::RawValue::from_string(json).ok());
-        let _ = state.live.send(live_event(first_offset.map(|first| first + index as u64), raw, None));
+        let raw = String::from_utf8(enriched.json.clone())
+            .ok()
+            .and_then(|json| serde_json::value::RawValue::from_string(json).ok());
+        let _ = state.live.send(live_event(
+            first_offset.map(|first| first + index as u64),
+            raw,
+            None,
+        ));
     }
     for rejection in &batch.rejected {
-        let _ = state.live.send(live_event(None, None, serde_json::to_value(rejection).ok()));
+        let _ = state
+            .live
+            .send(live_event(None, None, serde_json::to_value(rejection).ok()));
     }
 }
 
@@ -202,13 +314,23 @@ fn answer(batch: Batch) -> Response {
         return Json(json!({"success": true})).into_response();
     }
     let stored = batch.accepted.len() + batch.duplicates;
-    let message = format!("{} event(s) rejected; the other {} were accepted", batch.rejected.len(), stored);
+    let message = format!(
+        "{} event(s) rejected; the other {} were accepted",
+        batch.rejected.len(),
+        stored
+    );
     ApiError::new(ErrorCode::InvalidEvents, message)
         .with_details(json!({"accepted": stored, "rejected": batch.rejected}))
         .into_response()
 }
 
-fn resolve_source(state: &AppState, write_key: &str, headers: &HeaderMap, peer: SocketAddr, now_ms: i64) -> ApiResult<Arc<SourceEntry>> {
+fn resolve_source(
+    state: &AppState,
+    write_key: &str,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    now_ms: i64,
+) -> ApiResult<Arc<SourceEntry>> {
     let origin = || RequestOrigin {
         ip: Some(peer.ip().to_string()),
         user_agent: header_text(headers, header::USER_AGENT),
@@ -217,27 +339,54 @@ fn resolve_source(state: &AppState, write_key: &str, headers: &HeaderMap, peer: 
     match state.catalog.lookup(write_key) {
         KeyLookup::Enabled(source) => Ok(source),
         KeyLookup::Disabled(source) => {
-            state.catalog.note_refused_key(write_key, ErrorCode::DisabledSource.as_str(), Some(source.record.key()), &origin(), now_ms);
-            Err(ApiError::new(ErrorCode::DisabledSource, "this write key belongs to a disabled source"))
+            state.catalog.note_refused_key(
+                write_key,
+                ErrorCode::DisabledSource.as_str(),
+                Some(source.record.key()),
+                &origin(),
+                now_ms,
+            );
+            Err(ApiError::new(
+                ErrorCode::DisabledSource,
+                "this write key belongs to a disabled source",
+            ))
         }
         KeyLookup::Unknown => {
-            state.catalog.note_refused_key(write_key, ErrorCode::UnknownWriteKey.as_str(), None, &origin(), now_ms);
-            Err(ApiError::new(ErrorCode::UnknownWriteKey, "the write key is not known"))
+            state.catalog.note_refused_key(
+                write_key,
+                ErrorCode::UnknownWriteKey.as_str(),
+                None,
+                &origin(),
+                now_ms,
+            );
+            Err(ApiError::new(
+                ErrorCode::UnknownWriteKey,
+                "the write key is not known",
+            ))
         }
     }
 }
 
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_string)
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
 }
 
 /// The write key from `Authorization: Basic base64(key:)` (the password is empty and ignored).
 fn basic_auth_user(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
-    let user = text.split_once(':').map_or(text.as_str(), |(user, _password)| user);
+    let user = text
+        .split_once(':')
+        .map_or(text.as_str(), |(user, _password)| user);
     (!user.is_empty()).then(|| user.to_string())
 }
 
@@ -260,10 +409,16 @@ mod tests {
     fn basic_auth_user_is_the_write_key() {
         let mut headers = HeaderMap::new();
         let encoded = base64::engine::general_purpose::STANDARD.encode("key123:");
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {encoded}")).unwrap());
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
+        );
         assert_eq!(basic_auth_user(&headers).as_deref(), Some("key123"));
         let no_colon = base64::engine::general_purpose::STANDARD.encode("key456");
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {no_colon}")).unwrap());
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {no_colon}")).unwrap(),
+        );
         assert_eq!(basic_auth_user(&headers).as_deref(), Some("key456"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
         assert_eq!(basic_auth_user(&headers), None);

@@ -11,5 +11,10 @@ use crate::state::AppState;
 pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response() }))
+    Router::new().route(
+        "/api/v1/openapi.json",
+        get(|| async {
+            ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+        }),
+    )
 }

@@ -26,16 +26,33 @@ async fn settings(
         KeyLookup::Enabled(_) => {}
         lookup => {
             let (code, source) = match lookup {
-                KeyLookup::Disabled(source) => (ErrorCode::DisabledSource, Some(source.record.key())),
+                KeyLookup::Disabled(source) => {
+                    (ErrorCode::DisabledSource, Some(source.record.key()))
+                }
                 _ => (ErrorCode::UnknownWriteKey, None),
             };
             let origin = RequestOrigin {
                 ip: Some(peer.ip().to_string()),
-                user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
-                origin: headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string),
+                user_agent: headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                origin: headers
+                    .get(header::ORIGIN)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
             };
-            state.catalog.note_refused_key(&write_key, code.as_str(), source, &origin, time_util::now_ms());
-            return Err(ApiError::new(ErrorCode::NotFound, "no source has this write key"));
+            state.catalog.note_refused_key(
+                &write_key,
+                code.as_str(),
+                source,
+                &origin,
+                time_util::now_ms(),
+            );
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "no source has this write key",
+            ));
         }
     }
     let (protocol, host) = public_origin(&state, &headers);
@@ -50,8 +67,16 @@ fn public_origin(state: &AppState, headers: &HeaderMap) -> (String, String) {
             return (protocol.to_string(), rest.trim_end_matches('/').to_string());
         }
     }
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1").to_string();
-    let protocol = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("http").to_string();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let protocol = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http")
+        .to_string();
     (protocol, host)
 }
 

@@ -17,10 +17,22 @@ use tandem_store::{ManagedBy, SourceActivity, SourceKey, SourceRecord};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/workspaces", get(list_workspaces))
-        .route("/api/v1/workspaces/{workspace}/sources", get(list_sources).post(create_source))
-        .route("/api/v1/workspaces/{workspace}/sources/{source}", get(get_source))
-        .route("/api/v1/workspaces/{workspace}/sources/{source}/disable", post(disable_source))
-        .route("/api/v1/workspaces/{workspace}/sources/{source}/enable", post(enable_source))
+        .route(
+            "/api/v1/workspaces/{workspace}/sources",
+            get(list_sources).post(create_source),
+        )
+        .route(
+            "/api/v1/workspaces/{workspace}/sources/{source}",
+            get(get_source),
+        )
+        .route(
+            "/api/v1/workspaces/{workspace}/sources/{source}/disable",
+            post(disable_source),
+        )
+        .route(
+            "/api/v1/workspaces/{workspace}/sources/{source}/enable",
+            post(enable_source),
+        )
         .route("/api/v1/workspaces/{workspace}/log", get(log_status))
         .route("/api/v1/unknown-keys", get(unknown_keys))
 }
@@ -43,7 +55,11 @@ struct SourceView {
     events_rejected: u64,
 }
 
-fn source_view(state: &AppState, record: SourceRecord, stored: Option<&SourceActivity>) -> SourceView {
+fn source_view(
+    state: &AppState,
+    record: SourceRecord,
+    stored: Option<&SourceActivity>,
+) -> SourceView {
     let mut activity = stored.cloned().unwrap_or_default();
     if let Some(live) = state.catalog.source_by_id(&record.workspace_id, &record.id) {
         activity.events_accepted += live.accepted.load(Ordering::Relaxed);
@@ -93,7 +109,10 @@ fn require_workspace(state: &AppState, workspace: &str) -> ApiResult<()> {
     }
 }
 
-async fn list_workspaces(State(state): State<AppState>, _auth: Authorized<ReadCatalog>) -> ApiResult<Json<Value>> {
+async fn list_workspaces(
+    State(state): State<AppState>,
+    _auth: Authorized<ReadCatalog>,
+) -> ApiResult<Json<Value>> {
     let workspaces: Vec<Value> = state
         .workspaces
         .values()
@@ -102,12 +121,20 @@ async fn list_workspaces(State(state): State<AppState>, _auth: Authorized<ReadCa
             json!({"id": workspace.id, "name": workspace.name, "log": {"end_offset": stats.end_offset, "bytes": stats.bytes}})
         })
         .collect();
-    Ok(Json(json!({"organization": state.config.organization.name, "workspaces": workspaces})))
+    Ok(Json(
+        json!({"organization": state.config.organization.name, "workspaces": workspaces}),
+    ))
 }
 
-async fn list_sources(State(state): State<AppState>, _auth: Authorized<ReadCatalog>, Path(workspace): Path<String>) -> ApiResult<Json<Value>> {
+async fn list_sources(
+    State(state): State<AppState>,
+    _auth: Authorized<ReadCatalog>,
+    Path(workspace): Path<String>,
+) -> ApiResult<Json<Value>> {
     require_workspace(&state, &workspace)?;
-    Ok(Json(json!({"sources": workspace_sources(&state, &workspace)?})))
+    Ok(Json(
+        json!({"sources": workspace_sources(&state, &workspace)?}),
+    ))
 }
 
 async fn get_source(
@@ -138,12 +165,22 @@ const SOURCE_ID_CHARS_MAX: usize = tandem_core::envelope::SOURCE_ID_BYTES_MAX;
 fn valid_source_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= SOURCE_ID_CHARS_MAX
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn slug(name: &str) -> String {
-    let mut slug: String = name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    slug = slug.split('-').filter(|part| !part.is_empty()).collect::<Vec<_>>().join("-");
+    let mut slug: String = name
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    slug = slug
+        .split('-')
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
     slug.truncate(SOURCE_ID_CHARS_MAX - 7);
     if slug.is_empty() {
         slug.push_str("source");
@@ -158,14 +195,29 @@ async fn create_source(
     body: Result<Json<NewSource>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     require_workspace(&state, &workspace)?;
-    let Json(new) = body.map_err(|rejection| ApiError::new(ErrorCode::InvalidRequest, rejection.body_text()))?;
+    let Json(new) =
+        body.map_err(|rejection| ApiError::new(ErrorCode::InvalidRequest, rejection.body_text()))?;
     if new.name.trim().is_empty() || new.owner.trim().is_empty() {
-        return Err(ApiError::new(ErrorCode::InvalidRequest, "`name` and `owner` are required: every source has an owner"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "`name` and `owner` are required: every source has an owner",
+        ));
     }
     let id = match new.id {
         Some(id) if valid_source_id(&id) => id,
-        Some(id) => return Err(ApiError::new(ErrorCode::InvalidRequest, format!("source id `{id}` must be 1..=64 of [a-z0-9_-]"))),
-        None => format!("{}-{}", slug(&new.name), &ids::random_secret(4).to_lowercase().replace(['-', '_'], "x")[..6]),
+        Some(id) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("source id `{id}` must be 1..=64 of [a-z0-9_-]"),
+            ))
+        }
+        None => format!(
+            "{}-{}",
+            slug(&new.name),
+            &ids::random_secret(4)
+                .to_lowercase()
+                .replace(['-', '_'], "x")[..6]
+        ),
     };
     let write_key = ids::random_secret(24);
     let now = time_util::now_ms();
@@ -192,29 +244,54 @@ async fn create_source(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn set_enabled(state: &AppState, workspace: &str, source: &str, enabled: bool) -> ApiResult<Json<SourceView>> {
+async fn set_enabled(
+    state: &AppState,
+    workspace: &str,
+    source: &str,
+    enabled: bool,
+) -> ApiResult<Json<SourceView>> {
     require_workspace(state, workspace)?;
     let store = state.catalog.store();
-    let record = store.source(workspace, source)?.ok_or_else(|| ApiError::not_found(format!("source {workspace}/{source}")))?;
+    let record = store
+        .source(workspace, source)?
+        .ok_or_else(|| ApiError::not_found(format!("source {workspace}/{source}")))?;
     if record.managed_by == ManagedBy::Config {
-        return Err(ApiError::new(ErrorCode::Conflict, "this source is declared in the config file: change it there (configuration as code)"));
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "this source is declared in the config file: change it there (configuration as code)",
+        ));
     }
-    let updated = SourceRecord { enabled, updated_at_ms: time_util::now_ms(), ..record };
+    let updated = SourceRecord {
+        enabled,
+        updated_at_ms: time_util::now_ms(),
+        ..record
+    };
     store.put_source(&updated)?;
     state.catalog.reload()?;
     tracing::info!(workspace, source, enabled, "source enabled state changed");
     Ok(Json(source_view(state, updated, None)))
 }
 
-async fn disable_source(State(state): State<AppState>, _auth: Authorized<ManageSources>, Path((workspace, source)): Path<(String, String)>) -> ApiResult<Json<SourceView>> {
+async fn disable_source(
+    State(state): State<AppState>,
+    _auth: Authorized<ManageSources>,
+    Path((workspace, source)): Path<(String, String)>,
+) -> ApiResult<Json<SourceView>> {
     set_enabled(&state, &workspace, &source, false).await
 }
 
-async fn enable_source(State(state): State<AppState>, _auth: Authorized<ManageSources>, Path((workspace, source)): Path<(String, String)>) -> ApiResult<Json<SourceView>> {
+async fn enable_source(
+    State(state): State<AppState>,
+    _auth: Authorized<ManageSources>,
+    Path((workspace, source)): Path<(String, String)>,
+) -> ApiResult<Json<SourceView>> {
     set_enabled(&state, &workspace, &source, true).await
 }
 
-async fn unknown_keys(State(state): State<AppState>, _auth: Authorized<ReadCatalog>) -> ApiResult<Json<Value>> {
+async fn unknown_keys(
+    State(state): State<AppState>,
+    _auth: Authorized<ReadCatalog>,
+) -> ApiResult<Json<Value>> {
     state.catalog.flush()?;
     let traffic = state.catalog.store().unknown_traffic()?;
     let rows: Vec<Value> = traffic
@@ -230,8 +307,15 @@ async fn unknown_keys(State(state): State<AppState>, _auth: Authorized<ReadCatal
     Ok(Json(json!({"unknown_keys": rows})))
 }
 
-async fn log_status(State(state): State<AppState>, _auth: Authorized<ReadOperations>, Path(workspace): Path<String>) -> ApiResult<Json<Value>> {
-    let ws = state.workspaces.get(&workspace).ok_or_else(|| ApiError::not_found(format!("workspace {workspace}")))?;
+async fn log_status(
+    State(state): State<AppState>,
+    _auth: Authorized<ReadOperations>,
+    Path(workspace): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let ws = state
+        .workspaces
+        .get(&workspace)
+        .ok_or_else(|| ApiError::not_found(format!("workspace {workspace}")))?;
     let stats = ws.log.stats();
     let consumers: Vec<Value> = ws
         .log
@@ -253,6 +337,9 @@ mod tests {
     fn slugs_are_valid_ids() {
         assert_eq!(slug("My Web Site!"), "my-web-site");
         assert_eq!(slug("---"), "source");
-        assert!(valid_source_id(&format!("{}-abcdef", slug(&"x".repeat(200)))));
+        assert!(valid_source_id(&format!(
+            "{}-abcdef",
+            slug(&"x".repeat(200))
+        )));
     }
 }
