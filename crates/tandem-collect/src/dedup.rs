@@ -228,6 +228,19 @@ impl DedupIndex {
         }
     }
 
+    /// Makes room for about `additional` more keys at once, so rebuilding the index at start does
+    /// not grow every shard's table step by step.
+    pub fn reserve_capacity(&self, additional: usize) {
+        let per_shard = additional
+            .div_ceil(self.shards.len())
+            .min(self.shard_capacity);
+        for shard in &self.shards {
+            let mut shard = shard.lock();
+            shard.entries.reserve(per_shard);
+            shard.arrivals.reserve(per_shard);
+        }
+    }
+
     /// Adds a key known to be durable (rebuilding the index from the log at start). A key already
     /// held keeps its first-seen time.
     pub fn insert_durable(&self, key: u64, seen_ms: i64) {

@@ -122,7 +122,8 @@ fn scan_segment(workspace: &Workspace, segment: &SegmentInfo) -> std::io::Result
 }
 
 /// Rebuilds the dedup index from the logs at start: sidecars for sealed segments, a scan for the
-/// rest. Only segments modified within the dedup window are read.
+/// rest. Only segments modified within the dedup window are read; the index is sized up front
+/// from the sidecars' lengths and the segments are read on every core at once.
 pub fn recover_dedup(
     dedup: &DedupIndex,
     workspaces: &[&Workspace],
@@ -130,28 +131,66 @@ pub fn recover_dedup(
     window_ms: i64,
 ) -> std::io::Result<usize> {
     let cutoff_ms = tandem_core::time_util::now_ms() - window_ms;
-    let mut recovered = 0;
-    for workspace in workspaces {
-        for segment in workspace
-            .log
-            .segments()
-            .iter()
-            .filter(|segment| segment.modified_ms >= cutoff_ms)
-        {
-            let path = sidecar_path(data_dir, &workspace.id, segment);
-            let entries = match segment.sealed.then(|| tandem_collect::read_sidecar(&path)) {
-                Some(Ok(entries)) => entries,
-                _ => scan_segment(workspace, segment)?,
-            };
-            for (key, seen_secs) in entries {
-                if seen_secs as i64 * 1000 >= cutoff_ms {
-                    dedup.insert_durable(key ^ workspace.dedup_salt, seen_secs as i64 * 1000);
-                    recovered += 1;
-                }
-            }
-        }
-    }
-    Ok(recovered)
+    let jobs: Vec<(&Workspace, SegmentInfo, PathBuf)> = workspaces
+        .iter()
+        .flat_map(|workspace| {
+            workspace
+                .log
+                .segments()
+                .into_iter()
+                .filter(|segment| segment.modified_ms >= cutoff_ms)
+                .map(move |segment| (*workspace, segment))
+        })
+        .map(|(workspace, segment)| {
+            let path = sidecar_path(data_dir, &workspace.id, &segment);
+            (workspace, segment, path)
+        })
+        .collect();
+    let expected: u64 = jobs
+        .iter()
+        .filter_map(|(_, _, path)| std::fs::metadata(path).ok())
+        .map(|metadata| metadata.len() / 12)
+        .sum();
+    dedup.reserve_capacity(expected as usize);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs.len().max(1));
+    let next_job = std::sync::atomic::AtomicUsize::new(0);
+    let recovered = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> std::io::Result<()> {
+                    loop {
+                        let index = next_job.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((workspace, segment, path)) = jobs.get(index) else {
+                            return Ok(());
+                        };
+                        let entries =
+                            match segment.sealed.then(|| tandem_collect::read_sidecar(path)) {
+                                Some(Ok(entries)) => entries,
+                                _ => scan_segment(workspace, segment)?,
+                            };
+                        let mut count = 0;
+                        for (key, seen_secs) in entries {
+                            if seen_secs as i64 * 1000 >= cutoff_ms {
+                                dedup.insert_durable(
+                                    key ^ workspace.dedup_salt,
+                                    seen_secs as i64 * 1000,
+                                );
+                                count += 1;
+                            }
+                        }
+                        recovered.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|worker| worker.join().expect("dedup recovery worker panicked"))
+    })?;
+    Ok(recovered.into_inner())
 }
 
 /// Gauges that are cheaper to read when scraped than to keep current.
