@@ -22,7 +22,8 @@ mod validate;
 pub use env::{apply_env_and_overrides, Overrides, ENV_VARS};
 pub use error::{ConfigProblem, LoadError};
 pub use schema::{
-    AdminConfig, CollectConfig, Config, LogConfig, OrganizationConfig, ServerConfig, SourceConfig,
+    AdminConfig, CollectConfig, Config, IdentifierConfig, IdentityConfig, LogConfig,
+    OrganizationConfig, ServerConfig, SourceConfig,
     WorkspaceConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
 };
 pub use validate::{
@@ -104,6 +105,7 @@ pub fn demo_with_write_key(write_key: &str) -> Config {
         id: "demo".to_string(),
         name: "Demo".to_string(),
         sources: vec![source],
+        identity: Default::default(),
     };
     Config {
         workspaces: vec![workspace],

@@ -165,6 +165,54 @@ pub struct WorkspaceConfig {
     pub name: String,
     /// `[[workspaces.sources]]`: where events come from.
     pub sources: Vec<SourceConfig>,
+    /// `[workspaces.identity]`: how identity resolution joins identifiers into profiles.
+    pub identity: IdentityConfig,
+}
+
+/// `[workspaces.identity]`: the identity resolution rules of a workspace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// `[[workspaces.identity.identifiers]]`: priority and limit per identifier type. Types not
+    /// listed keep their defaults (user_id 1 per profile, every other type 5); a custom
+    /// `context.externalIds` type not listed gets the lowest priority and a limit of 5.
+    pub identifiers: Vec<IdentifierConfig>,
+    /// Regular expressions (whole value) of identifier values never used to join profiles, on top
+    /// of the defaults (`^[0-]*$`, `-1`, `null`, `undefined`, `anonymous`, `unknown`, `none`, …).
+    pub blocked_values: Vec<String>,
+    /// Keep the default blocked values. Default true.
+    pub default_blocked_values: bool,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            identifiers: Vec::new(),
+            blocked_values: Vec::new(),
+            default_blocked_values: true,
+        }
+    }
+}
+
+/// `[[workspaces.identity.identifiers]]`: one identifier type's rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentifierConfig {
+    /// The type: `user_id`, `anonymous_id`, `email`, `phone`, `device_id`, `advertising_id`, or a
+    /// custom `context.externalIds[].type`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Lower is more trusted. When a merge would break a limit, the event's identifier with the
+    /// highest number is dropped first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// Most values of this type one profile may hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Count only values first seen within this many days toward `limit` (e.g. 5 anonymous ids
+    /// per 30 days). Absent: over all time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_days: Option<u32>,
 }
 
 /// `[[workspaces.sources]]`: one sender of events (a website, an app, a CRM import) and its write key.

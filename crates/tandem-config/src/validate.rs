@@ -3,9 +3,10 @@
 
 use crate::error::ConfigProblem;
 use crate::schema::{
-    CollectConfig, Config, LogConfig, ServerConfig, SourceConfig, WorkspaceConfig,
+    CollectConfig, Config, IdentityConfig, LogConfig, ServerConfig, SourceConfig, WorkspaceConfig,
 };
 use std::collections::HashMap;
+use tandem_core::limits::IDENTIFIER_TYPE_BYTES_MAX;
 use std::net::SocketAddr;
 
 /// Shortest write key accepted: shorter keys are guessable (16 random base64 characters ≈ 96 bits).
@@ -209,6 +210,47 @@ fn check_workspaces(workspaces: &[WorkspaceConfig], problems: &mut Vec<ConfigPro
             problems,
         );
         check_sources(&workspace.sources, &path, &mut write_keys, problems);
+        check_identity(&workspace.identity, &format!("{path}.identity"), problems);
+    }
+}
+
+fn check_identity(identity: &IdentityConfig, path: &str, problems: &mut Vec<ConfigProblem>) {
+    let mut kinds: HashMap<&str, usize> = HashMap::new();
+    for (index, identifier) in identity.identifiers.iter().enumerate() {
+        let path = format!("{path}.identifiers[{index}]");
+        let kind = identifier.kind.as_str();
+        if kind.is_empty()
+            || kind.len() > IDENTIFIER_TYPE_BYTES_MAX
+            || !kind
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            let message = format!(
+                "an identifier type is 1 to {IDENTIFIER_TYPE_BYTES_MAX} characters of a-z, 0-9, `_`, `.`, `-`"
+            );
+            problems.push(ConfigProblem::new(format!("{path}.type"), message));
+        }
+        if let Some(first) = earlier_index(&mut kinds, kind, index) {
+            let message = format!("`{kind}` already has a rule at identifiers[{first}]");
+            problems.push(ConfigProblem::new(format!("{path}.type"), message));
+        }
+        if identifier.limit == Some(0) {
+            let message = "a limit is at least 1 (to ignore a type, block its values instead)";
+            problems.push(ConfigProblem::new(format!("{path}.limit"), message));
+        }
+        if identifier.window_days == Some(0) {
+            let message = "window_days is at least 1; leave it out to count over all time";
+            problems.push(ConfigProblem::new(format!("{path}.window_days"), message));
+        }
+    }
+    for (index, pattern) in identity.blocked_values.iter().enumerate() {
+        if let Err(error) = regex::Regex::new(pattern) {
+            let message = format!("not a regular expression: {error}");
+            problems.push(ConfigProblem::new(
+                format!("{path}.blocked_values[{index}]"),
+                message,
+            ));
+        }
     }
 }
 

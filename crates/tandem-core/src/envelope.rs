@@ -23,7 +23,10 @@ pub const ENVELOPE_VERSION: u8 = 1;
 pub const SOURCE_ID_BYTES_MAX: usize = 64;
 const HEADER_FIXED_BYTES: usize = 19;
 
-/// The six Segment call types.
+/// The six Segment call types, and `Control`: a record tandem itself writes into a workspace log
+/// (an admin's profile split, later erasure and suppression requests) so every consumer sees it
+/// at the same position in the stream, and a replay from zero reproduces its effect in order.
+/// Collect never produces `Control`; only the six Segment types are in [`EventType::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
@@ -33,9 +36,11 @@ pub enum EventType {
     Screen = 4,
     Group = 5,
     Alias = 6,
+    Control = 7,
 }
 
 impl EventType {
+    /// The Segment call types (what clients may send).
     pub const ALL: [EventType; 6] = [
         EventType::Track,
         EventType::Identify,
@@ -53,6 +58,7 @@ impl EventType {
             EventType::Screen => "screen",
             EventType::Group => "group",
             EventType::Alias => "alias",
+            EventType::Control => "control",
         }
     }
 
@@ -61,6 +67,9 @@ impl EventType {
     }
 
     fn from_code(code: u8) -> Option<EventType> {
+        if code == EventType::Control as u8 {
+            return Some(EventType::Control);
+        }
         EventType::ALL.into_iter().find(|t| *t as u8 == code)
     }
 }

@@ -53,3 +53,27 @@ pub const RETRY_AFTER_SECONDS: u64 = 1;
 pub const LIVE_STREAMS_MAX: usize = 64;
 /// Events buffered per live debug stream before a slow viewer starts missing events (it is told how many).
 pub const LIVE_STREAM_BUFFER_EVENTS: usize = 1024;
+
+// ---- Unify (identity resolution and profiles)
+
+/// Longest identifier type name (`user_id`, `email`, a custom `context.externalIds` type).
+pub const IDENTIFIER_TYPE_BYTES_MAX: usize = 64;
+/// Longest identifier value kept; a longer value is ignored for resolution (and counted), since
+/// no real id is that long and such values are usually payloads sent by mistake.
+pub const IDENTIFIER_VALUE_BYTES_MAX: usize = 256;
+/// Most identifiers one event contributes (userId, anonymousId, email, phone, device ids and
+/// `context.externalIds`); the rest are ignored by priority order.
+pub const EVENT_IDENTIFIERS_MAX: usize = 32;
+/// Default most values of one identifier type a profile may hold (`user_id` is 1).
+pub const DEFAULT_IDENTIFIER_LIMIT: u32 = 5;
+/// Most traits one profile keeps; a new trait beyond it is ignored (and counted).
+pub const PROFILE_TRAITS_MAX: usize = 1000;
+/// Most records the unify consumer applies in one store transaction.
+pub const UNIFY_BATCH_RECORDS_MAX: usize = 2000;
+/// The unify consumer makes its state durable (fsync) at least this often; in between, a crash
+/// replays the records since the last durable commit, which is harmless since applying an event
+/// twice changes nothing.
+pub const UNIFY_DURABLE_COMMIT_MS: u64 = 1000;
+/// Default and largest `limit` of a Profile API list (Segment's defaults: 10 and 200).
+pub const PROFILE_API_LIMIT_DEFAULT: usize = 10;
+pub const PROFILE_API_LIMIT_MAX: usize = 200;
