@@ -23,8 +23,8 @@ pub use env::{apply_env_and_overrides, Overrides, ENV_VARS};
 pub use error::{ConfigProblem, LoadError};
 pub use schema::{
     AdminConfig, CollectConfig, Config, IdentifierConfig, IdentityConfig, LogConfig,
-    OrganizationConfig, ServerConfig, SourceConfig,
-    WorkspaceConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
+    OrganizationConfig, ServerConfig, SourceConfig, WorkspaceConfig, DEFAULT_DATA_DIR,
+    DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
 };
 pub use validate::{
     fill_derived_ids, is_slug, slug_from_name, validate, ADMIN_TOKEN_CHARS_MIN,

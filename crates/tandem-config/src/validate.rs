@@ -6,8 +6,8 @@ use crate::schema::{
     CollectConfig, Config, IdentityConfig, LogConfig, ServerConfig, SourceConfig, WorkspaceConfig,
 };
 use std::collections::HashMap;
-use tandem_core::limits::IDENTIFIER_TYPE_BYTES_MAX;
 use std::net::SocketAddr;
+use tandem_core::limits::IDENTIFIER_TYPE_BYTES_MAX;
 
 /// Shortest write key accepted: shorter keys are guessable (16 random base64 characters ≈ 96 bits).
 pub const WRITE_KEY_CHARS_MIN: usize = 16;

@@ -120,11 +120,12 @@ impl Engine {
         if let Some(previous) = found.previous_id {
             // An alias' previousId is whatever the graph knows it as: a user id, else an anonymous id.
             let as_user = Identity::new(USER_ID, &previous);
-            let identity = if model::get::<IdentityRow>(kv, Table::Identities, &as_user.key())?.is_some() {
-                as_user
-            } else {
-                Identity::new(ANONYMOUS_ID, &previous)
-            };
+            let identity =
+                if model::get::<IdentityRow>(kv, Table::Identities, &as_user.key())?.is_some() {
+                    as_user
+                } else {
+                    Identity::new(ANONYMOUS_ID, &previous)
+                };
             if !ids.contains(&identity) {
                 ids.push(identity);
                 self.rules.sort_by_priority(&mut ids);
@@ -209,12 +210,17 @@ impl Engine {
 
         // Merge the others into the survivor, linking the event's identifiers across.
         let anchor_of = |row: &ProfileRow| -> Option<Identity> {
-            ids.iter().zip(&known).find(|(_, p)| **p == Some(row.id)).map(|(i, _)| i.clone())
+            ids.iter()
+                .zip(&known)
+                .find(|(_, p)| **p == Some(row.id))
+                .map(|(i, _)| i.clone())
         };
         let survivor_anchor = anchor_of(&survivor);
         for (_, absorbed) in std::mem::take(&mut profiles) {
             let through_absorbed = anchor_of(&absorbed).expect("reached through an identifier");
-            let through_survivor = survivor_anchor.clone().expect("reached through an identifier");
+            let through_survivor = survivor_anchor
+                .clone()
+                .expect("reached through an identifier");
             let link = LinkRow {
                 provenance: event.provenance.clone(),
                 event_type: event_type_name.clone(),
@@ -243,7 +249,11 @@ impl Engine {
                 first_seen: event.provenance.clone(),
             };
             model::put(kv, Table::Identities, &identity.key(), &row)?;
-            insert_sorted(&mut survivor.identities, identity.clone(), event.provenance.clone());
+            insert_sorted(
+                &mut survivor.identities,
+                identity.clone(),
+                event.provenance.clone(),
+            );
             let separations: Vec<SplitSide> =
                 model::get(kv, Table::Separations, &identity.key())?.unwrap_or_default();
             for side in separations {
@@ -346,7 +356,10 @@ impl Engine {
         let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
         for (identity, seen_ms) in &joined {
             let rule = self.rules.rule(&identity.kind);
-            if rule.window_ms.is_none_or(|window| *seen_ms >= time_ms - window) {
+            if rule
+                .window_ms
+                .is_none_or(|window| *seen_ms >= time_ms - window)
+            {
                 *counts.entry(identity.kind.as_str()).or_default() += 1;
             }
         }
@@ -402,7 +415,9 @@ impl Engine {
         for group in &absorbed.groups {
             kv.delete(Table::Members, &member_key(group, absorbed.id))?;
             if survivor.groups.contains(group) {
-                if let Some(mut account) = model::get::<AccountRow>(kv, Table::Accounts, group.as_bytes())? {
+                if let Some(mut account) =
+                    model::get::<AccountRow>(kv, Table::Accounts, group.as_bytes())?
+                {
                     account.members = account.members.saturating_sub(1);
                     model::put(kv, Table::Accounts, group.as_bytes(), &account)?;
                 }
@@ -459,8 +474,16 @@ impl Engine {
         }
         account.last_message_ms = account.last_message_ms.max(event.provenance.time_ms);
         for identity in account_ids.iter().filter(|i| i.kind != GROUP_ID) {
-            if !account.identities.iter().any(|(known, _)| known == identity) {
-                insert_sorted(&mut account.identities, identity.clone(), event.provenance.clone());
+            if !account
+                .identities
+                .iter()
+                .any(|(known, _)| known == identity)
+            {
+                insert_sorted(
+                    &mut account.identities,
+                    identity.clone(),
+                    event.provenance.clone(),
+                );
             }
         }
         if let Some(traits) = event.json.get("traits").and_then(Value::as_object) {
@@ -488,12 +511,25 @@ impl Engine {
                 identities,
                 requested_by,
                 reason,
-            }) => match self.split(kv, source, event, &profile_id, identities, requested_by, reason)? {
+            }) => match self.split(
+                kv,
+                source,
+                event,
+                &profile_id,
+                identities,
+                requested_by,
+                reason,
+            )? {
                 Ok(split) => ControlOutcome::Split(split),
                 Err(message) => ControlOutcome::Failed(message),
             },
         };
-        model::put(kv, Table::Meta, &control_outcome_key(event.provenance.offset), &outcome)?;
+        model::put(
+            kv,
+            Table::Meta,
+            &control_outcome_key(event.provenance.offset),
+            &outcome,
+        )?;
         Ok(Applied {
             split: match outcome {
                 ControlOutcome::Split(split) => Some(split),
@@ -518,8 +554,11 @@ impl Engine {
         let Some(id) = parse_profile_id(profile_id) else {
             return Ok(Err(format!("`{profile_id}` is not a profile id")));
         };
-        let Some(profile) = model::get::<ProfileRow>(kv, Table::Profiles, &id.to_be_bytes())? else {
-            return Ok(Err(format!("no profile {profile_id} (merged or split since?)")));
+        let Some(profile) = model::get::<ProfileRow>(kv, Table::Profiles, &id.to_be_bytes())?
+        else {
+            return Ok(Err(format!(
+                "no profile {profile_id} (merged or split since?)"
+            )));
         };
         let separated: Vec<Identity> = identities
             .into_iter()
@@ -543,7 +582,10 @@ impl Engine {
             for identity in group {
                 let mut sides: Vec<SplitSide> =
                     model::get(kv, Table::Separations, &identity.key())?.unwrap_or_default();
-                sides.push(SplitSide { split: split_id, side });
+                sides.push(SplitSide {
+                    split: split_id,
+                    side,
+                });
                 model::put(kv, Table::Separations, &identity.key(), &sides)?;
             }
         }
@@ -565,7 +607,13 @@ impl Engine {
         offsets.sort_unstable();
         for (identity, _) in &profile.identities {
             kv.delete(Table::Identities, &identity.key())?;
-            for (key, _) in kv.scan(Table::Links, &link_prefix(identity), None, false, usize::MAX)? {
+            for (key, _) in kv.scan(
+                Table::Links,
+                &link_prefix(identity),
+                None,
+                false,
+                usize::MAX,
+            )? {
                 kv.delete(Table::Links, &key)?;
                 if let Some(other) = Identity::from_key(&key[identity.key().len() + 1..]) {
                     kv.delete(Table::Links, &link_key(&other, identity))?;
@@ -580,7 +628,9 @@ impl Engine {
         }
         for group in &profile.groups {
             kv.delete(Table::Members, &member_key(group, id))?;
-            if let Some(mut account) = model::get::<AccountRow>(kv, Table::Accounts, group.as_bytes())? {
+            if let Some(mut account) =
+                model::get::<AccountRow>(kv, Table::Accounts, group.as_bytes())?
+            {
                 account.members = account.members.saturating_sub(1);
                 model::put(kv, Table::Accounts, group.as_bytes(), &account)?;
             }
@@ -588,8 +638,12 @@ impl Engine {
         kv.delete(Table::Profiles, &prefix)?;
         let mut events = 0;
         for offset in offsets {
-            let Some(payload) = source.record(offset) else { continue };
-            let Some(event) = parse(offset, &payload) else { continue };
+            let Some(payload) = source.record(offset) else {
+                continue;
+            };
+            let Some(event) = parse(offset, &payload) else {
+                continue;
+            };
             if event.envelope.event_type != EventType::Control {
                 self.apply_event(kv, &event)?;
                 events += 1;
@@ -681,7 +735,9 @@ fn move_prefixed(kv: &mut impl KvWrite, table: Table, from: &[u8], to: ProfileId
     let mut after: Option<Vec<u8>> = None;
     loop {
         let rows = kv.scan(table, from, after.as_deref(), false, 1024)?;
-        let Some((last, _)) = rows.last() else { return Ok(()) };
+        let Some((last, _)) = rows.last() else {
+            return Ok(());
+        };
         after = Some(last.clone());
         for (key, value) in rows {
             let mut moved = to.to_be_bytes().to_vec();

@@ -404,13 +404,29 @@ mod tests {
     #[test]
     fn blocked_and_malformed_values_are_ignored_with_a_reason() {
         let rules = IdentityRules::default();
-        for placeholder in ["0", "000-000", "-1", "null", "NULL", "undefined", "anonymous", "N/A"] {
+        for placeholder in [
+            "0",
+            "000-000",
+            "-1",
+            "null",
+            "NULL",
+            "undefined",
+            "anonymous",
+            "N/A",
+        ] {
             let found = rules.extract(
                 EventType::Track,
                 &json!({"userId": placeholder, "anonymousId": "real"}),
             );
-            assert_eq!(found.user, vec![Identity::new(ANONYMOUS_ID, "real")], "{placeholder}");
-            assert!(found.ignored[0].reason.starts_with("blocked value"), "{placeholder}");
+            assert_eq!(
+                found.user,
+                vec![Identity::new(ANONYMOUS_ID, "real")],
+                "{placeholder}"
+            );
+            assert!(
+                found.ignored[0].reason.starts_with("blocked value"),
+                "{placeholder}"
+            );
         }
         let found = rules.extract(
             EventType::Identify,
@@ -418,7 +434,10 @@ mod tests {
         );
         assert_eq!(found.ignored[0].reason, "not an email address");
         let long = "x".repeat(IDENTIFIER_VALUE_BYTES_MAX + 1);
-        let found = rules.extract(EventType::Track, &json!({"userId": long, "anonymousId": "a"}));
+        let found = rules.extract(
+            EventType::Track,
+            &json!({"userId": long, "anonymousId": "a"}),
+        );
         assert_eq!(found.user.len(), 1);
     }
 
@@ -467,12 +486,13 @@ mod tests {
             &json!({"userId": "u", "previousId": "old"}),
         );
         assert_eq!(found.previous_id.as_deref(), Some("old"));
-        let found = rules.extract(
-            EventType::Group,
-            &json!({"userId": "u", "groupId": 7}),
-        );
+        let found = rules.extract(EventType::Group, &json!({"userId": "u", "groupId": 7}));
         assert_eq!(found.account, vec![Identity::new(GROUP_ID, "7")]);
-        assert_eq!(found.user, vec![Identity::new(USER_ID, "u")], "a group id never joins users");
+        assert_eq!(
+            found.user,
+            vec![Identity::new(USER_ID, "u")],
+            "a group id never joins users"
+        );
     }
 
     #[test]

@@ -113,7 +113,10 @@ fn bounds(
     match (after, reverse) {
         (None, _) => (Bound::Included(start_all), upper),
         (Some(after), false) => (Bound::Excluded(prefixed(table, after)), upper),
-        (Some(after), true) => (Bound::Included(start_all), Bound::Excluded(prefixed(table, after))),
+        (Some(after), true) => (
+            Bound::Included(start_all),
+            Bound::Excluded(prefixed(table, after)),
+        ),
     }
 }
 
@@ -196,12 +199,15 @@ impl<T: redb::ReadableTable<&'static [u8], &'static [u8]>> KvRead for RedbTable<
             Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
             Bound::Unbounded => Bound::Unbounded,
         };
-        let range = self
-            .0
-            .range::<&[u8]>((low, high))
-            .map_err(KvError::store)?;
+        let range = self.0.range::<&[u8]>((low, high)).map_err(KvError::store)?;
         let mut out = Vec::new();
-        type Entry<'a> = Result<(redb::AccessGuard<'a, &'static [u8]>, redb::AccessGuard<'a, &'static [u8]>), redb::StorageError>;
+        type Entry<'a> = Result<
+            (
+                redb::AccessGuard<'a, &'static [u8]>,
+                redb::AccessGuard<'a, &'static [u8]>,
+            ),
+            redb::StorageError,
+        >;
         let mut push = |entry: Entry| -> KvResult<bool> {
             let (key, value) = entry.map_err(KvError::store)?;
             out.push((key.value()[1..].to_vec(), value.value().to_vec()));
@@ -301,15 +307,43 @@ mod tests {
             kv.put(Table::Timeline, key, key).unwrap();
         }
         kv.put(Table::Profiles, b"a9", b"other table").unwrap();
-        let keys = |rows: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<Vec<u8>> { rows.into_iter().map(|r| r.0).collect() };
-        assert_eq!(keys(kv.scan(Table::Timeline, b"a", None, false, 10).unwrap()), [b"a1".to_vec(), b"a2".to_vec(), b"a3".to_vec()]);
-        assert_eq!(keys(kv.scan(Table::Timeline, b"a", None, true, 2).unwrap()), [b"a3".to_vec(), b"a2".to_vec()]);
-        assert_eq!(keys(kv.scan(Table::Timeline, b"a", Some(b"a1"), false, 10).unwrap()), [b"a2".to_vec(), b"a3".to_vec()]);
-        assert_eq!(keys(kv.scan(Table::Timeline, b"a", Some(b"a3"), true, 10).unwrap()), [b"a2".to_vec(), b"a1".to_vec()]);
+        let keys = |rows: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<Vec<u8>> {
+            rows.into_iter().map(|r| r.0).collect()
+        };
+        assert_eq!(
+            keys(kv.scan(Table::Timeline, b"a", None, false, 10).unwrap()),
+            [b"a1".to_vec(), b"a2".to_vec(), b"a3".to_vec()]
+        );
+        assert_eq!(
+            keys(kv.scan(Table::Timeline, b"a", None, true, 2).unwrap()),
+            [b"a3".to_vec(), b"a2".to_vec()]
+        );
+        assert_eq!(
+            keys(
+                kv.scan(Table::Timeline, b"a", Some(b"a1"), false, 10)
+                    .unwrap()
+            ),
+            [b"a2".to_vec(), b"a3".to_vec()]
+        );
+        assert_eq!(
+            keys(
+                kv.scan(Table::Timeline, b"a", Some(b"a3"), true, 10)
+                    .unwrap()
+            ),
+            [b"a2".to_vec(), b"a1".to_vec()]
+        );
         kv.delete(Table::Timeline, b"a2").unwrap();
         assert_eq!(kv.get(Table::Timeline, b"a2").unwrap(), None);
-        assert_eq!(kv.get(Table::Profiles, b"a9").unwrap().unwrap(), b"other table");
-        assert_eq!(kv.scan(Table::Profiles, b"", None, false, 10).unwrap().len(), 1);
+        assert_eq!(
+            kv.get(Table::Profiles, b"a9").unwrap().unwrap(),
+            b"other table"
+        );
+        assert_eq!(
+            kv.scan(Table::Profiles, b"", None, false, 10)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

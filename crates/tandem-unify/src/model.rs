@@ -167,7 +167,12 @@ pub fn get<T: DeserializeOwned>(kv: &impl KvRead, table: Table, key: &[u8]) -> K
         .transpose()
 }
 
-pub fn put<T: Serialize>(kv: &mut impl KvWrite, table: Table, key: &[u8], value: &T) -> KvResult<()> {
+pub fn put<T: Serialize>(
+    kv: &mut impl KvWrite,
+    table: Table,
+    key: &[u8],
+    value: &T,
+) -> KvResult<()> {
     kv.put(table, key, &encode(value))
 }
 

@@ -47,7 +47,12 @@ pub fn account_members(
     Ok(kv
         .scan(Table::Members, &prefix, after_key.as_deref(), false, limit)?
         .into_iter()
-        .filter_map(|(key, _)| key.get(prefix.len()..)?.try_into().ok().map(u64::from_be_bytes))
+        .filter_map(|(key, _)| {
+            key.get(prefix.len()..)?
+                .try_into()
+                .ok()
+                .map(u64::from_be_bytes)
+        })
         .collect())
 }
 
@@ -128,9 +133,17 @@ pub fn explain(kv: &impl KvRead, a: &Identity, b: &Identity) -> KvResult<Explana
         explanation.summary = format!(
             "{} is {}known; {} is {}known",
             a,
-            if explanation.profile_a.is_some() { "" } else { "not " },
+            if explanation.profile_a.is_some() {
+                ""
+            } else {
+                "not "
+            },
             b,
-            if explanation.profile_b.is_some() { "" } else { "not " }
+            if explanation.profile_b.is_some() {
+                ""
+            } else {
+                "not "
+            }
         );
         return Ok(explanation);
     };
@@ -153,7 +166,9 @@ pub fn explain(kv: &impl KvRead, a: &Identity, b: &Identity) -> KvResult<Explana
         }
         let prefix = link_prefix(&current);
         for (key, value) in kv.scan(Table::Links, &prefix, None, false, usize::MAX)? {
-            let Some(next) = Identity::from_key(&key[prefix.len()..]) else { continue };
+            let Some(next) = Identity::from_key(&key[prefix.len()..]) else {
+                continue;
+            };
             if next == *a || came_from.contains_key(&next) {
                 continue;
             }
@@ -190,7 +205,10 @@ pub fn explain(kv: &impl KvRead, a: &Identity, b: &Identity) -> KvResult<Explana
             explanation
                 .path
                 .iter()
-                .map(|hop| format!("{} {} ({}: {} → {})", hop.event_type, hop.message_id, hop.rule, hop.from, hop.to))
+                .map(|hop| format!(
+                    "{} {} ({}: {} → {})",
+                    hop.event_type, hop.message_id, hop.rule, hop.from, hop.to
+                ))
                 .collect::<Vec<_>>()
                 .join("; ")
         )
@@ -209,7 +227,13 @@ pub fn search_by_trait(
     scan_max: usize,
 ) -> KvResult<(Vec<ProfileRow>, Option<ProfileId>)> {
     let after_key = after.map(|id| id.to_be_bytes());
-    let rows = kv.scan(Table::Profiles, &[], after_key.as_ref().map(|k| k.as_slice()), false, scan_max)?;
+    let rows = kv.scan(
+        Table::Profiles,
+        &[],
+        after_key.as_ref().map(|k| k.as_slice()),
+        false,
+        scan_max,
+    )?;
     let mut found = Vec::new();
     let mut last = None;
     for (key, bytes) in rows {

@@ -67,7 +67,8 @@ impl UnifyStore {
         records: &[(u64, Vec<u8>)],
         durable: bool,
     ) -> KvResult<BatchStats> {
-        self.kv.write(durable, |kv| apply_all(kv, engine, source, records))
+        self.kv
+            .write(durable, |kv| apply_all(kv, engine, source, records))
     }
 
     /// Makes everything committed so far durable.

@@ -12,7 +12,10 @@ use tandem_unify::query;
 fn anonymous_visitor_becomes_known_on_identify() {
     let mut w = World::new();
     w.send(Page, json!({"anonymousId": "a1", "name": "Home"}));
-    w.send(Track, json!({"anonymousId": "a1", "event": "Viewed Product"}));
+    w.send(
+        Track,
+        json!({"anonymousId": "a1", "event": "Viewed Product"}),
+    );
     let applied = w.send(Identify, json!({"anonymousId": "a1", "userId": "u1", "traits": {"email": "Ada@Example.org", "name": "Ada"}}));
     assert!(!applied.created && applied.merged == 0);
     assert!(w.same(("anonymous_id", "a1"), ("user_id", "u1")));
@@ -33,14 +36,36 @@ fn two_anonymous_sessions_merge_into_the_older_profile_when_identified() {
     w.send(Identify, json!({"anonymousId": "laptop", "userId": "u1"}));
     let applied = w.send(Identify, json!({"anonymousId": "phone", "userId": "u1"}));
     assert_eq!(applied.merged, 1);
-    assert_eq!(w.profile_id("anonymous_id", "phone"), laptop, "the oldest profile survives");
+    assert_eq!(
+        w.profile_id("anonymous_id", "phone"),
+        laptop,
+        "the oldest profile survives"
+    );
     assert_eq!(w.profiles().len(), 1);
     assert_eq!(w.profile_of("user_id", "u1").unwrap().event_count, 4);
-    let explanation = query::explain(&w.kv, &Identity::new("anonymous_id", "phone"), &Identity::new("anonymous_id", "laptop")).unwrap();
+    let explanation = query::explain(
+        &w.kv,
+        &Identity::new("anonymous_id", "phone"),
+        &Identity::new("anonymous_id", "laptop"),
+    )
+    .unwrap();
     assert!(explanation.same_profile);
-    let hops: Vec<String> = explanation.path.iter().map(|h| format!("{}->{} {}", h.from, h.to, h.rule)).collect();
-    assert_eq!(hops, ["anonymous_id:phone->user_id:u1 merged profiles", "user_id:u1->anonymous_id:laptop added identifier"]);
-    assert!(explanation.path.iter().all(|h| h.event_type == "identify" && !h.message_id.is_empty()));
+    let hops: Vec<String> = explanation
+        .path
+        .iter()
+        .map(|h| format!("{}->{} {}", h.from, h.to, h.rule))
+        .collect();
+    assert_eq!(
+        hops,
+        [
+            "anonymous_id:phone->user_id:u1 merged profiles",
+            "user_id:u1->anonymous_id:laptop added identifier"
+        ]
+    );
+    assert!(explanation
+        .path
+        .iter()
+        .all(|h| h.event_type == "identify" && !h.message_id.is_empty()));
     w.check_invariants();
 }
 
@@ -49,9 +74,15 @@ fn shared_family_device_never_merges_two_users() {
     let mut w = World::new();
     w.send(Identify, json!({"anonymousId": "tablet", "userId": "mum"}));
     let applied = w.send(Identify, json!({"anonymousId": "tablet", "userId": "son"}));
-    assert_eq!(applied.refused, 1, "the anonymous id is dropped from the second event");
+    assert_eq!(
+        applied.refused, 1,
+        "the anonymous id is dropped from the second event"
+    );
     assert!(!w.same(("user_id", "mum"), ("user_id", "son")));
-    assert!(w.same(("anonymous_id", "tablet"), ("user_id", "mum")), "the device stays with its first user");
+    assert!(
+        w.same(("anonymous_id", "tablet"), ("user_id", "mum")),
+        "the device stays with its first user"
+    );
     let refusals = query::refusals(&w.kv, 10).unwrap();
     assert_eq!(refusals[0].rule, "limit user_id: 1");
     assert_eq!(refusals[0].dropped, Identity::new("anonymous_id", "tablet"));
@@ -64,8 +95,14 @@ fn shared_family_device_never_merges_two_users() {
 #[test]
 fn two_users_on_one_email_stay_two_profiles() {
     let mut w = World::new();
-    w.send(Identify, json!({"userId": "u1", "traits": {"email": "family@example.org"}}));
-    let applied = w.send(Identify, json!({"userId": "u2", "traits": {"email": "family@example.org"}}));
+    w.send(
+        Identify,
+        json!({"userId": "u1", "traits": {"email": "family@example.org"}}),
+    );
+    let applied = w.send(
+        Identify,
+        json!({"userId": "u2", "traits": {"email": "family@example.org"}}),
+    );
     assert_eq!(applied.refused, 1);
     assert!(!w.same(("user_id", "u1"), ("user_id", "u2")));
     assert_eq!(w.profile_of("user_id", "u2").unwrap().identities.len(), 1);
@@ -92,9 +129,18 @@ fn alias_chains_join_previous_ids() {
 #[test]
 fn blocked_placeholder_values_join_nothing() {
     let mut w = World::new();
-    w.send(Track, json!({"userId": "null", "anonymousId": "a1", "event": "E"}));
-    w.send(Track, json!({"userId": "null", "anonymousId": "a2", "event": "E"}));
-    w.send(Identify, json!({"userId": "0", "anonymousId": "a3", "traits": {"email": "undefined"}}));
+    w.send(
+        Track,
+        json!({"userId": "null", "anonymousId": "a1", "event": "E"}),
+    );
+    w.send(
+        Track,
+        json!({"userId": "null", "anonymousId": "a2", "event": "E"}),
+    );
+    w.send(
+        Identify,
+        json!({"userId": "0", "anonymousId": "a3", "traits": {"email": "undefined"}}),
+    );
     assert_eq!(w.profiles().len(), 3);
     assert!(w.profile_of("user_id", "null").is_none());
     assert!(w.applied.iter().all(|a| a.ignored_identifiers >= 1));
@@ -107,11 +153,21 @@ fn blocked_placeholder_values_join_nothing() {
 fn limit_overflow_drops_the_extra_identifier_and_keeps_the_event() {
     let mut w = World::new();
     for device in 1..=5 {
-        w.send(Identify, json!({"userId": "u1", "anonymousId": format!("a{device}")}));
+        w.send(
+            Identify,
+            json!({"userId": "u1", "anonymousId": format!("a{device}")}),
+        );
     }
-    let applied = w.send(Track, json!({"userId": "u1", "anonymousId": "a6", "event": "E"}));
+    let applied = w.send(
+        Track,
+        json!({"userId": "u1", "anonymousId": "a6", "event": "E"}),
+    );
     assert_eq!(applied.refused, 1);
-    assert_eq!(applied.profile, Some(w.profile_of("user_id", "u1").unwrap().id), "the event still counts for u1");
+    assert_eq!(
+        applied.profile,
+        Some(w.profile_of("user_id", "u1").unwrap().id),
+        "the event still counts for u1"
+    );
     assert!(w.profile_of("anonymous_id", "a6").is_none());
     w.send(Track, json!({"anonymousId": "a6", "event": "E"}));
     assert!(!w.same(("anonymous_id", "a6"), ("user_id", "u1")));
@@ -132,12 +188,31 @@ fn windowed_limits_count_only_recent_identifiers() {
     let mut w = World::with_rules(tandem_unify::IdentityRules::from_config(&config).unwrap());
     let day = 86_400_000;
     let start = 1_700_000_000_000;
-    w.send_at(Identify, json!({"userId": "u", "anonymousId": "old1"}), start);
-    w.send_at(Identify, json!({"userId": "u", "anonymousId": "old2"}), start + day);
-    let refused = w.send_at(Identify, json!({"userId": "u", "anonymousId": "new1"}), start + 2 * day);
+    w.send_at(
+        Identify,
+        json!({"userId": "u", "anonymousId": "old1"}),
+        start,
+    );
+    w.send_at(
+        Identify,
+        json!({"userId": "u", "anonymousId": "old2"}),
+        start + day,
+    );
+    let refused = w.send_at(
+        Identify,
+        json!({"userId": "u", "anonymousId": "new1"}),
+        start + 2 * day,
+    );
     assert_eq!(refused.refused, 1, "three in one week is over the limit");
-    let allowed = w.send_at(Identify, json!({"userId": "u", "anonymousId": "new1"}), start + 30 * day);
-    assert_eq!(allowed.refused, 0, "a month later the old ones no longer count");
+    let allowed = w.send_at(
+        Identify,
+        json!({"userId": "u", "anonymousId": "new1"}),
+        start + 30 * day,
+    );
+    assert_eq!(
+        allowed.refused, 0,
+        "a month later the old ones no longer count"
+    );
     assert!(w.same(("anonymous_id", "new1"), ("user_id", "u")));
 }
 
@@ -145,11 +220,25 @@ fn windowed_limits_count_only_recent_identifiers() {
 fn late_events_do_not_overwrite_newer_traits() {
     let mut w = World::new();
     let t = 1_700_000_000_000;
-    w.send_at(Identify, json!({"userId": "u1", "traits": {"plan": "pro"}}), t + 2000);
-    w.send_at(Identify, json!({"userId": "u1", "traits": {"plan": "free", "city": "Oslo"}}), t + 1000);
+    w.send_at(
+        Identify,
+        json!({"userId": "u1", "traits": {"plan": "pro"}}),
+        t + 2000,
+    );
+    w.send_at(
+        Identify,
+        json!({"userId": "u1", "traits": {"plan": "free", "city": "Oslo"}}),
+        t + 1000,
+    );
     let profile = w.profile_of("user_id", "u1").unwrap();
-    assert_eq!(profile.traits["plan"].json, "\"pro\"", "the newer value wins");
-    assert_eq!(profile.traits["city"].json, "\"Oslo\"", "a late trait nobody set later is kept");
+    assert_eq!(
+        profile.traits["plan"].json, "\"pro\"",
+        "the newer value wins"
+    );
+    assert_eq!(
+        profile.traits["city"].json, "\"Oslo\"",
+        "a late trait nobody set later is kept"
+    );
     assert_eq!(profile.traits["plan"].provenance.time_ms, t + 2000);
     assert_eq!(profile.first_message_ms, t + 1000);
 }
@@ -157,8 +246,14 @@ fn late_events_do_not_overwrite_newer_traits() {
 #[test]
 fn merging_keeps_the_newest_trait_of_either_side() {
     let mut w = World::new();
-    w.send(Identify, json!({"anonymousId": "a1", "traits": {"color": "red", "size": "M"}}));
-    w.send(Identify, json!({"userId": "u1", "traits": {"color": "blue"}}));
+    w.send(
+        Identify,
+        json!({"anonymousId": "a1", "traits": {"color": "red", "size": "M"}}),
+    );
+    w.send(
+        Identify,
+        json!({"userId": "u1", "traits": {"color": "blue"}}),
+    );
     w.send(Identify, json!({"anonymousId": "a1", "userId": "u1"}));
     let profile = w.profile_of("user_id", "u1").unwrap();
     assert_eq!(profile.traits["color"].json, "\"blue\"");
@@ -169,29 +264,47 @@ fn merging_keeps_the_newest_trait_of_either_side() {
 fn split_undoes_a_wrong_merge_and_keeps_it_undone() {
     let mut w = World::new();
     w.send(Track, json!({"anonymousId": "kiosk", "event": "Browse"}));
-    w.send(Identify, json!({"anonymousId": "kiosk", "userId": "alice", "traits": {"name": "Alice"}}));
+    w.send(
+        Identify,
+        json!({"anonymousId": "kiosk", "userId": "alice", "traits": {"name": "Alice"}}),
+    );
     w.send(Track, json!({"userId": "alice", "event": "Bought"}));
     let profile = w.profile_id("user_id", "alice");
     let applied = w.split(&profile, &[("anonymous_id", "kiosk")]);
     let split = applied.split.expect("split done");
-    assert_eq!(split.separated, vec![Identity::new("anonymous_id", "kiosk")]);
+    assert_eq!(
+        split.separated,
+        vec![Identity::new("anonymous_id", "kiosk")]
+    );
     assert_eq!(split.result.len(), 2);
     assert_eq!(split.events, 3);
     assert!(!w.same(("anonymous_id", "kiosk"), ("user_id", "alice")));
-    assert_eq!(w.profile_id("anonymous_id", "kiosk"), profile, "the side with the first event keeps the id");
-    assert_eq!(w.profile_of("anonymous_id", "kiosk").unwrap().event_count, 1);
+    assert_eq!(
+        w.profile_id("anonymous_id", "kiosk"),
+        profile,
+        "the side with the first event keeps the id"
+    );
+    assert_eq!(
+        w.profile_of("anonymous_id", "kiosk").unwrap().event_count,
+        1
+    );
     assert_eq!(w.profile_of("user_id", "alice").unwrap().event_count, 2);
     let alice = w.profile_of("user_id", "alice").unwrap();
     assert_eq!(alice.traits["name"].json, "\"Alice\"");
     // The same evidence arriving again does not re-merge them; the refusal names the split.
     let again = w.send(Identify, json!({"anonymousId": "kiosk", "userId": "alice"}));
     assert_eq!(again.refused, 1);
-    assert!(query::refusals(&w.kv, 1).unwrap()[0].rule.starts_with("split "));
+    assert!(query::refusals(&w.kv, 1).unwrap()[0]
+        .rule
+        .starts_with("split "));
     assert!(!w.same(("anonymous_id", "kiosk"), ("user_id", "alice")));
     assert_eq!(query::splits(&w.kv, 10).unwrap().len(), 1);
     w.check_invariants();
     // Replay from zero reaches the same state, split included.
-    assert_eq!(common::graph_tables(&w.replay()), common::graph_tables(&w.kv));
+    assert_eq!(
+        common::graph_tables(&w.replay()),
+        common::graph_tables(&w.kv)
+    );
 }
 
 #[test]
@@ -199,8 +312,14 @@ fn split_of_an_unknown_profile_or_every_identifier_fails_cleanly() {
     let mut w = World::new();
     w.send(Identify, json!({"anonymousId": "a", "userId": "u"}));
     let profile = w.profile_id("user_id", "u");
-    assert!(w.split(&profile, &[("anonymous_id", "a"), ("user_id", "u")]).split.is_none());
-    assert!(w.split("prof_0000000000000000", &[("anonymous_id", "a")]).split.is_none());
+    assert!(w
+        .split(&profile, &[("anonymous_id", "a"), ("user_id", "u")])
+        .split
+        .is_none());
+    assert!(w
+        .split("prof_0000000000000000", &[("anonymous_id", "a")])
+        .split
+        .is_none());
     assert!(w.split("garbage", &[("anonymous_id", "a")]).split.is_none());
     assert!(w.same(("anonymous_id", "a"), ("user_id", "u")));
 }
@@ -214,9 +333,20 @@ fn groups_make_accounts_with_members() {
     let account = query::account(&w.kv, "acme").unwrap().unwrap();
     assert_eq!(account.members, 2);
     assert_eq!(account.traits["plan"].json, "\"enterprise\"");
-    assert_eq!(query::account_members(&w.kv, "acme", None, 10).unwrap().len(), 2);
-    assert!(!w.same(("user_id", "u1"), ("user_id", "u2")), "sharing an account never merges users");
-    assert_eq!(w.profile_of("user_id", "u1").unwrap().groups, vec!["acme".to_string()]);
+    assert_eq!(
+        query::account_members(&w.kv, "acme", None, 10)
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        !w.same(("user_id", "u1"), ("user_id", "u2")),
+        "sharing an account never merges users"
+    );
+    assert_eq!(
+        w.profile_of("user_id", "u1").unwrap().groups,
+        vec!["acme".to_string()]
+    );
 }
 
 #[test]

@@ -37,9 +37,9 @@ fn uuid_like(event: &Value) -> String {
 }
 
 fn xxhash_rust_like(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// A log and the state built from it.
@@ -170,15 +170,26 @@ impl World {
             }
             for (kind, count) in counts {
                 let limit = self.engine.rules.rule(kind).limit;
-                assert!(count <= limit, "profile holds {count} {kind} (limit {limit})");
+                assert!(
+                    count <= limit,
+                    "profile holds {count} {kind} (limit {limit})"
+                );
             }
         }
-        for (key, value) in self.kv.map.iter().filter(|(k, _)| k[0] == Table::Identities as u8) {
+        for (key, value) in self
+            .kv
+            .map
+            .iter()
+            .filter(|(k, _)| k[0] == Table::Identities as u8)
+        {
             let row: IdentityRow = model::decode(Table::Identities, value).unwrap();
             let identity = Identity::from_key(&key[1..]).unwrap();
             let profile = query::resolve_profile(&self.kv, row.profile).unwrap();
             let profile = profile.unwrap_or_else(|| panic!("{identity} points at no profile"));
-            assert!(profile.has_identity(&identity), "{identity} missing from its profile");
+            assert!(
+                profile.has_identity(&identity),
+                "{identity} missing from its profile"
+            );
         }
     }
 }
