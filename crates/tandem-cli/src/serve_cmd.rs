@@ -98,6 +98,10 @@ fn print_banner(server: &tandem_server::RunningServer) {
         println!("  demo write key: {key}");
         println!("  try: curl -u {key}: {url}/v1/track -H 'content-type: application/json' -d '{{\"userId\":\"u1\",\"event\":\"Signed Up\"}}'");
     }
+    if let Some(token) = &report.demo_access_token {
+        println!("  demo Profile API access token: {token}");
+        println!("  then: curl -u {token}: {url}/v1/spaces/demo/collections/users/profiles/user_id:u1/events");
+    }
     match &report.admin_token {
         AdminTokenOrigin::Generated(token) => {
             println!("  admin token (shown once, stored hashed): {token}")

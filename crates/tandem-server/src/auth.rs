@@ -32,6 +32,12 @@ pub enum Permission {
     ReadLiveEvents,
     /// Read log positions, consumer lag and other operational state.
     ReadOperations,
+    /// Read profiles, identities, explanations (personal data).
+    ReadProfiles,
+    /// Split profiles (undo merges).
+    ManageIdentity,
+    /// Create and revoke Profile API access tokens.
+    ManageAccessTokens,
 }
 
 /// Marker types naming a permission at the type level, for `Authorized<P>`.
@@ -54,6 +60,9 @@ permission_markers! {
     ManageSources => ManageSources,
     ReadLiveEvents => ReadLiveEvents,
     ReadOperations => ReadOperations,
+    ReadProfiles => ReadProfiles,
+    ManageIdentity => ManageIdentity,
+    ManageAccessTokens => ManageAccessTokens,
 }
 
 /// Who is calling.

@@ -201,6 +201,13 @@ pub fn refresh_gauges(state: &AppState) {
         metrics::gauge!("tandem_log_bytes", &label).set(stats.bytes as f64);
         metrics::gauge!("tandem_log_segments", &label).set(stats.segments as f64);
         metrics::gauge!("tandem_log_end_offset", &label).set(stats.end_offset as f64);
+        let applied = *workspace.unify.applied.borrow();
+        let labels = [
+            ("log", workspace.id.clone()),
+            ("consumer", "unify".to_string()),
+        ];
+        metrics::gauge!("tandem_consumer_lag_records", &labels)
+            .set(stats.end_offset.saturating_sub(applied) as f64);
         for (consumer, offset) in workspace.log.consumers() {
             let labels = [("log", workspace.id.clone()), ("consumer", consumer)];
             metrics::gauge!("tandem_consumer_lag_records", &labels)

@@ -2,6 +2,7 @@
 //! `/metrics`, `/healthz` and `/readyz`. [`start`] brings a server up from a [`Config`]; the
 //! `tandem serve` command and the black-box tests both go through it.
 
+pub mod access_tokens;
 pub mod auth;
 pub mod background;
 pub mod catalog;
@@ -10,6 +11,7 @@ pub mod rate_limit;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
+pub mod unify;
 
 use anyhow::Context;
 use auth::{AdminTokenOrigin, AdminTokens};
@@ -47,6 +49,8 @@ pub struct StartReport {
     pub admin_token: AdminTokenOrigin,
     /// The demo source's write key, when no workspace was configured.
     pub demo_write_key: Option<String>,
+    /// A Profile API access token of the demo workspace, when no workspace was configured.
+    pub demo_access_token: Option<String>,
     pub workspaces: Vec<(String, tandem_log::RecoveryReport)>,
     pub dedup_entries_recovered: usize,
     pub startup: Duration,
@@ -135,6 +139,11 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
         recoveries.push((workspace.id.clone(), recovery));
         let dedup_salt = xxhash_salt(&workspace.id);
         let log: Arc<dyn tandem_log::EventLog> = file_log.clone();
+        let rules =
+            tandem_unify::IdentityRules::from_config(&workspace.identity).map_err(|error| {
+                anyhow::anyhow!("identity rules of workspace {}: {error}", workspace.id)
+            })?;
+        let unify = Arc::new(unify::Unify::open(&data_dir, &workspace.id, rules)?);
         workspaces.insert(
             workspace.id.clone(),
             Workspace {
@@ -143,6 +152,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
                 log,
                 file_log,
                 dedup_salt,
+                unify,
             },
         );
     }
@@ -156,6 +166,11 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
     };
 
     let catalog = Catalog::load(store.clone())?;
+    let access_tokens = Arc::new(access_tokens::AccessTokens::load(store.clone())?);
+    let demo_access_token = match &demo_write_key {
+        Some(_) => Some(access_tokens.demo_token("demo")?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
@@ -170,12 +185,20 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
         rate_limiter,
         live,
         admin_tokens,
+        access_tokens,
         metrics: telemetry::prometheus(),
         persist: options.persist,
         ready: AtomicBool::new(false),
         started_at: started,
     }));
     background::spawn(state.clone());
+    for workspace in state.workspaces.values() {
+        tokio::spawn(unify::run(
+            workspace.id.clone(),
+            workspace.log.clone(),
+            workspace.unify.clone(),
+        ));
+    }
 
     let app = routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (shutdown, shutdown_signal) = tokio::sync::oneshot::channel::<()>();
@@ -191,6 +214,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
         listen,
         admin_token: admin_origin,
         demo_write_key,
+        demo_access_token,
         workspaces: recoveries,
         dedup_entries_recovered: dedup_recovered,
         startup: started.elapsed(),

@@ -23,6 +23,8 @@ pub struct Workspace {
     pub file_log: Arc<FileLog>,
     /// Mixed into dedup keys so equal source ids in two workspaces never collide.
     pub dedup_salt: u64,
+    /// Identity resolution and profiles: a consumer of `log`.
+    pub unify: Arc<crate::unify::Unify>,
 }
 
 /// An event as the live debugger shows it: accepted (with its offset) or rejected (with why).
@@ -47,6 +49,8 @@ pub struct Inner {
     pub rate_limiter: RateLimiter,
     pub live: broadcast::Sender<Arc<LiveEvent>>,
     pub admin_tokens: Arc<AdminTokens>,
+    /// Workspace access tokens of the Profile API.
+    pub access_tokens: Arc<crate::access_tokens::AccessTokens>,
     pub metrics: PrometheusHandle,
     /// False only for the benchmark's no-persistence reference (`serve --discard`).
     pub persist: bool,

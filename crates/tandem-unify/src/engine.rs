@@ -111,6 +111,14 @@ impl Engine {
 
     fn apply_event(&self, kv: &mut impl KvWrite, event: &Event) -> KvResult<Applied> {
         let event_type = event.envelope.event_type;
+        // A redelivery (same source and messageId, whatever its receive time) changes nothing.
+        let seen_key = event.envelope.dedup_key.to_be_bytes();
+        if kv.get(Table::Seen, &seen_key)?.is_some() {
+            return Ok(Applied {
+                duplicate: true,
+                ..Applied::default()
+            });
+        }
         let found = self.rules.extract(event_type, &event.json);
         let mut applied = Applied {
             ignored_identifiers: found.ignored.len() as u32,
@@ -281,10 +289,7 @@ impl Engine {
             event.provenance.time_ms,
             event.envelope.dedup_key,
         );
-        let seen_key = event.envelope.dedup_key.to_be_bytes();
-        if kv.get(Table::Seen, &seen_key)?.is_some() {
-            applied.duplicate = true;
-        } else {
+        {
             kv.put(Table::Seen, &seen_key, &[])?;
             let name = match event_type {
                 EventType::Track => event.json.get("event"),

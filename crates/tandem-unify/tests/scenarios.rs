@@ -206,7 +206,7 @@ fn windowed_limits_count_only_recent_identifiers() {
     assert_eq!(refused.refused, 1, "three in one week is over the limit");
     let allowed = w.send_at(
         Identify,
-        json!({"userId": "u", "anonymousId": "new1"}),
+        json!({"userId": "u", "anonymousId": "new1", "messageId": "later"}),
         start + 30 * day,
     );
     assert_eq!(

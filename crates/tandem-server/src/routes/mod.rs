@@ -5,6 +5,7 @@ pub mod cors;
 pub mod health;
 pub mod live;
 pub mod openapi;
+pub mod profiles;
 pub mod settings;
 pub mod sources;
 
@@ -20,6 +21,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(segment_api)
         .merge(sources::router())
+        .merge(profiles::router())
         .merge(live::router())
         .merge(health::router())
         .merge(openapi::router())
