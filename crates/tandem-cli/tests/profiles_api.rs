@@ -339,3 +339,80 @@ async fn search_by_identifier_and_trait() {
     assert_eq!(status, 400);
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn computed_traits_update_as_events_arrive_and_rules_changes_rebuild() {
+    let computed = r#"
+[[workspaces.computed_traits]]
+name = "orders"
+function = "count"
+event = "Order Completed"
+
+[[workspaces.computed_traits]]
+name = "eur_revenue"
+function = "sum"
+event = "Order Completed"
+property = "revenue"
+[[workspaces.computed_traits.where]]
+property = "currency"
+op = "eq"
+value = "EUR"
+
+[[workspaces.computed_traits]]
+name = "favourite_category"
+function = "most_frequent"
+event = "Order Completed"
+property = "category"
+"#;
+    let mut server = TestServer::start(computed);
+    let order = |id: &str, user: &str, revenue: f64, currency: &str, category: &str| {
+        json!({"type": "track", "userId": user, "event": "Order Completed", "messageId": id,
+               "properties": {"revenue": revenue, "currency": currency, "category": category}})
+    };
+    let batch = json!({"batch": [
+        order("o1", "ada", 10.0, "EUR", "books"),
+        order("o2", "ada", 5.5, "EUR", "games"),
+        order("o3", "ada", 99.0, "USD", "books"),
+        {"type": "track", "anonymousId": "anon-1", "event": "Order Completed", "messageId": "o4",
+         "properties": {"revenue": 1.0, "currency": "EUR", "category": "books"}},
+    ]});
+    assert_eq!(post(&server, "/v1/batch", &batch).await.0, 200);
+    wait_applied(&server).await;
+    let (_, view) = admin_get(&server, "/api/v1/workspaces/demo/profiles/user_id:ada").await;
+    assert_eq!(
+        view["computed_traits"],
+        json!({"orders": 3, "eur_revenue": 15.5, "favourite_category": "books"})
+    );
+
+    // The anonymous buyer turns out to be Ada: the states merge.
+    let identify =
+        json!({"type": "identify", "userId": "ada", "anonymousId": "anon-1", "messageId": "i1"});
+    assert_eq!(post(&server, "/v1/identify", &identify).await.0, 200);
+    wait_applied(&server).await;
+    let (_, created) = admin_post(
+        &server,
+        "/api/v1/workspaces/demo/access-tokens",
+        &json!({"name": "t"}),
+    )
+    .await;
+    let token = created["token"].as_str().unwrap();
+    let (_, traits) = profile_get(
+        &server,
+        token,
+        "users/profiles/user_id:ada/traits?include=orders,eur_revenue",
+    )
+    .await;
+    assert_eq!(traits["traits"], json!({"orders": 4, "eur_revenue": 16.5}));
+
+    // A new definition applies to history: the store is rebuilt from the log at start.
+    server.stop();
+    let config = server.config.clone();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[[workspaces.computed_traits]]\nname = \"largest_order\"\nfunction = \"max\"\nevent = \"Order Completed\"\nproperty = \"revenue\"\n")).unwrap();
+    server.restart();
+    wait_applied(&server).await;
+    let (_, view) = admin_get(&server, "/api/v1/workspaces/demo/profiles/user_id:ada").await;
+    assert_eq!(view["computed_traits"]["largest_order"], 99.0);
+    assert_eq!(view["computed_traits"]["orders"], 4);
+    server.stop();
+}

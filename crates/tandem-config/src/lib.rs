@@ -22,13 +22,13 @@ mod validate;
 pub use env::{apply_env_and_overrides, Overrides, ENV_VARS};
 pub use error::{ConfigProblem, LoadError};
 pub use schema::{
-    AdminConfig, CollectConfig, Config, IdentifierConfig, IdentityConfig, LogConfig,
-    OrganizationConfig, ServerConfig, SourceConfig, WorkspaceConfig, DEFAULT_DATA_DIR,
-    DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
+    AdminConfig, CollectConfig, ComputedTraitConfig, Config, IdentifierConfig, IdentityConfig,
+    LogConfig, OrganizationConfig, PropertyFilterConfig, ServerConfig, SourceConfig,
+    WorkspaceConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
 };
 pub use validate::{
-    fill_derived_ids, is_slug, slug_from_name, validate, ADMIN_TOKEN_CHARS_MIN,
-    DEDUP_WINDOW_HOURS_HIGHEST, QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST,
+    fill_derived_ids, is_slug, slug_from_name, validate, ADMIN_TOKEN_CHARS_MIN, COMPUTED_FUNCTIONS,
+    DEDUP_WINDOW_HOURS_HIGHEST, FILTER_OPERATORS, QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST,
     SEGMENT_BYTES_MAX_HIGHEST, SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX, WRITE_KEY_CHARS_MIN,
 };
 
@@ -106,6 +106,7 @@ pub fn demo_with_write_key(write_key: &str) -> Config {
         name: "Demo".to_string(),
         sources: vec![source],
         identity: Default::default(),
+        computed_traits: Vec::new(),
     };
     Config {
         workspaces: vec![workspace],

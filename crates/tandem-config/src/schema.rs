@@ -167,6 +167,48 @@ pub struct WorkspaceConfig {
     pub sources: Vec<SourceConfig>,
     /// `[workspaces.identity]`: how identity resolution joins identifiers into profiles.
     pub identity: IdentityConfig,
+    /// `[[workspaces.computed_traits]]`: traits computed from each profile's events.
+    pub computed_traits: Vec<ComputedTraitConfig>,
+}
+
+/// `[[workspaces.computed_traits]]`: an aggregate of a profile's events kept up to date as events
+/// arrive (and as a window's edge passes), shown with the profile's traits.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComputedTraitConfig {
+    /// The trait's name (a slug: `orders_last_30_days`).
+    pub name: String,
+    /// `count`, `sum`, `min`, `max`, `average`, `first`, `last`, `most_frequent`, `unique_count`.
+    pub function: String,
+    /// Which calls count: `track` (default), `page`, `screen`, `identify`, `group`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// The `event` name of a track call (or `name` of a page/screen call). Absent: any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// Dotted path of the value aggregated, in `properties` (in `traits` for identify/group).
+    /// Required by every function but `count`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub property: Option<String>,
+    /// Conditions on the event's properties, all of which must hold.
+    #[serde(rename = "where")]
+    pub filters: Vec<PropertyFilterConfig>,
+    /// Only events of the last this-many days count (whole days, UTC). Absent: all time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_days: Option<u32>,
+}
+
+/// One condition of a computed trait: `property` `op` `value`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PropertyFilterConfig {
+    /// Dotted path in `properties` (in `traits` for identify/group).
+    pub property: String,
+    /// `eq`, `ne`, `gt`, `gte`, `lt`, `lte`, `contains`, `exists`.
+    pub op: String,
+    /// The value compared with (any TOML value; ignored by `exists`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<toml::Value>,
 }
 
 /// `[workspaces.identity]`: the identity resolution rules of a workspace.

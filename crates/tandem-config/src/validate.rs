@@ -3,11 +3,12 @@
 
 use crate::error::ConfigProblem;
 use crate::schema::{
-    CollectConfig, Config, IdentityConfig, LogConfig, ServerConfig, SourceConfig, WorkspaceConfig,
+    CollectConfig, ComputedTraitConfig, Config, IdentityConfig, LogConfig, ServerConfig,
+    SourceConfig, WorkspaceConfig,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use tandem_core::limits::IDENTIFIER_TYPE_BYTES_MAX;
+use tandem_core::limits::{COMPUTED_TRAITS_MAX, IDENTIFIER_TYPE_BYTES_MAX};
 
 /// Shortest write key accepted: shorter keys are guessable (16 random base64 characters ≈ 96 bits).
 pub const WRITE_KEY_CHARS_MIN: usize = 16;
@@ -211,6 +212,94 @@ fn check_workspaces(workspaces: &[WorkspaceConfig], problems: &mut Vec<ConfigPro
         );
         check_sources(&workspace.sources, &path, &mut write_keys, problems);
         check_identity(&workspace.identity, &format!("{path}.identity"), problems);
+        check_computed_traits(&workspace.computed_traits, &path, problems);
+    }
+}
+
+/// The functions a computed trait may use.
+pub const COMPUTED_FUNCTIONS: [&str; 9] = [
+    "count",
+    "sum",
+    "min",
+    "max",
+    "average",
+    "first",
+    "last",
+    "most_frequent",
+    "unique_count",
+];
+/// The comparison operators of computed-trait filters.
+pub const FILTER_OPERATORS: [&str; 8] =
+    ["eq", "ne", "gt", "gte", "lt", "lte", "contains", "exists"];
+
+fn check_computed_traits(
+    traits: &[ComputedTraitConfig],
+    workspace_path: &str,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    if traits.len() > COMPUTED_TRAITS_MAX {
+        let message = format!("at most {COMPUTED_TRAITS_MAX} computed traits per workspace");
+        problems.push(ConfigProblem::new(
+            format!("{workspace_path}.computed_traits"),
+            message,
+        ));
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (index, definition) in traits.iter().enumerate() {
+        let path = format!("{workspace_path}.computed_traits[{index}]");
+        check_id(
+            &definition.name,
+            &format!("{path}.name"),
+            "computed trait",
+            problems,
+        );
+        if let Some(first) = earlier_index(&mut names, &definition.name, index) {
+            let message = format!("`{}` is already computed_traits[{first}]", definition.name);
+            problems.push(ConfigProblem::new(format!("{path}.name"), message));
+        }
+        if !COMPUTED_FUNCTIONS.contains(&definition.function.as_str()) {
+            let message = format!(
+                "unknown function `{}`; one of {}",
+                definition.function,
+                COMPUTED_FUNCTIONS.join(", ")
+            );
+            problems.push(ConfigProblem::new(format!("{path}.function"), message));
+        } else if definition.function != "count" && definition.property.is_none() {
+            let message = format!("`{}` needs a `property` to aggregate", definition.function);
+            problems.push(ConfigProblem::new(format!("{path}.property"), message));
+        }
+        if let Some(kind) = &definition.event_type {
+            if !["track", "page", "screen", "identify", "group"].contains(&kind.as_str()) {
+                let message = "one of track, page, screen, identify, group";
+                problems.push(ConfigProblem::new(format!("{path}.type"), message));
+            }
+        }
+        if definition.window_days == Some(0) {
+            let message = "window_days is at least 1; leave it out for all time";
+            problems.push(ConfigProblem::new(format!("{path}.window_days"), message));
+        }
+        for (filter_index, filter) in definition.filters.iter().enumerate() {
+            let filter_path = format!("{path}.where[{filter_index}]");
+            if filter.property.is_empty() {
+                problems.push(ConfigProblem::new(
+                    format!("{filter_path}.property"),
+                    "name the property to compare",
+                ));
+            }
+            if !FILTER_OPERATORS.contains(&filter.op.as_str()) {
+                let message = format!(
+                    "unknown op `{}`; one of {}",
+                    filter.op,
+                    FILTER_OPERATORS.join(", ")
+                );
+                problems.push(ConfigProblem::new(format!("{filter_path}.op"), message));
+            } else if filter.op != "exists" && filter.value.is_none() {
+                problems.push(ConfigProblem::new(
+                    format!("{filter_path}.value"),
+                    "this op needs a `value`",
+                ));
+            }
+        }
     }
 }
 

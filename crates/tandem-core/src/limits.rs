@@ -77,3 +77,9 @@ pub const UNIFY_DURABLE_COMMIT_MS: u64 = 1000;
 /// Default and largest `limit` of a Profile API list (Segment's defaults: 10 and 200).
 pub const PROFILE_API_LIMIT_DEFAULT: usize = 10;
 pub const PROFILE_API_LIMIT_MAX: usize = 200;
+/// Most computed traits one workspace defines.
+pub const COMPUTED_TRAITS_MAX: usize = 100;
+/// Most distinct values a `most_frequent` or `unique_count` computed trait tracks per profile
+/// (per day bucket when windowed); beyond it new values are not counted and the trait is marked
+/// as a lower bound.
+pub const COMPUTED_DISTINCT_VALUES_MAX: usize = 1000;

@@ -139,11 +139,11 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
         recoveries.push((workspace.id.clone(), recovery));
         let dedup_salt = xxhash_salt(&workspace.id);
         let log: Arc<dyn tandem_log::EventLog> = file_log.clone();
-        let rules =
-            tandem_unify::IdentityRules::from_config(&workspace.identity).map_err(|error| {
-                anyhow::anyhow!("identity rules of workspace {}: {error}", workspace.id)
-            })?;
-        let unify = Arc::new(unify::Unify::open(&data_dir, &workspace.id, rules)?);
+        let (unify, unify_open) = unify::Unify::open(&data_dir, workspace)?;
+        if let unify::UnifyOpen::Rebuilding { previous_next } = unify_open {
+            tracing::warn!(workspace = %workspace.id, previous_next, "profiles are being rebuilt from the log");
+        }
+        let unify = Arc::new(unify);
         workspaces.insert(
             workspace.id.clone(),
             Workspace {

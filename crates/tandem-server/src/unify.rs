@@ -9,7 +9,28 @@ use std::time::{Duration, Instant};
 use tandem_core::envelope::{EventEnvelope, EventType};
 use tandem_core::limits::{UNIFY_BATCH_RECORDS_MAX, UNIFY_DURABLE_COMMIT_MS};
 use tandem_log::{EventLog, ReadError};
+use tandem_unify::computed::ComputedDef;
 use tandem_unify::{BatchStats, Engine, IdentityRules, RecordSource, UnifyStore};
+
+/// Where a workspace's unify store lives.
+pub fn store_path(data_dir: &Path, workspace_id: &str) -> std::path::PathBuf {
+    data_dir.join("unify").join(format!("{workspace_id}.redb"))
+}
+
+/// A digest of everything that decides what the unify state holds for the same log.
+pub fn rules_fingerprint(workspace: &tandem_config::WorkspaceConfig) -> String {
+    let text = serde_json::to_string(&(&workspace.identity, &workspace.computed_traits))
+        .expect("config serializes");
+    format!(
+        "{:016x}",
+        tandem_core::envelope::dedup_key("unify-rules-v1", &text)
+    )
+}
+
+/// How often windowed computed traits are moved forward.
+pub const WINDOW_SWEEP_SECONDS: u64 = 60;
+/// Most windowed computed traits moved forward per sweep transaction.
+pub const WINDOW_SWEEP_BATCH: usize = 10_000;
 use tokio::sync::watch;
 
 /// The source id tandem's own control records carry.
@@ -23,23 +44,68 @@ pub struct Unify {
     pub applied: watch::Sender<u64>,
 }
 
+/// What a rebuild at open did, for the start report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnifyOpen {
+    /// The store matches the workspace's rules: resume at `next`.
+    Resumed { next: u64 },
+    /// The identity rules or computed traits changed since the store was built: it was emptied
+    /// and is being rebuilt from the start of the log.
+    Rebuilding { previous_next: u64 },
+}
+
 impl Unify {
+    /// Opens the workspace's unify store. When its rules differ from those the store was built
+    /// with, the store is rebuilt from the log (which holds every event), since profiles built
+    /// under other rules would mix two answers.
     pub fn open(
         data_dir: &Path,
-        workspace_id: &str,
-        rules: IdentityRules,
-    ) -> anyhow::Result<Unify> {
-        let path = data_dir.join("unify").join(format!("{workspace_id}.redb"));
-        let store = UnifyStore::open(&path)
+        workspace: &tandem_config::WorkspaceConfig,
+    ) -> anyhow::Result<(Unify, UnifyOpen)> {
+        let rules = IdentityRules::from_config(&workspace.identity).map_err(|error| {
+            anyhow::anyhow!("identity rules of workspace {}: {error}", workspace.id)
+        })?;
+        let computed = workspace
+            .computed_traits
+            .iter()
+            .map(ComputedDef::from_config)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| {
+                anyhow::anyhow!("computed traits of workspace {}: {error}", workspace.id)
+            })?;
+        let fingerprint = rules_fingerprint(workspace);
+        let path = store_path(data_dir, &workspace.id);
+        let mut store = UnifyStore::open(&path)
             .map_err(|error| anyhow::anyhow!("opening {}: {error}", path.display()))?;
-        let next = store
+        let mut next = store
             .next_offset()
             .map_err(|error| anyhow::anyhow!("reading {}: {error}", path.display()))?;
-        Ok(Unify {
-            store: Arc::new(store),
-            engine: Arc::new(Engine::new(rules)),
-            applied: watch::channel(next).0,
-        })
+        let stored = store
+            .fingerprint()
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let mut opened = UnifyOpen::Resumed { next };
+        if next > 0 && stored.as_deref() != Some(fingerprint.as_str()) {
+            tracing::warn!(workspace = %workspace.id, "identity rules or computed traits changed: rebuilding profiles from the log");
+            drop(store);
+            std::fs::remove_file(&path)?;
+            store = UnifyStore::open(&path)
+                .map_err(|error| anyhow::anyhow!("opening {}: {error}", path.display()))?;
+            opened = UnifyOpen::Rebuilding {
+                previous_next: next,
+            };
+            next = 0;
+        }
+        store
+            .set_fingerprint(&fingerprint)
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        Ok((
+            Unify {
+                store: Arc::new(store),
+                engine: Arc::new(Engine::with_computed(rules, computed)),
+                applied: watch::channel(next).0,
+            },
+            opened,
+        ))
     }
 
     /// Resolves once the record at `offset` has been applied (or after `timeout`: false).
@@ -88,6 +154,7 @@ pub fn control_record(body: &serde_json::Value, now_ms: i64) -> tandem_log::Reco
 pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>) {
     let mut next = *unify.applied.borrow();
     let mut last_durable = Instant::now();
+    let mut last_sweep = Instant::now();
     let mut dirty = false;
     let durable_every = Duration::from_millis(UNIFY_DURABLE_COMMIT_MS);
     loop {
@@ -104,6 +171,32 @@ pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>
                 continue;
             }
         };
+        if last_sweep.elapsed() >= Duration::from_secs(WINDOW_SWEEP_SECONDS)
+            && !unify.engine.computed.is_empty()
+        {
+            last_sweep = Instant::now();
+            let (store, engine) = (unify.store.clone(), unify.engine.clone());
+            let now = tandem_core::time_util::now_ms();
+            match tokio::task::spawn_blocking(move || {
+                store.expire_windows(&engine, now, WINDOW_SWEEP_BATCH)
+            })
+            .await
+            {
+                Ok(Ok(changed)) => {
+                    metrics::counter!("tandem_unify_window_updates_total", "workspace" => workspace_id.clone())
+                        .increment(changed as u64);
+                    if changed == WINDOW_SWEEP_BATCH {
+                        last_sweep -= Duration::from_secs(WINDOW_SWEEP_SECONDS);
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(workspace = %workspace_id, %error, "moving computed-trait windows failed")
+                }
+                Err(error) => {
+                    tracing::error!(workspace = %workspace_id, %error, "window sweep failed")
+                }
+            }
+        }
         let Some(last) = records.last().map(|record| record.offset) else {
             if dirty {
                 let store = unify.store.clone();

@@ -9,6 +9,7 @@
 //! provenance. Applying the same record twice changes nothing, and the same log applied from zero
 //! gives the same state (profile ids are hashes of the creating offset and identity).
 
+use crate::computed::{ComputedDef, ComputedState};
 use crate::identity::{Identity, IdentityRules, ANONYMOUS_ID, GROUP_ID, USER_ID};
 use crate::kv::{KvRead, KvResult, KvWrite, Table};
 use crate::model::{self, *};
@@ -69,6 +70,7 @@ pub fn control_outcome_key(offset: u64) -> Vec<u8> {
 
 pub struct Engine {
     pub rules: IdentityRules,
+    pub computed: Vec<ComputedDef>,
 }
 
 fn new_profile_id(offset: u64, identity: &Identity) -> ProfileId {
@@ -86,7 +88,11 @@ struct Event<'a> {
 
 impl Engine {
     pub fn new(rules: IdentityRules) -> Engine {
-        Engine { rules }
+        Engine::with_computed(rules, Vec::new())
+    }
+
+    pub fn with_computed(rules: IdentityRules, computed: Vec<ComputedDef>) -> Engine {
+        Engine { rules, computed }
     }
 
     /// Applies the record at `offset` (its payload is an envelope).
@@ -203,6 +209,7 @@ impl Engine {
                     groups: Vec::new(),
                     splits: Vec::new(),
                     merges: 0,
+                    computed: BTreeMap::new(),
                 }
             }
             _ => {
@@ -306,6 +313,7 @@ impl Engine {
                 message_id: event.provenance.message_id.clone(),
             };
             model::put(kv, Table::Timeline, &timeline_key, &row)?;
+            self.count_computed(kv, &mut survivor, event)?;
             survivor.event_count += 1;
             survivor.first_message_ms = survivor.first_message_ms.min(event.provenance.time_ms);
             if event.provenance.time_ms >= survivor.last_message_ms {
@@ -416,7 +424,7 @@ impl Engine {
         let from = absorbed.id.to_be_bytes();
         move_prefixed(kv, Table::Timeline, &from, survivor.id)?;
         move_prefixed(kv, Table::Merges, &from, survivor.id)?;
-        move_prefixed(kv, Table::Computed, &from, survivor.id)?;
+        self.merge_computed(kv, survivor, absorbed.id)?;
         for group in &absorbed.groups {
             kv.delete(Table::Members, &member_key(group, absorbed.id))?;
             if survivor.groups.contains(group) {
@@ -673,6 +681,132 @@ impl Engine {
         };
         model::put(kv, Table::Splits, &split_id.to_be_bytes(), &split)?;
         Ok(Ok(split))
+    }
+}
+
+impl Engine {
+    /// Updates the computed traits an event counts toward.
+    fn count_computed(
+        &self,
+        kv: &mut impl KvWrite,
+        profile: &mut ProfileRow,
+        event: &Event,
+    ) -> KvResult<()> {
+        for def in &self.computed {
+            if !def.matches(event.envelope.event_type, &event.json) {
+                continue;
+            }
+            let key = computed_key(profile.id, &def.name);
+            let mut state: ComputedState =
+                model::get(kv, Table::Computed, &key)?.unwrap_or_default();
+            let expiry_before = state.next_expiry_ms(def);
+            state.add(
+                def,
+                &event.json,
+                event.provenance.time_ms,
+                event.provenance.offset,
+            );
+            self.store_computed(kv, profile, def, &state, expiry_before)?;
+        }
+        Ok(())
+    }
+
+    /// Saves a computed state, its value on the profile, and its place in the expiry index.
+    fn store_computed(
+        &self,
+        kv: &mut impl KvWrite,
+        profile: &mut ProfileRow,
+        def: &ComputedDef,
+        state: &ComputedState,
+        expiry_before: Option<i64>,
+    ) -> KvResult<()> {
+        let key = computed_key(profile.id, &def.name);
+        let expiry_after = state.next_expiry_ms(def);
+        if expiry_before != expiry_after {
+            if let Some(at) = expiry_before {
+                kv.delete(Table::Expiry, &expiry_key(at, profile.id, &def.name))?;
+            }
+            if let Some(at) = expiry_after {
+                kv.put(Table::Expiry, &expiry_key(at, profile.id, &def.name), &[])?;
+            }
+        }
+        if state.is_empty() {
+            kv.delete(Table::Computed, &key)?;
+            profile.computed.remove(&def.name);
+        } else {
+            model::put(kv, Table::Computed, &key, state)?;
+            let now = tandem_core::time_util::now_ms();
+            profile
+                .computed
+                .insert(def.name.clone(), state.value(def, now).to_string());
+        }
+        Ok(())
+    }
+
+    fn merge_computed(
+        &self,
+        kv: &mut impl KvWrite,
+        survivor: &mut ProfileRow,
+        absorbed: ProfileId,
+    ) -> KvResult<()> {
+        for def in &self.computed {
+            let absorbed_key = computed_key(absorbed, &def.name);
+            let Some(theirs) = model::get::<ComputedState>(kv, Table::Computed, &absorbed_key)?
+            else {
+                continue;
+            };
+            if let Some(at) = theirs.next_expiry_ms(def) {
+                kv.delete(Table::Expiry, &expiry_key(at, absorbed, &def.name))?;
+            }
+            kv.delete(Table::Computed, &absorbed_key)?;
+            let key = computed_key(survivor.id, &def.name);
+            let mut state: ComputedState =
+                model::get(kv, Table::Computed, &key)?.unwrap_or_default();
+            let expiry_before = state.next_expiry_ms(def);
+            state.merge(theirs);
+            self.store_computed(kv, survivor, def, &state, expiry_before)?;
+        }
+        Ok(())
+    }
+
+    /// Moves windowed computed traits whose oldest day left the window by `now_ms` forward:
+    /// drops the expired days and updates the value on the profile. Returns how many changed.
+    /// The server calls it periodically; at most `limit` entries per call.
+    pub fn expire_windows(
+        &self,
+        kv: &mut impl KvWrite,
+        now_ms: i64,
+        limit: usize,
+    ) -> KvResult<usize> {
+        let due = kv.scan(Table::Expiry, &[], None, false, limit)?;
+        let mut changed = 0;
+        for (key, _) in due {
+            if key.len() < 16 || key[..8] > model::time_key(now_ms)[..] {
+                break;
+            }
+            kv.delete(Table::Expiry, &key)?;
+            let profile_id = u64::from_be_bytes(key[8..16].try_into().expect("8 bytes"));
+            let name = String::from_utf8_lossy(&key[16..]).to_string();
+            let Some(def) = self.computed.iter().find(|def| def.name == name) else {
+                continue;
+            };
+            let Some(mut profile) =
+                model::get::<ProfileRow>(kv, Table::Profiles, &profile_id.to_be_bytes())?
+            else {
+                continue;
+            };
+            let Some(mut state) =
+                model::get::<ComputedState>(kv, Table::Computed, &computed_key(profile_id, &name))?
+            else {
+                continue;
+            };
+            state.expire(def, now_ms);
+            // The old index entry is gone already: store as if there was none.
+            self.store_computed(kv, &mut profile, def, &state, None)?;
+            model::put(kv, Table::Profiles, &profile_id.to_be_bytes(), &profile)?;
+            changed += 1;
+        }
+        Ok(changed)
     }
 }
 

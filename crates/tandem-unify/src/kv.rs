@@ -40,6 +40,9 @@ pub enum Table {
     /// dedup key (source, messageId) → (): events already applied, so a redelivery —
     /// even with a different receive time — changes nothing
     Seen = 14,
+    /// expiry time, profile id, trait name → (): when a windowed computed trait's oldest day
+    /// leaves its window
+    Expiry = 15,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -68,6 +68,8 @@ pub struct ProfileRow {
     pub splits: Vec<SplitSide>,
     /// How many profiles were merged into this one.
     pub merges: u64,
+    /// Computed traits as of their last update: name → value as JSON text.
+    pub computed: BTreeMap<String, String>,
 }
 
 impl ProfileRow {
@@ -214,6 +216,19 @@ pub fn merge_key(survivor: ProfileId, offset: u64, absorbed: ProfileId) -> Vec<u
     key.extend_from_slice(&survivor.to_be_bytes());
     key.extend_from_slice(&offset.to_be_bytes());
     key.extend_from_slice(&absorbed.to_be_bytes());
+    key
+}
+
+pub fn computed_key(profile: ProfileId, name: &str) -> Vec<u8> {
+    let mut key = profile.to_be_bytes().to_vec();
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+pub fn expiry_key(expires_ms: i64, profile: ProfileId, name: &str) -> Vec<u8> {
+    let mut key = time_key(expires_ms).to_vec();
+    key.extend_from_slice(&profile.to_be_bytes());
+    key.extend_from_slice(name.as_bytes());
     key
 }
 

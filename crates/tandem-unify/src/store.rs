@@ -6,6 +6,7 @@ use crate::kv::{KvRead, KvResult, MemoryKv, RedbKv, RedbTable, Table};
 use std::path::Path;
 
 const OFFSET_KEY: &[u8] = b"offset";
+const FINGERPRINT_KEY: &[u8] = b"rules_fingerprint";
 
 /// Totals of a batch, for metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,6 +70,27 @@ impl UnifyStore {
     ) -> KvResult<BatchStats> {
         self.kv
             .write(durable, |kv| apply_all(kv, engine, source, records))
+    }
+
+    /// The fingerprint of the rules the state was built with.
+    pub fn fingerprint(&self) -> KvResult<Option<String>> {
+        self.kv.read(|kv| {
+            Ok(kv
+                .get(Table::Meta, FINGERPRINT_KEY)?
+                .map(|bytes| String::from_utf8_lossy(&bytes).to_string()))
+        })
+    }
+
+    pub fn set_fingerprint(&self, fingerprint: &str) -> KvResult<()> {
+        self.kv.write(true, |kv| {
+            crate::kv::KvWrite::put(kv, Table::Meta, FINGERPRINT_KEY, fingerprint.as_bytes())
+        })
+    }
+
+    /// Moves windowed computed traits forward (see [`Engine::expire_windows`]); durable.
+    pub fn expire_windows(&self, engine: &Engine, now_ms: i64, limit: usize) -> KvResult<usize> {
+        self.kv
+            .write(true, |kv| engine.expire_windows(kv, now_ms, limit))
     }
 
     /// Makes everything committed so far durable.

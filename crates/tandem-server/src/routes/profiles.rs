@@ -260,8 +260,9 @@ fn user_resource(
 ) -> ApiResult<Json<Value>> {
     match resource {
         "traits" => {
+            let all = with_computed(profile);
             let (traits, next) = trait_page(
-                &profile.traits,
+                &all,
                 params.include.as_deref(),
                 params.next.as_deref(),
                 limit,
@@ -456,6 +457,27 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// A profile's traits with its computed traits (which win over a plain trait of the same name).
+fn with_computed(profile: &ProfileRow) -> std::collections::BTreeMap<String, TraitRow> {
+    let mut all = profile.traits.clone();
+    for (name, json) in &profile.computed {
+        let provenance = Provenance {
+            source: "computed".into(),
+            message_id: profile.last_message_id.clone(),
+            time_ms: profile.last_message_ms,
+            offset: 0,
+        };
+        all.insert(
+            name.clone(),
+            TraitRow {
+                json: json.clone(),
+                provenance,
+            },
+        );
+    }
+    all
+}
+
 /// `prof_…` or `type:value`.
 fn find_profile(workspace: &Workspace, id: &str) -> ApiResult<ProfileRow> {
     let store = &workspace.unify.store;
@@ -501,6 +523,9 @@ fn profile_json(workspace: &Workspace, profile: &ProfileRow) -> ApiResult<Value>
             "type": identity.kind, "id": identity.value, "first_seen": provenance_json(seen)
         })).collect::<Vec<_>>(),
         "traits": traits,
+        "computed_traits": profile.computed.iter().map(|(name, json)| {
+            (name.clone(), serde_json::from_str::<Value>(json).unwrap_or(Value::Null))
+        }).collect::<Map<String, Value>>(),
         "accounts": profile.groups,
         "metadata": {
             "created_at": format_iso8601_ms(profile.created.time_ms),
