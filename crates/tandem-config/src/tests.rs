@@ -438,3 +438,67 @@ fn load_reads_a_file_and_names_it_in_errors() {
         "{message}"
     );
 }
+
+#[test]
+fn identity_rules_are_checked_with_their_lines() {
+    let base = source("a-long-enough-write-key");
+    let text = format!("{base}\n[workspaces.identity]\nblocked_values = [\"([unclosed\"]\n\n[[workspaces.identity.identifiers]]\ntype = \"email\"\nlimit = 0\n\n[[workspaces.identity.identifiers]]\ntype = \"email\"\n");
+    let found = problems(&text);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(
+        found
+            .iter()
+            .any(|p| p
+                .contains("workspaces[0].identity.blocked_values[0]: not a regular expression")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("line 16: workspaces[0].identity.identifiers[0].limit")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("identifiers[1].type: `email` already has a rule")),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn computed_traits_are_checked() {
+    let base = source("a-long-enough-write-key");
+    let text = format!("{base}\n[[workspaces.computed_traits]]\nname = \"revenue\"\nfunction = \"sum\"\n\n[[workspaces.computed_traits]]\nname = \"revenue\"\nfunction = \"median\"\nwindow_days = 0\n[[workspaces.computed_traits.where]]\nproperty = \"x\"\nop = \"like\"\n");
+    let found = problems(&text);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("computed_traits[0].property: `sum` needs a `property`")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("computed_traits[1].name: `revenue` is already")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("computed_traits[1].function: unknown function `median`")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("computed_traits[1].window_days")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("where[0].op: unknown op `like`")),
+        "{found:#?}"
+    );
+}

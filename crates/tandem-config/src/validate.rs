@@ -334,7 +334,14 @@ fn check_identity(identity: &IdentityConfig, path: &str, problems: &mut Vec<Conf
     }
     for (index, pattern) in identity.blocked_values.iter().enumerate() {
         if let Err(error) = regex::Regex::new(pattern) {
-            let message = format!("not a regular expression: {error}");
+            // The regex crate draws a multi-line picture; one line per problem reads better.
+            let text = error.to_string();
+            let reason = text
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim_start_matches("error: ");
+            let message = format!("not a regular expression: {reason}");
             problems.push(ConfigProblem::new(
                 format!("{path}.blocked_values[{index}]"),
                 message,

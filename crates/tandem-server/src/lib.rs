@@ -232,7 +232,8 @@ fn xxhash_salt(workspace_id: &str) -> u64 {
     tandem_core::envelope::dedup_key(workspace_id, "")
 }
 
-fn log_options(config: &Config, workspace_id: &str, persist: bool) -> LogOptions {
+/// The log options of a workspace as the config gives them.
+pub fn log_options(config: &Config, workspace_id: &str, persist: bool) -> LogOptions {
     let log = &config.log;
     LogOptions {
         name: workspace_id.to_string(),

@@ -36,6 +36,20 @@ impl BatchStats {
     }
 }
 
+impl std::ops::AddAssign<&BatchStats> for BatchStats {
+    fn add_assign(&mut self, other: &BatchStats) {
+        self.records += other.records;
+        self.created += other.created;
+        self.merged += other.merged;
+        self.refused += other.refused;
+        self.duplicates += other.duplicates;
+        self.unattributed += other.unattributed;
+        self.unreadable += other.unreadable;
+        self.ignored_identifiers += other.ignored_identifiers;
+        self.splits += other.splits;
+    }
+}
+
 /// The next offset to apply, as stored.
 pub fn stored_offset(kv: &impl KvRead) -> KvResult<Option<u64>> {
     Ok(kv
