@@ -303,6 +303,21 @@ fn check_computed_traits(
     }
 }
 
+/// Checks identity rules and computed traits given outside a file (the management API); paths
+/// are relative to the workspace (`identity.identifiers[0].limit`).
+pub fn validate_unify_rules(
+    identity: &IdentityConfig,
+    computed_traits: &[ComputedTraitConfig],
+) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    check_identity(identity, "identity", &mut problems);
+    check_computed_traits(computed_traits, "", &mut problems);
+    for problem in &mut problems {
+        problem.path = problem.path.trim_start_matches('.').to_string();
+    }
+    problems
+}
+
 fn check_identity(identity: &IdentityConfig, path: &str, problems: &mut Vec<ConfigProblem>) {
     let mut kinds: HashMap<&str, usize> = HashMap::new();
     for (index, identifier) in identity.identifiers.iter().enumerate() {

@@ -139,7 +139,8 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
         recoveries.push((workspace.id.clone(), recovery));
         let dedup_salt = xxhash_salt(&workspace.id);
         let log: Arc<dyn tandem_log::EventLog> = file_log.clone();
-        let (unify, unify_open) = unify::Unify::open(&data_dir, workspace)?;
+        let rules = unify::effective_rules(store.as_ref(), workspace)?;
+        let (unify, unify_open) = unify::Unify::open(&data_dir, &workspace.id, rules)?;
         if let unify::UnifyOpen::Rebuilding { previous_next } = unify_open {
             tracing::warn!(workspace = %workspace.id, previous_next, "profiles are being rebuilt from the log");
         }
@@ -179,6 +180,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
     let rate_limiter = rate_limit::RateLimiter::new(config.collect.rate_limit_events_per_second);
     let state = AppState(Arc::new(Inner {
         config,
+        store: store.clone(),
         catalog,
         workspaces,
         dedup,

@@ -43,6 +43,8 @@ pub struct LiveEvent {
 
 pub struct Inner {
     pub config: Config,
+    /// The metadata store (catalog, settings, tokens).
+    pub store: Arc<dyn tandem_store::MetadataStore>,
     pub catalog: Catalog,
     pub workspaces: BTreeMap<String, Workspace>,
     pub dedup: Arc<DedupIndex>,

@@ -3,55 +3,136 @@
 //! store durable at least every `UNIFY_DURABLE_COMMIT_MS`, and publishes how far it got so an API
 //! call that wrote a control record (a split) can wait for its outcome.
 
-use std::path::Path;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tandem_config::{ComputedTraitConfig, IdentityConfig};
 use tandem_core::envelope::{EventEnvelope, EventType};
 use tandem_core::limits::{UNIFY_BATCH_RECORDS_MAX, UNIFY_DURABLE_COMMIT_MS};
 use tandem_log::{EventLog, ReadError};
 use tandem_unify::computed::ComputedDef;
 use tandem_unify::{BatchStats, Engine, IdentityRules, RecordSource, UnifyStore};
+use tokio::sync::watch;
 
 /// Where a workspace's unify store lives.
-pub fn store_path(data_dir: &Path, workspace_id: &str) -> std::path::PathBuf {
+pub fn store_path(data_dir: &Path, workspace_id: &str) -> PathBuf {
     data_dir.join("unify").join(format!("{workspace_id}.redb"))
 }
 
-/// A digest of everything that decides what the unify state holds for the same log.
-pub fn rules_fingerprint(workspace: &tandem_config::WorkspaceConfig) -> String {
-    let text = serde_json::to_string(&(&workspace.identity, &workspace.computed_traits))
-        .expect("config serializes");
-    format!(
-        "{:016x}",
-        tandem_core::envelope::dedup_key("unify-rules-v1", &text)
-    )
+/// Everything that decides what the unify state holds for a given log: the identity rules and
+/// the computed traits of a workspace (from the config file, or set through the API).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UnifyRules {
+    pub identity: IdentityConfig,
+    pub computed_traits: Vec<ComputedTraitConfig>,
+}
+
+impl UnifyRules {
+    pub fn of(workspace: &tandem_config::WorkspaceConfig) -> UnifyRules {
+        UnifyRules {
+            identity: workspace.identity.clone(),
+            computed_traits: workspace.computed_traits.clone(),
+        }
+    }
+
+    /// Whether these are the defaults (a config file that declares no rules).
+    pub fn is_default(&self) -> bool {
+        *self == UnifyRules::default()
+    }
+
+    /// A digest: the store remembers the one it was built with.
+    pub fn fingerprint(&self) -> String {
+        let text = serde_json::to_string(self).expect("rules serialize");
+        format!(
+            "{:016x}",
+            tandem_core::envelope::dedup_key("unify-rules-v1", &text)
+        )
+    }
+
+    /// Compiles the rules into an engine.
+    pub fn engine(&self) -> Result<Engine, String> {
+        let rules = IdentityRules::from_config(&self.identity)?;
+        let computed = self
+            .computed_traits
+            .iter()
+            .map(ComputedDef::from_config)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Engine::with_computed(rules, computed))
+    }
+}
+
+fn rules_setting(workspace_id: &str) -> String {
+    format!("unify_rules:{workspace_id}")
+}
+
+/// The rules a workspace runs with: its config file's when it declares any (the file is the
+/// truth for what it declares), else those last set through the API, else the defaults.
+pub fn effective_rules(
+    store: &dyn tandem_store::MetadataStore,
+    workspace: &tandem_config::WorkspaceConfig,
+) -> anyhow::Result<UnifyRules> {
+    let declared = UnifyRules::of(workspace);
+    if !declared.is_default() {
+        return Ok(declared);
+    }
+    Ok(match store.setting(&rules_setting(&workspace.id))? {
+        Some(json) => serde_json::from_str(&json)?,
+        None => declared,
+    })
+}
+
+/// Stores rules set through the API (they apply at once, and after restarts).
+pub fn save_rules(
+    store: &dyn tandem_store::MetadataStore,
+    workspace_id: &str,
+    rules: &UnifyRules,
+) -> Result<(), tandem_store::StoreError> {
+    let json = serde_json::to_string(rules).expect("rules serialize");
+    store.put_setting(&rules_setting(workspace_id), &json)
 }
 
 /// How often windowed computed traits are moved forward.
 pub const WINDOW_SWEEP_SECONDS: u64 = 60;
 /// Most windowed computed traits moved forward per sweep transaction.
 pub const WINDOW_SWEEP_BATCH: usize = 10_000;
-use tokio::sync::watch;
 
 /// The source id tandem's own control records carry.
 pub const CONTROL_SOURCE_ID: &str = "tandem";
 
+/// A rebuild in progress: profiles are being rebuilt from the log under new rules while the
+/// previous state keeps answering.
+#[derive(Clone, Debug, Serialize)]
+pub struct RebuildProgress {
+    pub applied: u64,
+    pub target: u64,
+    pub started_at_ms: i64,
+}
+
 /// One workspace's unify state and its progress.
 pub struct Unify {
-    pub store: Arc<UnifyStore>,
-    pub engine: Arc<Engine>,
+    path: PathBuf,
+    current: RwLock<(Arc<UnifyStore>, Arc<Engine>, UnifyRules)>,
+    /// Rules waiting to be applied by a rebuild (set by the API, taken by the consumer).
+    pending: Mutex<Option<UnifyRules>>,
+    pub rebuild: RwLock<Option<RebuildProgress>>,
     /// The next offset to apply (everything before it is in the store).
     pub applied: watch::Sender<u64>,
 }
 
-/// What a rebuild at open did, for the start report.
+/// What opening did, for the start report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnifyOpen {
-    /// The store matches the workspace's rules: resume at `next`.
+    /// The store matches the rules: resume at `next`.
     Resumed { next: u64 },
-    /// The identity rules or computed traits changed since the store was built: it was emptied
-    /// and is being rebuilt from the start of the log.
+    /// The rules changed since the store was built: it was emptied and is being rebuilt from
+    /// the start of the log.
     Rebuilding { previous_next: u64 },
+}
+
+fn store_error(error: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("unify store: {error}")
 }
 
 impl Unify {
@@ -60,52 +141,60 @@ impl Unify {
     /// under other rules would mix two answers.
     pub fn open(
         data_dir: &Path,
-        workspace: &tandem_config::WorkspaceConfig,
+        workspace_id: &str,
+        rules: UnifyRules,
     ) -> anyhow::Result<(Unify, UnifyOpen)> {
-        let rules = IdentityRules::from_config(&workspace.identity).map_err(|error| {
-            anyhow::anyhow!("identity rules of workspace {}: {error}", workspace.id)
-        })?;
-        let computed = workspace
-            .computed_traits
-            .iter()
-            .map(ComputedDef::from_config)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| {
-                anyhow::anyhow!("computed traits of workspace {}: {error}", workspace.id)
-            })?;
-        let fingerprint = rules_fingerprint(workspace);
-        let path = store_path(data_dir, &workspace.id);
-        let mut store = UnifyStore::open(&path)
-            .map_err(|error| anyhow::anyhow!("opening {}: {error}", path.display()))?;
-        let mut next = store
-            .next_offset()
-            .map_err(|error| anyhow::anyhow!("reading {}: {error}", path.display()))?;
-        let stored = store
-            .fingerprint()
-            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let engine = rules
+            .engine()
+            .map_err(|error| anyhow::anyhow!("unify rules of workspace {workspace_id}: {error}"))?;
+        let fingerprint = rules.fingerprint();
+        let path = store_path(data_dir, workspace_id);
+        let mut store = UnifyStore::open(&path).map_err(store_error)?;
+        let mut next = store.next_offset().map_err(store_error)?;
+        let stored = store.fingerprint().map_err(store_error)?;
         let mut opened = UnifyOpen::Resumed { next };
         if next > 0 && stored.as_deref() != Some(fingerprint.as_str()) {
-            tracing::warn!(workspace = %workspace.id, "identity rules or computed traits changed: rebuilding profiles from the log");
+            tracing::warn!(workspace = %workspace_id, "identity rules or computed traits changed: rebuilding profiles from the log");
             drop(store);
             std::fs::remove_file(&path)?;
-            store = UnifyStore::open(&path)
-                .map_err(|error| anyhow::anyhow!("opening {}: {error}", path.display()))?;
+            store = UnifyStore::open(&path).map_err(store_error)?;
             opened = UnifyOpen::Rebuilding {
                 previous_next: next,
             };
             next = 0;
         }
-        store
-            .set_fingerprint(&fingerprint)
-            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        store.set_fingerprint(&fingerprint).map_err(store_error)?;
         Ok((
             Unify {
-                store: Arc::new(store),
-                engine: Arc::new(Engine::with_computed(rules, computed)),
+                path,
+                current: RwLock::new((Arc::new(store), Arc::new(engine), rules)),
+                pending: Mutex::new(None),
+                rebuild: RwLock::new(None),
                 applied: watch::channel(next).0,
             },
             opened,
         ))
+    }
+
+    /// The state that answers reads now.
+    pub fn store(&self) -> Arc<UnifyStore> {
+        self.current.read().0.clone()
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        self.current.read().1.clone()
+    }
+
+    pub fn rules(&self) -> UnifyRules {
+        self.current.read().2.clone()
+    }
+
+    /// Asks the consumer to rebuild the profiles under `rules` (online: the current state keeps
+    /// answering until the new one has caught up, then they swap).
+    pub fn request_rebuild(&self, rules: UnifyRules) -> Result<(), String> {
+        rules.engine()?;
+        *self.pending.lock() = Some(rules);
+        Ok(())
     }
 
     /// Resolves once the record at `offset` has been applied (or after `timeout`: false).
@@ -150,6 +239,56 @@ pub fn control_record(body: &serde_json::Value, now_ms: i64) -> tandem_log::Reco
     }
 }
 
+/// Applies every record of `log` from its start under `rules` into a side store, reporting
+/// progress; the caller swaps it in. Records appended meanwhile are caught up too.
+async fn rebuild_online(
+    unify: &Arc<Unify>,
+    log: &Arc<dyn EventLog>,
+    rules: UnifyRules,
+) -> anyhow::Result<(Arc<UnifyStore>, Arc<Engine>, UnifyRules, u64)> {
+    let engine = Arc::new(rules.engine().map_err(|error| anyhow::anyhow!(error))?);
+    let side = unify.path.with_extension("redb.rebuild");
+    let _ = std::fs::remove_file(&side);
+    let store = Arc::new(UnifyStore::open(&side).map_err(store_error)?);
+    let mut next = log.stats().start_offset;
+    *unify.rebuild.write() = Some(RebuildProgress {
+        applied: 0,
+        target: log.stats().end_offset,
+        started_at_ms: tandem_core::time_util::now_ms(),
+    });
+    loop {
+        let records = log.read(next, UNIFY_BATCH_RECORDS_MAX)?;
+        let Some(last) = records.last().map(|record| record.offset) else {
+            break;
+        };
+        let batch: Vec<(u64, Vec<u8>)> = records
+            .into_iter()
+            .map(|record| (record.offset, record.payload.to_vec()))
+            .collect();
+        let (work_store, work_engine, source) =
+            (store.clone(), engine.clone(), LogRecords(log.clone()));
+        tokio::task::spawn_blocking(move || {
+            work_store.apply_batch(&work_engine, &source, &batch, false)
+        })
+        .await?
+        .map_err(store_error)?;
+        next = last + 1;
+        if let Some(progress) = unify.rebuild.write().as_mut() {
+            progress.applied = next;
+            progress.target = log.stats().end_offset;
+        }
+    }
+    store
+        .set_fingerprint(&rules.fingerprint())
+        .map_err(store_error)?;
+    store.sync().map_err(store_error)?;
+    std::fs::rename(&side, &unify.path)?;
+    if let Some(dir) = unify.path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok((store, engine, rules, next))
+}
+
 /// Runs the consumer of one workspace until the process ends.
 pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>) {
     let mut next = *unify.applied.borrow();
@@ -158,6 +297,23 @@ pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>
     let mut dirty = false;
     let durable_every = Duration::from_millis(UNIFY_DURABLE_COMMIT_MS);
     loop {
+        let pending = unify.pending.lock().take();
+        if let Some(rules) = pending {
+            tracing::info!(workspace = %workspace_id, "rebuilding profiles under new rules");
+            match rebuild_online(&unify, &log, rules).await {
+                Ok((store, engine, rules, rebuilt_next)) => {
+                    *unify.current.write() = (store, engine, rules);
+                    next = rebuilt_next;
+                    unify.applied.send_replace(next);
+                    tracing::info!(workspace = %workspace_id, next, "profiles rebuilt");
+                }
+                Err(error) => {
+                    tracing::error!(workspace = %workspace_id, %error, "rebuilding profiles failed; the previous state stays");
+                }
+            }
+            *unify.rebuild.write() = None;
+            continue;
+        }
         let records = match log.read(next, UNIFY_BATCH_RECORDS_MAX) {
             Ok(records) => records,
             Err(ReadError::BelowStart { start, .. }) => {
@@ -171,11 +327,12 @@ pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>
                 continue;
             }
         };
+        let (store, engine) = (unify.store(), unify.engine());
         if last_sweep.elapsed() >= Duration::from_secs(WINDOW_SWEEP_SECONDS)
-            && !unify.engine.computed.is_empty()
+            && !engine.computed.is_empty()
         {
             last_sweep = Instant::now();
-            let (store, engine) = (unify.store.clone(), unify.engine.clone());
+            let (store, engine) = (store.clone(), engine.clone());
             let now = tandem_core::time_util::now_ms();
             match tokio::task::spawn_blocking(move || {
                 store.expire_windows(&engine, now, WINDOW_SWEEP_BATCH)
@@ -199,7 +356,6 @@ pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>
         }
         let Some(last) = records.last().map(|record| record.offset) else {
             if dirty {
-                let store = unify.store.clone();
                 if let Ok(Err(error)) = tokio::task::spawn_blocking(move || store.sync()).await {
                     tracing::error!(workspace = %workspace_id, %error, "unify store sync failed");
                 }
@@ -217,11 +373,7 @@ pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>
             .into_iter()
             .map(|record| (record.offset, record.payload.to_vec()))
             .collect();
-        let (store, engine, source) = (
-            unify.store.clone(),
-            unify.engine.clone(),
-            LogRecords(log.clone()),
-        );
+        let source = LogRecords(log.clone());
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             store.apply_batch(&engine, &source, &batch, durable)

@@ -176,6 +176,11 @@ impl IdentityRules {
         })
     }
 
+    /// The blocked-value patterns, in order.
+    pub fn blocked_patterns(&self) -> &[String] {
+        &self.blocked_patterns
+    }
+
     /// The blocked-value pattern a value matches, if any.
     pub fn blocked_by(&self, value: &str) -> Option<&str> {
         self.blocked

@@ -11,6 +11,7 @@ use crate::auth::{Authorized, ManageAccessTokens, ManageIdentity, ReadProfiles};
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, Workspace};
 use crate::unify::{control_record, LogRecords};
+use crate::unify::{save_rules, UnifyRules};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -66,6 +67,10 @@ pub fn router() -> Router<AppState> {
             get(splits),
         )
         .route("/api/v1/workspaces/{workspace}/unify", get(unify_status))
+        .route(
+            "/api/v1/workspaces/{workspace}/unify/rules",
+            get(get_rules).put(put_rules),
+        )
         .route(
             "/api/v1/workspaces/{workspace}/access-tokens",
             get(list_tokens).post(create_token),
@@ -227,7 +232,7 @@ async fn segment_profile(
     let limit = page_limit(params.limit)?;
     let url =
         format!("/v1/spaces/{workspace_id}/collections/{collection}/profiles/{id}/{resource}");
-    let store = workspace.unify.store.clone();
+    let store = workspace.unify.store().clone();
     match collection.as_str() {
         "users" => {
             let profile = store
@@ -299,7 +304,7 @@ fn user_resource(
             };
             let mut rows = workspace
                 .unify
-                .store
+                .store()
                 .read(|kv| query::timeline(kv, profile.id, before.as_deref(), limit + 1))
                 .map_err(store_error)?;
             let more = rows.len() > limit;
@@ -385,7 +390,7 @@ fn account_resource(
         }}))),
         "links" => {
             let after = params.next.as_deref().and_then(parse_profile_id);
-            let store = &workspace.unify.store;
+            let store = workspace.unify.store();
             let (members, profiles) = store
                 .read(|kv| {
                     let members = query::account_members(kv, &account.group_id, after, limit + 1)?;
@@ -480,7 +485,7 @@ fn with_computed(profile: &ProfileRow) -> std::collections::BTreeMap<String, Tra
 
 /// `prof_…` or `type:value`.
 fn find_profile(workspace: &Workspace, id: &str) -> ApiResult<ProfileRow> {
-    let store = &workspace.unify.store;
+    let store = workspace.unify.store();
     let found = if let Some(profile_id) = parse_profile_id(id) {
         store.read(|kv| query::resolve_profile(kv, profile_id))
     } else if let Some(identity) = Identity::parse_path(id) {
@@ -500,7 +505,7 @@ fn find_profile(workspace: &Workspace, id: &str) -> ApiResult<ProfileRow> {
 fn profile_json(workspace: &Workspace, profile: &ProfileRow) -> ApiResult<Value> {
     let (merges, timeline) = workspace
         .unify
-        .store
+        .store()
         .read(|kv| {
             Ok((
                 query::merges(kv, profile.id, PROFILE_API_LIMIT_MAX)?,
@@ -595,7 +600,7 @@ async fn search_profiles(
     let after = search.after.as_deref().and_then(parse_profile_id);
     let (found, scanned_to) = workspace
         .unify
-        .store
+        .store()
         .read(|kv| query::search_by_trait(kv, &name, &value, after, limit, TRAIT_SEARCH_SCAN_MAX))
         .map_err(store_error)?;
     let profiles = found
@@ -632,7 +637,7 @@ async fn explain(
     let (a, b) = (parse(&params.a)?, parse(&params.b)?);
     let explanation = workspace
         .unify
-        .store
+        .store()
         .read(|kv| query::explain(kv, &a, &b))
         .map_err(store_error)?;
     Ok(Json(
@@ -654,7 +659,7 @@ async fn refusals(
     let workspace = workspace(&state, &workspace_id)?;
     let rows = workspace
         .unify
-        .store
+        .store()
         .read(|kv| {
             query::refusals(
                 kv,
@@ -697,7 +702,7 @@ async fn splits(
     let workspace = workspace(&state, &workspace_id)?;
     let rows = workspace
         .unify
-        .store
+        .store()
         .read(|kv| {
             query::splits(
                 kv,
@@ -762,7 +767,7 @@ async fn split_profile(
     }
     let outcome: Option<ControlOutcome> = workspace
         .unify
-        .store
+        .store()
         .read(|kv| model::get(kv, Table::Meta, &control_outcome_key(offset)))
         .map_err(store_error)?;
     match outcome {
@@ -788,10 +793,13 @@ async fn unify_status(
     let end = workspace.log.stats().end_offset;
     let profiles = workspace
         .unify
-        .store
+        .store()
         .read(|kv| Ok(kv.scan(Table::Profiles, &[], None, false, 1)?.len()))
         .map_err(store_error)?;
+    let rules = workspace.unify.rules();
     Ok(Json(json!({
+        "rules_fingerprint": rules.fingerprint(),
+        "rebuild": *workspace.unify.rebuild.read(),
         "applied_offset": applied,
         "log_end_offset": end,
         "lag_records": end.saturating_sub(applied),
@@ -860,4 +868,105 @@ async fn revoke_token(
     workspace(&state, &workspace_id)?;
     let record = state.access_tokens.revoke(&workspace_id, &id)?;
     Ok(Json(json!({"id": record.id, "revoked": true})))
+}
+
+fn rules_owner(state: &AppState, workspace_id: &str) -> &'static str {
+    let declared = state
+        .config
+        .workspaces
+        .iter()
+        .find(|w| w.id == workspace_id)
+        .map(UnifyRules::of)
+        .unwrap_or_default();
+    if !declared.is_default() {
+        "config"
+    } else {
+        "api"
+    }
+}
+
+/// The identity rules and computed traits a workspace runs with, and who manages them.
+async fn get_rules(
+    State(state): State<AppState>,
+    _auth: Authorized<ReadProfiles>,
+    Path(workspace_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let workspace = workspace(&state, &workspace_id)?;
+    let rules = workspace.unify.rules();
+    let engine = workspace.unify.engine();
+    let mut kinds: Vec<(String, tandem_unify::identity::KindRule)> =
+        tandem_unify::identity::DEFAULT_RULES
+            .iter()
+            .map(|(kind, _)| kind.to_string())
+            .chain(rules.identity.identifiers.iter().map(|i| i.kind.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|kind| {
+                let rule = engine.rules.rule(&kind);
+                (kind, rule)
+            })
+            .collect();
+    kinds.sort_by_key(|(kind, rule)| (rule.priority, kind.clone()));
+    Ok(Json(json!({
+        "managed_by": rules_owner(&state, &workspace_id),
+        "rules": rules,
+        "effective_identifiers": kinds.iter().map(|(kind, rule)| json!({
+            "type": kind, "priority": rule.priority, "limit": rule.limit,
+            "window_days": rule.window_ms.map(|ms| ms / 86_400_000),
+        })).collect::<Vec<_>>(),
+        "blocked_values": engine.rules.blocked_patterns(),
+        "fingerprint": rules.fingerprint(),
+        "rebuild": *workspace.unify.rebuild.read(),
+    })))
+}
+
+/// Replaces the rules (when the config file does not declare them) and rebuilds the profiles
+/// from the log under them, online: the current profiles answer until the new ones caught up.
+async fn put_rules(
+    State(state): State<AppState>,
+    _auth: Authorized<ManageIdentity>,
+    Path(workspace_id): Path<String>,
+    body: Result<Json<UnifyRules>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let workspace = workspace(&state, &workspace_id)?;
+    let Json(rules) = body.map_err(|rejection| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{rejection}; expected {{\"identity\": {{…}}, \"computed_traits\": […]}} as in the config file"),
+        )
+    })?;
+    if rules_owner(&state, &workspace_id) == "config" {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "this workspace's rules are declared in the config file; change them there",
+        ));
+    }
+    let problems = tandem_config::validate_unify_rules(&rules.identity, &rules.computed_traits);
+    if !problems.is_empty() {
+        let details: Vec<Value> = problems
+            .iter()
+            .map(|p| json!({"path": p.path, "message": p.message}))
+            .collect();
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{} problem(s) in the rules", problems.len()),
+        )
+        .with_details(json!({"problems": details})));
+    }
+    if rules == workspace.unify.rules() {
+        return Ok((StatusCode::OK, Json(json!({"status": "unchanged"}))));
+    }
+    workspace
+        .unify
+        .request_rebuild(rules.clone())
+        .map_err(|message| ApiError::new(ErrorCode::InvalidRequest, message))?;
+    save_rules(state.store.as_ref(), &workspace_id, &rules)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "status": "rebuilding",
+            "fingerprint": rules.fingerprint(),
+            "progress": format!("/api/v1/workspaces/{workspace_id}/unify"),
+        })),
+    ))
 }
