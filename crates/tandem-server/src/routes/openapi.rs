@@ -18,3 +18,42 @@ pub fn router() -> Router<AppState> {
         }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every `.route("…")` of the route modules is documented.
+    #[test]
+    fn every_route_is_in_the_document() {
+        let document: serde_json::Value = serde_json::from_str(super::OPENAPI_JSON).unwrap();
+        let sources = [
+            include_str!("collect.rs"),
+            include_str!("settings.rs"),
+            include_str!("sources.rs"),
+            include_str!("live.rs"),
+            include_str!("health.rs"),
+            include_str!("profiles.rs"),
+            include_str!("mod.rs"),
+            include_str!("openapi.rs"),
+        ];
+        let mut missing = Vec::new();
+        for source in sources {
+            for piece in source.split(".route(").skip(1) {
+                let Some(path) = piece
+                    .trim_start()
+                    .strip_prefix('"')
+                    .and_then(|rest| rest.split('"').next())
+                    .filter(|path| path.starts_with('/'))
+                else {
+                    continue;
+                };
+                if document["paths"].get(path).is_none() {
+                    missing.push(path.to_string());
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "routes missing from openapi.json: {missing:?}"
+        );
+    }
+}
