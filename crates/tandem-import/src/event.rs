@@ -2,8 +2,10 @@
 //! tandem adds (`context.library`, `context.import`) and a deterministic `messageId`.
 //!
 //! The `messageId` is `import-<16 hex digits>-<row>`: the hex digits are a hash of the import's
-//! id, so importing the same file again (or resuming) sends the same ids, and the server's dedup
-//! index drops the rows it already stored.
+//! id and of how rows become events (format and mapping). Importing the same file the same way
+//! again, or resuming, sends the same ids, and the server's dedup index drops the rows it already
+//! stored; importing it with a corrected mapping sends new ids, so the corrected events are stored
+//! rather than dropped as duplicates of the wrong ones.
 
 use crate::limits::IMPORT_ID_BYTES_MAX;
 use crate::mapping::Target;
@@ -30,7 +32,7 @@ pub struct ImportIdentity {
     pub id: String,
     /// The file's name (without its directory), written as `context.import.file`.
     pub file_name: String,
-    /// Hex of the first bytes of SHA-256(id): the messageId's middle part.
+    /// Hex of the first bytes of SHA-256(id, conversion): the messageId's middle part.
     key: String,
     /// `"context":{"library":…,"import":{"id":…,"file":…,"row":` written once per import.
     context_head: Vec<u8>,
@@ -38,28 +40,33 @@ pub struct ImportIdentity {
 
 impl ImportIdentity {
     /// An import id the user chose (`--import-id`): 1 to `IMPORT_ID_BYTES_MAX` bytes, printable.
-    pub fn given(id: &str, file_name: &str) -> Result<ImportIdentity, String> {
+    /// `conversion` names how rows become events (the format and `Mapping::fingerprint`).
+    pub fn given(id: &str, file_name: &str, conversion: &str) -> Result<ImportIdentity, String> {
         if id.is_empty() || id.len() > IMPORT_ID_BYTES_MAX || id.chars().any(char::is_control) {
             return Err(format!(
                 "an import id is 1 to {IMPORT_ID_BYTES_MAX} bytes without control characters"
             ));
         }
-        Ok(ImportIdentity::new(id.to_string(), file_name))
+        Ok(ImportIdentity::new(id.to_string(), file_name, conversion))
     }
 
     /// The default id of a file: its name, size and a hash of its first bytes. The same file
     /// imported twice gets the same id (so the same messageIds); a changed file gets another.
-    pub fn of_file(file_name: &str, size: u64, head: &[u8]) -> ImportIdentity {
+    pub fn of_file(file_name: &str, size: u64, head: &[u8], conversion: &str) -> ImportIdentity {
         let digest = Sha256::digest(head);
         let id = format!(
             "{file_name}:{size}:{}",
             tandem_core::ids::hex(&digest[..MESSAGE_ID_KEY_BYTES])
         );
-        ImportIdentity::new(id, file_name)
+        ImportIdentity::new(id, file_name, conversion)
     }
 
-    fn new(id: String, file_name: &str) -> ImportIdentity {
-        let digest = Sha256::digest(id.as_bytes());
+    fn new(id: String, file_name: &str, conversion: &str) -> ImportIdentity {
+        let mut hasher = Sha256::new();
+        hasher.update(id.as_bytes());
+        hasher.update([0]);
+        hasher.update(conversion.as_bytes());
+        let digest = hasher.finalize();
         let key = tandem_core::ids::hex(&digest[..MESSAGE_ID_KEY_BYTES]);
         let mut context_head = Vec::with_capacity(128);
         context_head.extend_from_slice(b"\"context\":{\"library\":{\"name\":");
@@ -275,7 +282,7 @@ mod tests {
     use serde_json::json;
 
     fn identity() -> ImportIdentity {
-        ImportIdentity::given("crm-2024-06", "crm.csv").unwrap()
+        ImportIdentity::given("crm-2024-06", "crm.csv", "csv").unwrap()
     }
 
     fn build(cells: &[(&str, &str, &str)]) -> Result<Value, Rejection> {
@@ -318,15 +325,17 @@ mod tests {
 
     #[test]
     fn message_ids_are_deterministic_per_import_and_row() {
-        let a = ImportIdentity::of_file("crm.csv", 1234, b"id,email\n");
-        let again = ImportIdentity::of_file("crm.csv", 1234, b"id,email\n");
+        let a = ImportIdentity::of_file("crm.csv", 1234, b"id,email\n", "m");
+        let again = ImportIdentity::of_file("crm.csv", 1234, b"id,email\n", "m");
         assert_eq!(a, again);
         assert_eq!(a.message_id(1), again.message_id(1));
         assert_ne!(a.message_id(1), a.message_id(2));
         for other in [
-            ImportIdentity::of_file("crm.csv", 1235, b"id,email\n"),
-            ImportIdentity::of_file("crm2.csv", 1234, b"id,email\n"),
-            ImportIdentity::of_file("crm.csv", 1234, b"id,mail\n"),
+            ImportIdentity::of_file("crm.csv", 1235, b"id,email\n", "m"),
+            ImportIdentity::of_file("crm2.csv", 1234, b"id,email\n", "m"),
+            ImportIdentity::of_file("crm.csv", 1234, b"id,mail\n", "m"),
+            // The same file mapped differently: its events differ, so must their ids.
+            ImportIdentity::of_file("crm.csv", 1234, b"id,email\n", "m2"),
         ] {
             assert_ne!(a.message_id(1), other.message_id(1), "{}", other.id);
         }
@@ -338,11 +347,15 @@ mod tests {
         assert!(id.starts_with("import-"));
         // The user's id decides alone: the same --import-id on a renamed file keeps the ids.
         assert_eq!(
-            ImportIdentity::given("x", "a.csv").unwrap().message_id(3),
-            ImportIdentity::given("x", "b.csv").unwrap().message_id(3)
+            ImportIdentity::given("x", "a.csv", "m")
+                .unwrap()
+                .message_id(3),
+            ImportIdentity::given("x", "b.csv", "m")
+                .unwrap()
+                .message_id(3)
         );
-        assert!(ImportIdentity::given("", "a.csv").is_err());
-        assert!(ImportIdentity::given("a\nb", "a.csv").is_err());
+        assert!(ImportIdentity::given("", "a.csv", "m").is_err());
+        assert!(ImportIdentity::given("a\nb", "a.csv", "m").is_err());
     }
 
     #[test]

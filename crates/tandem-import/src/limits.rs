@@ -49,10 +49,13 @@ pub const REPORT_RAW_BYTES_MAX: usize = 16 * 1024;
 
 // ---- sending
 
-/// Events per `/v1/batch` request by default (`--batch-events`). Well under the server's
-/// `BATCH_EVENTS_MAX`; larger batches amortise one fsync over more events but each takes longer
-/// to parse before the answer.
-pub const DEFAULT_BATCH_EVENTS: usize = 500;
+/// Events per `/v1/batch` request by default (`--batch-events`); the body also stays under
+/// `BATCH_BODY_BYTES_MAX`, which binds first for rows over ~250 bytes. Each request costs the
+/// server a parse, a dedup pass and an fsync wait, so larger batches import faster: 1M rows of
+/// seven columns on the 2-core machine took 12 s at 500 events per request and 7.5 s at 2,000
+/// (~130,000 rows/s, server and importer on the same cores). Kept under the
+/// server's `BATCH_EVENTS_MAX` (2,500) so a batch is never refused for its count.
+pub const DEFAULT_BATCH_EVENTS: usize = 2_000;
 /// Most events per request a user may ask for: the server's own limit.
 pub const BATCH_EVENTS_LIMIT: usize = BATCH_EVENTS_MAX;
 /// Largest request body: the server's `BATCH_BYTES_MAX`, counted exactly (`{"batch":[…]}`).

@@ -426,16 +426,16 @@ impl Mapping {
     /// A stable text naming everything that decides what a row becomes; a checkpoint keeps it so
     /// that a resumed import cannot silently map rows differently.
     pub fn fingerprint(&self) -> String {
-        let columns: Vec<(String, String)> = self
+        let columns: Vec<String> = self
             .columns
             .iter()
-            .map(|(column, target)| (column.clone(), target.to_string()))
+            .map(|(column, target)| format!("{column:?}={target}"))
             .collect();
         let unmapped = match self.unmapped {
             Unmapped::Traits => "traits",
             Unmapped::Ignore => "ignore",
         };
-        serde_json::json!({"columns": columns, "unmapped": unmapped}).to_string()
+        format!("columns [{}], unmapped {unmapped}", columns.join(", "))
     }
 }
 

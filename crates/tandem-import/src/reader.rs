@@ -577,7 +577,7 @@ mod tests {
     use std::io::Cursor;
 
     fn identity() -> ImportIdentity {
-        ImportIdentity::given("test", "test.csv").unwrap()
+        ImportIdentity::given("test", "test.csv", "").unwrap()
     }
 
     fn read_all(

@@ -174,7 +174,7 @@ proptest! {
 
     #[test]
     fn every_csv_row_is_an_event_or_a_reason((bytes, written) in csv_file(), mapping in mapping()) {
-        let identity = ImportIdentity::of_file("f.csv", bytes.len() as u64, &bytes);
+        let identity = ImportIdentity::of_file("f.csv", bytes.len() as u64, &bytes, &mapping.fingerprint());
         let format = Format::Csv { delimiter: b',' };
         let rows = match read_all(&bytes, format, &mapping, &identity, None) {
             Ok(rows) => rows,
@@ -211,7 +211,7 @@ proptest! {
         mapping in mapping(),
     ) {
         let bytes = lines.join("\n").into_bytes();
-        let identity = ImportIdentity::of_file("f.jsonl", bytes.len() as u64, &bytes);
+        let identity = ImportIdentity::of_file("f.jsonl", bytes.len() as u64, &bytes, &mapping.fingerprint());
         let rows = read_all(&bytes, Format::JsonLines, &mapping, &identity, None).unwrap();
         let non_blank = lines
             .iter()
@@ -225,7 +225,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000), delimiter in prop_oneof![Just(b','), Just(b';'), Just(b'\t'), any::<u8>()]) {
-        let identity = ImportIdentity::of_file("f", bytes.len() as u64, &bytes);
+        let identity = ImportIdentity::of_file("f", bytes.len() as u64, &bytes, "");
         for format in [Format::Csv { delimiter }, Format::JsonLines] {
             if let Ok(rows) = read_all(&bytes, format, &Mapping::default(), &identity, None) {
                 for row in &rows {
