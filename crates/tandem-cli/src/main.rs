@@ -1,5 +1,6 @@
 //! `tandem`: one binary, one subcommand per job.
 
+mod import_cmd;
 mod log_cmd;
 mod serve_cmd;
 mod tail_cmd;
@@ -30,6 +31,8 @@ enum Command {
     },
     /// Generate Segment-spec load against a server and report events/s and ack latency.
     Load(serve_cmd::LoadArgs),
+    /// Import customer records (CSV or JSON lines) into a running server as identify events.
+    Import(import_cmd::ImportArgs),
     /// Inspect the durable log of a data directory.
     Log {
         #[command(subcommand)]
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::serve(args),
         Command::Validate { config } => validate(&config),
         Command::Load(args) => serve_cmd::load(args),
+        Command::Import(args) => import_cmd::import(args),
         Command::Log { command } => log_cmd::run(command),
         Command::Tail(args) => tail_cmd::tail(args),
         Command::Bench { command } => serve_cmd::bench(command),
