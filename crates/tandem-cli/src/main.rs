@@ -2,6 +2,7 @@
 
 mod import_cmd;
 mod log_cmd;
+mod rebuild_cmd;
 mod serve_cmd;
 mod tail_cmd;
 
@@ -33,6 +34,8 @@ enum Command {
     Load(serve_cmd::LoadArgs),
     /// Import customer records (CSV or JSON lines) into a running server as identify events.
     Import(import_cmd::ImportArgs),
+    /// Rebuild profiles (identity graph, traits, computed traits) from the logs; server stopped.
+    Rebuild(rebuild_cmd::RebuildArgs),
     /// Inspect the durable log of a data directory.
     Log {
         #[command(subcommand)]
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate(&config),
         Command::Load(args) => serve_cmd::load(args),
         Command::Import(args) => import_cmd::import(args),
+        Command::Rebuild(args) => rebuild_cmd::rebuild(args),
         Command::Log { command } => log_cmd::run(command),
         Command::Tail(args) => tail_cmd::tail(args),
         Command::Bench { command } => serve_cmd::bench(command),
