@@ -206,22 +206,41 @@ async fn store_batch(
     }
     let started = std::time::Instant::now();
     let records = std::mem::take(&mut batch.records);
-    let outcome = match workspace.log.append(records) {
-        Ok(durable) => durable.await,
-        Err(error) => Err(error),
+    let durable = match workspace.log.append(records) {
+        Ok(durable) => durable,
+        Err(error) => {
+            state.dedup.release(&batch.reserved_keys);
+            metrics::counter!("tandem_collect_events_refused_total", "reason" => refusal_reason(&error)).increment(batch.accepted.len() as u64);
+            return Err(error.into());
+        }
     };
+    // The wait for durability and the dedup bookkeeping after it run in their own task: if the
+    // client disconnects, this handler is dropped, but the reserved keys must still be confirmed
+    // (or released), else they would stay "in flight" and every retry would be stored again.
+    let dedup = state.dedup.clone();
+    let keys = batch.reserved_keys.clone();
+    let accepted = batch.accepted.len() as u64;
+    let settle = tokio::spawn(async move {
+        let outcome = durable.await;
+        match &outcome {
+            Ok(_) => dedup.confirm(&keys),
+            Err(error) => {
+                dedup.release(&keys);
+                metrics::counter!("tandem_collect_events_refused_total", "reason" => refusal_reason(error)).increment(accepted);
+            }
+        }
+        outcome
+    });
+    let outcome = settle
+        .await
+        .map_err(|error| ApiError::internal(format!("append task failed: {error}")))?;
     match outcome {
         Ok(offsets) => {
-            state.dedup.confirm(&batch.reserved_keys);
             metrics::histogram!("tandem_collect_ack_seconds")
                 .record(started.elapsed().as_secs_f64());
             Ok(Some(offsets))
         }
-        Err(error) => {
-            state.dedup.release(&batch.reserved_keys);
-            metrics::counter!("tandem_collect_events_refused_total", "reason" => refusal_reason(&error)).increment(batch.accepted.len() as u64);
-            Err(error.into())
-        }
+        Err(error) => Err(error.into()),
     }
 }
 
