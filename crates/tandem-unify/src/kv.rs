@@ -166,6 +166,9 @@ impl KvWrite for MemoryKv {
 
 const KV: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("unify");
 
+/// A consistent read snapshot of a `RedbKv`.
+pub type Snapshot = RedbTable<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>;
+
 /// The embedded store: one redb file per workspace.
 pub struct RedbKv {
     db: redb::Database,
@@ -192,16 +195,10 @@ impl<T: redb::ReadableTable<&'static [u8], &'static [u8]>> KvRead for RedbTable<
         limit: usize,
     ) -> KvResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let (low, high) = bounds(table, prefix, after, reverse);
-        let low = match &low {
-            Bound::Included(k) => Bound::Included(k.as_slice()),
-            Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let high = match &high {
-            Bound::Included(k) => Bound::Included(k.as_slice()),
-            Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
+        let (low, high) = (
+            low.as_ref().map(Vec::as_slice),
+            high.as_ref().map(Vec::as_slice),
+        );
         let range = self.0.range::<&[u8]>((low, high)).map_err(KvError::store)?;
         let mut out = Vec::new();
         type Entry<'a> = Result<

@@ -25,7 +25,7 @@ use tandem_core::limits::{PROFILE_API_LIMIT_DEFAULT, PROFILE_API_LIMIT_MAX};
 use tandem_core::time_util::format_iso8601_ms;
 use tandem_core::{time_util, ErrorCode};
 use tandem_unify::engine::{control_outcome_key, ControlOutcome};
-use tandem_unify::kv::{KvError, KvRead, Table};
+use tandem_unify::kv::{KvError, KvRead, Snapshot, Table};
 use tandem_unify::model::{
     self, format_profile_id, parse_profile_id, AccountRow, ProfileRow, Provenance, TraitRow,
 };
@@ -650,23 +650,31 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
+/// The newest rows a listing query gives (at most `limit`), from a consistent snapshot.
+fn newest<T>(
+    state: &AppState,
+    workspace_id: &str,
+    limit: Option<usize>,
+    list: fn(&Snapshot, usize) -> Result<Vec<T>, KvError>,
+) -> ApiResult<Vec<T>> {
+    let workspace = workspace(state, workspace_id)?;
+    let limit = page_limit(limit).unwrap_or(PROFILE_API_LIMIT_MAX);
+    workspace
+        .unify
+        .store()
+        .read(|kv| list(kv, limit))
+        .map_err(store_error)
+}
+
 async fn refusals(
     State(state): State<AppState>,
     _auth: Authorized<ReadProfiles>,
     Path(workspace_id): Path<String>,
     Query(params): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let workspace = workspace(&state, &workspace_id)?;
-    let rows = workspace
-        .unify
-        .store()
-        .read(|kv| {
-            query::refusals(
-                kv,
-                page_limit(params.limit).unwrap_or(PROFILE_API_LIMIT_MAX),
-            )
-        })
-        .map_err(store_error)?;
+    let rows = newest(&state, &workspace_id, params.limit, |kv, limit| {
+        query::refusals(kv, limit)
+    })?;
     let data: Vec<Value> = rows
         .iter()
         .map(|refusal| json!({
@@ -699,17 +707,9 @@ async fn splits(
     Path(workspace_id): Path<String>,
     Query(params): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let workspace = workspace(&state, &workspace_id)?;
-    let rows = workspace
-        .unify
-        .store()
-        .read(|kv| {
-            query::splits(
-                kv,
-                page_limit(params.limit).unwrap_or(PROFILE_API_LIMIT_MAX),
-            )
-        })
-        .map_err(store_error)?;
+    let rows = newest(&state, &workspace_id, params.limit, |kv, limit| {
+        query::splits(kv, limit)
+    })?;
     Ok(Json(
         json!({"splits": rows.iter().map(split_json).collect::<Vec<_>>()}),
     ))
