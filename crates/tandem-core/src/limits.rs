@@ -83,3 +83,11 @@ pub const COMPUTED_TRAITS_MAX: usize = 100;
 /// (per day bucket when windowed); beyond it new values are not counted and the trait is marked
 /// as a lower bound.
 pub const COMPUTED_DISTINCT_VALUES_MAX: usize = 1000;
+/// Most bytes of one file posted to the import API (`POST …/sources/{source}/imports`); a larger
+/// upload answers 400 `body_too_large` and leaves no job behind.
+pub const IMPORT_UPLOAD_BYTES_MAX: u64 = 1 << 30;
+/// Rejected rows an import job's progress lists (its counts cover every row).
+pub const IMPORT_REJECTIONS_SHOWN: usize = 100;
+/// Retries of one chunk of an import job while the log is overloaded, the disk full or the
+/// source rate-limited (with backoff, honouring the suggested wait): beyond them the job fails.
+pub const IMPORT_RETRIES_MAX: u32 = 30;

@@ -189,6 +189,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
         admin_tokens,
         access_tokens,
         metrics: telemetry::prometheus(),
+        imports: Arc::new(routes::imports::Imports::open(&data_dir)?),
         persist: options.persist,
         ready: AtomicBool::new(false),
         started_at: started,

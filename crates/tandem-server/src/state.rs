@@ -54,6 +54,8 @@ pub struct Inner {
     /// Workspace access tokens of the Profile API.
     pub access_tokens: Arc<crate::access_tokens::AccessTokens>,
     pub metrics: PrometheusHandle,
+    /// Import jobs of the import API (`routes::imports`).
+    pub imports: Arc<crate::routes::imports::Imports>,
     /// False only for the benchmark's no-persistence reference (`serve --discard`).
     pub persist: bool,
     pub ready: AtomicBool,

@@ -97,6 +97,20 @@ async fn collect_events(
             )
         })?;
     let source = resolve_source(state, &write_key, headers, peer, received_at_ms)?;
+    let batch = collect_parsed(state, &source, &parsed, received_at_ms, Some(peer.ip())).await?;
+    Ok(answer(batch))
+}
+
+/// Everything after authentication, shared by `/v1/*` and the import jobs (`routes::imports`):
+/// rate limit, validation and enrichment, dedup, the durable append, and the source's counters,
+/// metrics and live stream. The events are stored as `source`'s.
+pub(crate) async fn collect_parsed(
+    state: &AppState,
+    source: &Arc<SourceEntry>,
+    parsed: &tandem_collect::ParsedRequest<'_>,
+    received_at_ms: i64,
+    ip: Option<std::net::IpAddr>,
+) -> ApiResult<Batch> {
     let workspace = state
         .workspaces
         .get(&source.record.workspace_id)
@@ -126,7 +140,7 @@ async fn collect_events(
         )
         .retry_after(seconds));
     }
-    let context = EnrichContext::new(&source.record.id, received_at_ms, Some(peer.ip()), &parsed);
+    let context = EnrichContext::new(&source.record.id, received_at_ms, ip, parsed);
     let mut batch = Batch::default();
     for (index, event) in parsed.events.iter().enumerate() {
         match event
@@ -148,20 +162,21 @@ async fn collect_events(
     metrics::histogram!("tandem_collect_batch_events").record(event_count as f64);
 
     let offsets = store_batch(state, workspace, &mut batch).await?;
-    record_outcome(state, &source, &batch, event_count, received_at_ms, offsets);
-    Ok(answer(batch))
+    record_outcome(state, source, &batch, event_count, received_at_ms, offsets);
+    Ok(batch)
 }
 
 /// The events of one request on their way into the log.
 #[derive(Default)]
-struct Batch {
+pub(crate) struct Batch {
     records: Vec<Record>,
     /// Events kept for the live stream (only when someone watches).
-    accepted: Vec<Enriched>,
+    pub(crate) accepted: Vec<Enriched>,
     /// Dedup keys reserved by this request: confirmed once durable, released if the append fails.
     reserved_keys: Vec<u64>,
-    duplicates: usize,
-    rejected: Vec<Rejection>,
+    /// Events already stored (same source and messageId): acknowledged, not stored again.
+    pub(crate) duplicates: usize,
+    pub(crate) rejected: Vec<Rejection>,
 }
 
 impl Batch {

@@ -3,6 +3,7 @@
 pub mod collect;
 pub mod cors;
 pub mod health;
+pub mod imports;
 pub mod live;
 pub mod openapi;
 pub mod profiles;
@@ -22,6 +23,7 @@ pub fn router(state: AppState) -> Router {
         .merge(segment_api)
         .merge(sources::router())
         .merge(profiles::router())
+        .merge(imports::router())
         .merge(live::router())
         .merge(health::router())
         .merge(openapi::router())
