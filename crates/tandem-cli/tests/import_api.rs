@@ -307,3 +307,42 @@ async fn bad_requests_answer_json_errors_and_leave_no_job() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[tokio::test]
+async fn a_job_cut_by_kill_9_shows_failed_and_posting_again_completes_it_once() {
+    const ROWS: u64 = 400_000;
+    let mut server = TestServer::start("");
+    let mut csv = String::from("user_id,email,plan\n");
+    for row in 1..=ROWS {
+        csv.push_str(&format!("u{row},user{row}@example.com,plan{}\n", row % 7));
+    }
+    let (status, answer) = post_import(&server, "", "text/csv", csv.clone()).await;
+    assert_eq!(status, 202, "{answer}");
+    let progress = answer["progress"].as_str().unwrap().to_string();
+    server.kill9();
+    server.restart_after_kill();
+    let (status, job) = admin_get(&server, &progress).await;
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("POST the same file"),
+        "{job}"
+    );
+    assert!(job["rows_read"].as_u64().unwrap() < ROWS, "{job}");
+
+    let (status, answer) = post_import(&server, "", "text/csv", csv).await;
+    assert_eq!(status, 202, "{answer}");
+    let job = finished(&server, answer["progress"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["rows_imported"], ROWS, "{job}");
+    server.stop();
+    let stored = imported_rows(&server);
+    assert_eq!(stored.len() as u64, ROWS);
+    assert!(
+        stored.values().all(|events| events.len() == 1),
+        "a row stored twice"
+    );
+}
