@@ -1,7 +1,8 @@
 //! The import API through the real binary: a CSV with good and bad rows posted to
 //! `POST /api/v1/workspaces/demo/sources/web/imports` stores exactly its valid rows as identify
 //! events of the source and reports the others; the report survives a restart; posting the same
-//! file again stores nothing new; bad requests answer 4xx JSON errors and leave no job.
+//! file again stores nothing new; a job cut by `kill -9` shows failed and posting again stores
+//! every row exactly once; bad requests answer 4xx JSON errors and leave no job.
 
 mod common;
 
