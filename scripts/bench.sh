@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# The Collect benchmark, in one go on this machine (load generator on the same cores):
+# The benchmark, in one go on this machine (load generator on the same cores). Sections:
+#   collect:
 #   1. tandem durable ingest at full speed, then at 50 % of it (latency at half load)
 #   2. the same request path without persistence (`serve --discard`): the ceiling
 #   3. the disk's fdatasync'd sequential write bandwidth for the same record sizes
 #   4. cold start, and recovery time of a large log (default 10 GB; BENCH_RECOVERY_GB to change)
+#   unify:
+#   5. identity + profile + computed-trait updates on a store of 10K profiles, then of 10M
+#      (`tandem bench unify`; reference: the same store operations alone). The 10M store takes a
+#      long while to populate, so it is kept in BENCH_UNIFY_BIG_DIR and reused by later runs.
+#   6. Profile API trait lookups at 5,000 requests/s over HTTP against a server holding ~100K
+#      profiles (`tandem bench profile-api`; reference: the same loop on /healthz)
 # and prints the figures side by side with ratios. Not a test: it asserts nothing.
+# Usage: bash scripts/bench.sh [all|collect|unify]
 set -euo pipefail
+SECTION="${1:-all}"
+case "$SECTION" in all|collect|unify) ;; *) echo "usage: $0 [all|collect|unify]" >&2; exit 2;; esac
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tandem-target}"
 DURATION="${BENCH_SECONDS:-20}"
@@ -14,6 +24,11 @@ BATCH="${BENCH_BATCH:-100}"
 EVENT_BYTES="${BENCH_EVENT_BYTES:-1000}"
 RECOVERY_GB="${BENCH_RECOVERY_GB:-10}"
 WORK="${BENCH_DIR:-$HOME/.cache/tandem-bench}"
+UNIFY_EVENTS="${BENCH_UNIFY_EVENTS:-1000000}"
+UNIFY_BIG_PROFILES="${BENCH_UNIFY_BIG_PROFILES:-10000000}"
+UNIFY_BIG_DIR="${BENCH_UNIFY_BIG_DIR:-$HOME/.cache/tandem-bench-unify-$UNIFY_BIG_PROFILES}"
+PROFILE_USERS="${BENCH_PROFILE_USERS:-100000}"
+PROFILE_RATE="${BENCH_PROFILE_RATE:-5000}"
 cargo build --release --locked --bin tandem >/dev/null
 BIN="$CARGO_TARGET_DIR/release/tandem"
 rm -rf "$WORK"; mkdir -p "$WORK"
@@ -55,6 +70,7 @@ load() { # extra args
 }
 jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
 
+collect_section() {
 echo "== 1. durable ingest, full speed ($DURATION s, $CONCURRENCY connections, $BATCH events/batch, ~$EVENT_BYTES B/event)"
 start_server "$WORK/data"
 COLD_MS=$START_MS
@@ -117,3 +133,66 @@ echo "server peak RSS: full speed ${FULL_RSS} MiB, half load ${HALF_RSS} MiB, af
 echo "cold start (empty data dir, until /readyz): ${COLD_MS} ms"
 echo "recovery of a $((LOG_BYTES / 1024 / 1024)) MiB log after kill -9 (until /readyz): ${RECOVERY_MS} ms"
 echo "RudderStack's sizing guide for reference: 1.7K events/s on 2 cores, 2.5K on 8"
+}
+
+ADMIN="bench-admin-token-000000"
+unify_section() {
+echo "== 5. unify: identity + profile + computed-trait updates, $UNIFY_EVENTS events, 10K profiles"
+SMALL=$("$BIN" bench unify --profiles 10000 --events "$UNIFY_EVENTS" | tee /dev/stderr | tail -1)
+echo "== 5b. the same at $UNIFY_BIG_PROFILES profiles (store kept in $UNIFY_BIG_DIR)"
+BIG=$("$BIN" bench unify --profiles "$UNIFY_BIG_PROFILES" --events "$UNIFY_EVENTS" --data "$UNIFY_BIG_DIR" | tee /dev/stderr | tail -1)
+
+echo "== 6. Profile API: $PROFILE_USERS customers imported, load on top, then lookups at $PROFILE_RATE/s"
+start_server "$WORK/data-profiles"
+python3 - "$WORK/customers.csv" "$PROFILE_USERS" <<'PY'
+import sys
+path, users = sys.argv[1], int(sys.argv[2])
+plans = ["free", "starter", "pro", "enterprise"]
+with open(path, "w") as f:
+    f.write("user_id,email,plan,city\n")
+    for i in range(users):
+        f.write(f"user-{i:010d},u{i:010d}@example.com,{plans[i % 4]},City {i % 97}\n")
+PY
+"$BIN" import "$WORK/customers.csv" --url "$URL" --write-key "$KEY" --json >/dev/null
+"$BIN" load --url "$URL" --write-key "$KEY" --users "$PROFILE_USERS" --rate 20000 --duration 10 --warmup 0 --json >/dev/null
+# Unify applies the log behind collect: wait until it has caught up.
+for _ in $(seq 1200); do
+  LAG=$(curl -fs -H "authorization: Bearer $ADMIN" "$URL/api/v1/workspaces/bench/unify" | jget "['lag_records']")
+  [ "$LAG" = 0 ] && break
+  sleep 1
+done
+[ "$LAG" = 0 ] || { echo "unify did not catch up (lag $LAG records)" >&2; exit 1; }
+TOKEN=$(curl -fs -X POST -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"name":"bench"}' "$URL/api/v1/workspaces/bench/access-tokens" | jget "['token']")
+API=$("$BIN" bench profile-api --url "$URL" --token "$TOKEN" --workspace bench --users "$PROFILE_USERS" \
+  --rate "$PROFILE_RATE" --duration "${DURATION}s" --concurrency 32 | tee /dev/stderr | tail -1)
+API_RSS=$(rss_mb)
+stop_server
+
+python3 - "$SMALL" "$BIG" "$API" <<PY
+import json, sys
+small, big, api = (json.loads(a) for a in sys.argv[1:4])
+def n(v): return f"{v:,.0f}"
+print()
+print("tandem unify benchmark (2 cores; the store benchmark runs alone, the Profile API one shares the cores with the server)")
+print(f"{'figure':<52}{'tandem':>12}{'reference':>12}{'ratio':>8}")
+for r in (small, big):
+    label = f"unify events/s at {r['profiles']:,} profiles"
+    print(f"{label:<52}{n(r['events_per_second']):>12}{n(r['reference_events_per_second']):>12}{r['ratio']:>8.2f}   (reference: the same store operations alone)")
+print(f"{'per-event cost µs, 10K → ' + format(big['profiles'], ',') + ' profiles':<52}{small['us_per_event']:>12.1f}{big['us_per_event']:>12.1f}{big['us_per_event']/small['us_per_event']:>8.2f}   (target ≤ 1.5)")
+p, h = api["profile_api"], api["reference"]
+print(f"{'Profile API lookups/s (target rate ' + format(api['target_requests_per_second'], ',') + ')':<52}{n(p['requests_per_second']):>12}{n(h['requests_per_second']):>12}{p['requests_per_second']/max(h['requests_per_second'],1):>8.2f}   (reference: GET /healthz)")
+for q in ("p50", "p99", "p999"):
+    print(f"{'Profile API latency ' + q + ' ms':<52}{p['latency_ms'][q]:>12.2f}{h['latency_ms'][q]:>12.2f}{p['latency_ms'][q]/max(h['latency_ms'][q],0.001):>8.2f}" + ("   (target p99 < 2 ms)" if q == "p99" else ""))
+errors = sum(p['failed_by_status'].values()) + p['transport_errors']
+print(f"Profile API errors: {errors} of {p['responses'] + p['transport_errors']} ({p['failed_by_status'] or 'none'}); server peak RSS $API_RSS MiB")
+pop = big['populate_seconds']
+print(f"population of {big['profiles']:,} profiles: " + (f"{pop/60:.1f} min" if pop else "reused from an earlier run") + f"; store {big['store_bytes']/2**30:.1f} GiB")
+PY
+}
+
+case "$SECTION" in
+  all) collect_section; unify_section;;
+  collect) collect_section;;
+  unify) unify_section;;
+esac

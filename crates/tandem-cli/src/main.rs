@@ -1,5 +1,7 @@
 //! `tandem`: one binary, one subcommand per job.
 
+mod bench_profile_api;
+mod bench_unify;
 mod import_cmd;
 mod log_cmd;
 mod rebuild_cmd;

@@ -197,10 +197,17 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Unify: identity, profile and computed-trait updates on a store of N profiles, beside the
+    /// store's ceiling for the same operations.
+    Unify(crate::bench_unify::UnifyArgs),
+    /// Profile API trait lookups at a fixed rate over HTTP, beside the same loop on /healthz.
+    ProfileApi(crate::bench_profile_api::ProfileApiArgs),
 }
 
 pub fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
+        BenchCommand::Unify(args) => return crate::bench_unify::unify(args),
+        BenchCommand::ProfileApi(args) => return crate::bench_profile_api::profile_api(args),
         BenchCommand::Disk {
             dir,
             record_bytes,
