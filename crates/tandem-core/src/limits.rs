@@ -91,3 +91,38 @@ pub const IMPORT_REJECTIONS_SHOWN: usize = 100;
 /// Retries of one chunk of an import job while the log is overloaded, the disk full or the
 /// source rate-limited (with backoff, honouring the suggested wait): beyond them the job fails.
 pub const IMPORT_RETRIES_MAX: u32 = 30;
+
+// Transformations (tandem-transform): JavaScript run per event in a QuickJS sandbox. Each
+// `DEFAULT_TRANSFORM_*` value is what `TransformLimits::default()` uses; a connection may set
+// its own.
+
+/// CPU time one event's transformation may use (thread CPU time, checked by the engine's
+/// interrupt handler every few thousand bytecode operations and during regular-expression
+/// matching). Past it the run ends with a `timeout` error. A poison event holds its delivery lane
+/// at most this long per attempt.
+pub const DEFAULT_TRANSFORM_CPU_MS: u64 = 50;
+/// Memory one transformation runtime may hold (QuickJS's allocator limit, covering the built-ins
+/// (~0.25 MiB), the compiled code, the event and everything the code allocates). Past it the run
+/// ends with an `out_of_memory` error instead of growing the process. Cost: up to this much per
+/// runtime, and a transformation keeps up to `TRANSFORM_RUNTIMES_MAX` runtimes.
+pub const DEFAULT_TRANSFORM_MEMORY_BYTES: usize = 16 * 1024 * 1024;
+/// Smallest memory limit accepted: below it the built-ins alone do not fit.
+pub const TRANSFORM_MEMORY_BYTES_MIN: usize = 2 * 1024 * 1024;
+/// Native stack the JavaScript of one event may use (QuickJS's stack limit: deep recursion ends
+/// with a `stack_overflow` error, not a crashed thread). The calling thread must have this much
+/// stack to spare: tokio's workers and blocking threads have 2 MiB.
+pub const DEFAULT_TRANSFORM_STACK_BYTES: usize = 256 * 1024;
+/// Largest stack limit accepted (a quarter of the 2 MiB threads run with).
+pub const TRANSFORM_STACK_BYTES_MAX: usize = 512 * 1024;
+/// Most events one input event may fan out to (an array returned by `transform`).
+pub const DEFAULT_TRANSFORM_OUTPUT_EVENTS_MAX: usize = 100;
+/// Most bytes of JSON one input event may turn into (all its output events together).
+pub const DEFAULT_TRANSFORM_OUTPUT_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most QuickJS runtimes one transformation keeps for concurrent callers (the default is the
+/// number of cores, capped here). Each costs ~0.25 MiB idle and ~6 ms to create, and may grow
+/// to its memory limit.
+pub const TRANSFORM_RUNTIMES_MAX: usize = 8;
+/// Most events one test run of a transformation (`POST …/transformations/test`) may carry.
+pub const TRANSFORM_TEST_EVENTS_MAX: usize = 100;
+/// Most bytes of a transformation's source code.
+pub const TRANSFORM_CODE_BYTES_MAX: usize = 256 * 1024;
