@@ -153,7 +153,6 @@ impl Sandbox {
         })));
         let context = Context::custom::<PureEcmaScript>(&runtime).map_err(engine)?;
 
-        deadline.arm(limits.cpu_ms);
         let factory = context.with(|ctx| -> Result<_, TransformError> {
             ctx.eval::<(), _>(include_str!("lockdown.js"))
                 .map_err(|error| TransformError::Engine {
@@ -168,15 +167,18 @@ impl Sandbox {
             let factory: Function = ctx
                 .eval_with_options(wrapped, options)
                 .map_err(|error| to_transform_error(&ctx, error, &deadline, limits))?;
-            let transform: Value = factory
-                .call(())
-                .map_err(|error| to_transform_error(&ctx, error, &deadline, limits))?;
+            // Only the user's top level counts against the CPU budget, not the lockdown.
+            deadline.arm(limits.cpu_ms);
+            let transform = factory
+                .call::<_, Value>(())
+                .map_err(|error| to_transform_error(&ctx, error, &deadline, limits));
+            deadline.disarm();
+            let transform = transform?;
             if !transform.is_function() {
                 return Err(TransformError::MissingTransform);
             }
             Ok(Persistent::save(&ctx, factory))
         });
-        deadline.disarm();
         Ok(Sandbox {
             factory: factory?,
             context,

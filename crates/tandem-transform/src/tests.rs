@@ -620,6 +620,23 @@ fn large_numbers_go_through_doubles() {
 }
 
 #[test]
+fn the_cpu_budget_covers_the_code_not_the_sandbox_set_up() {
+    // Creating a sandbox takes milliseconds (the lockdown); a 1 ms budget is still usable.
+    let transformer = Transformer::compile(
+        "function transform(e) { return e; }",
+        TransformLimits {
+            cpu_ms: 1,
+            ..TransformLimits::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        transformer.run(&json!({"a": 1}), &context()).unwrap(),
+        vec![json!({"a": 1})]
+    );
+}
+
+#[test]
 fn limits_are_validated() {
     let error = Transformer::compile(
         "function transform(e) { return e; }",
