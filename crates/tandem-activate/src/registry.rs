@@ -1,0 +1,52 @@
+//! Every destination type tandem ships: one line each.
+
+use crate::destination::DestinationType;
+
+/// The destination types, by name. Adding a type = one line here (and its folder under `destinations/`).
+pub static REGISTRY: &[&DestinationType] = &[];
+
+/// The type called `name`, if any.
+pub fn find(name: &str) -> Option<&'static DestinationType> {
+    REGISTRY.iter().copied().find(|kind| kind.name == name)
+}
+
+/// Validates `settings` for the type called `name`: unknown type or every settings problem.
+pub fn validate(
+    name: &str,
+    settings: &serde_json::Value,
+) -> Result<(), Vec<crate::destination::SettingsProblem>> {
+    match find(name) {
+        Some(kind) => (kind.validate)(settings),
+        None => Err(vec![crate::destination::SettingsProblem::new(
+            "type",
+            format!(
+                "unknown destination type {name:?}; known: {}",
+                REGISTRY
+                    .iter()
+                    .map(|kind| kind.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = REGISTRY.iter().map(|kind| kind.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
+    }
+
+    #[test]
+    fn unknown_type_is_a_problem() {
+        let problems = validate("no-such-type", &serde_json::json!({})).unwrap_err();
+        assert_eq!(problems[0].field, "type");
+    }
+}
