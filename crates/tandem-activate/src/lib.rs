@@ -7,6 +7,7 @@ pub mod connection;
 pub mod destination;
 pub mod destinations;
 pub mod registry;
+pub mod retry;
 
 pub use connection::{Transform, TransformCompiler};
 pub use destination::{

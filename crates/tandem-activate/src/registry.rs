@@ -31,6 +31,17 @@ pub fn validate(
     }
 }
 
+/// [`validate`] in the shape `tandem_config::load_with` takes: (field, message) pairs.
+pub fn config_validator(name: &str, settings: &serde_json::Value) -> Vec<(String, String)> {
+    match validate(name, settings) {
+        Ok(()) => Vec::new(),
+        Err(problems) => problems
+            .into_iter()
+            .map(|problem| (problem.field, problem.message))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
