@@ -3,9 +3,11 @@
 //! The contract every destination type implements is in [`destination`]; the types are listed in
 //! [`registry`]. Life of a delivery (see ARCHITECTURE.md) is written here as the plumbing lands.
 
+pub mod batcher;
 pub mod connection;
 pub mod destination;
 pub mod destinations;
+pub mod dlq;
 pub mod registry;
 pub mod retry;
 
