@@ -92,6 +92,31 @@ pub const IMPORT_REJECTIONS_SHOWN: usize = 100;
 /// source rate-limited (with backoff, honouring the suggested wait): beyond them the job fails.
 pub const IMPORT_RETRIES_MAX: u32 = 30;
 
+// ---- Warehouse destination (PostgreSQL)
+
+/// Default most events in one warehouse load (one transaction): warehouses prefer few large
+/// transactions; larger batches hold row locks longer and re-load more after a failure.
+pub const DEFAULT_WAREHOUSE_BATCH_EVENTS_MAX: usize = 1_000;
+/// Default age at which a partial warehouse batch is loaded anyway: the freshness floor of the
+/// tables on a quiet connection.
+pub const DEFAULT_WAREHOUSE_BATCH_AGE_MS: u64 = 5_000;
+/// Default connections a warehouse destination holds open (one per lane in flight).
+pub const DEFAULT_WAREHOUSE_POOL_SIZE: usize = 4;
+/// Most connections a warehouse destination may hold open (each is a server process).
+pub const WAREHOUSE_POOL_SIZE_MAX: usize = 32;
+/// Most columns tandem creates in one table (PostgreSQL stops at 1,600): each column widens
+/// every row and every insert; properties beyond it are not stored and are reported.
+pub const WAREHOUSE_TABLE_COLUMNS_MAX: usize = 1_000;
+/// Most per-event tables in one schema: each is a relation the server keeps in its catalog
+/// caches; later event names still land in `tracks` and are reported.
+pub const WAREHOUSE_EVENT_TABLES_MAX: usize = 1_000;
+/// Depth to which nested objects are flattened into `parent_child` columns; deeper objects are
+/// stored as JSON text (deep flattening multiplies columns).
+pub const WAREHOUSE_FLATTEN_DEPTH_MAX: usize = 3;
+/// Schema problems (type conflicts, dropped properties) kept in memory per destination for the
+/// API; all of them are also upserted into the warehouse's `schema_problems` table.
+pub const WAREHOUSE_SCHEMA_PROBLEMS_KEPT: usize = 200;
+
 // ---- Activate (destinations and delivery)
 
 /// Default most events in one delivery batch (a connection's `delivery.batch_events_max`, never

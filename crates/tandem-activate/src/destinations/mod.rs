@@ -2,4 +2,5 @@
 //! `pub static TYPE`, `config.rs`, `request.rs`, `service.rs`, `tests.rs`). Register a new one
 //! in [`crate::registry::REGISTRY`].
 
+pub mod postgres;
 pub mod webhook;
