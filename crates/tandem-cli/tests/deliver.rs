@@ -8,6 +8,7 @@
 //!   the receiver is fixed, a replay through the API delivers it and empties the DLQ;
 //! - kill -9 during delivery under load: after restart every acknowledged event is delivered at
 //!   least once, and every request's `Idempotency-Key` is its event's messageId.
+//!
 //! Durations are scaled down from the minutes to seconds.
 
 mod common;
