@@ -3,7 +3,10 @@
 use crate::destination::DestinationType;
 
 /// The destination types, by name. Adding a type = one line here (and its folder under `destinations/`).
-pub static REGISTRY: &[&DestinationType] = &[&crate::destinations::postgres::TYPE];
+pub static REGISTRY: &[&DestinationType] = &[
+    &crate::destinations::webhook::TYPE, // one line per type
+    &crate::destinations::postgres::TYPE,
+];
 
 /// The type called `name`, if any.
 pub fn find(name: &str) -> Option<&'static DestinationType> {
@@ -53,6 +56,17 @@ mod tests {
         let before = names.len();
         names.dedup();
         assert_eq!(before, names.len());
+    }
+
+    #[test]
+    fn webhook_is_registered() {
+        assert_eq!(find("webhook").map(|kind| kind.name), Some("webhook"));
+        assert!(config_validator(
+            "webhook",
+            &serde_json::json!({"url": "http://127.0.0.1:1/x"})
+        )
+        .is_empty());
+        assert_eq!(config_validator("webhook", &serde_json::json!({}))[0].0, "");
     }
 
     #[test]

@@ -431,7 +431,7 @@ async fn get_dlq_entry(
 }
 
 fn check_selection(selection: &DlqSelection) -> ApiResult<()> {
-    if selection.all == !selection.ids.is_empty() {
+    if selection.all != selection.ids.is_empty() {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
             "give either `ids` or `all: true`",
