@@ -5,6 +5,9 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v mount >/dev/null 2>&1 || missing+=(mount)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# PostgreSQL for the warehouse destination's tests (they run initdb/pg_ctl from
+# /usr/lib/postgresql/<version>/bin themselves).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 fc-list 2>/dev/null | grep -qi dejavu || missing+=(fonts-dejavu-core)
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest

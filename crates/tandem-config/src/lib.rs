@@ -22,22 +22,34 @@ mod validate;
 pub use env::{apply_env_and_overrides, Overrides, ENV_VARS};
 pub use error::{ConfigProblem, LoadError};
 pub use schema::{
-    AdminConfig, CollectConfig, ComputedTraitConfig, Config, IdentifierConfig, IdentityConfig,
-    LogConfig, OrganizationConfig, PropertyFilterConfig, ServerConfig, SourceConfig,
-    WorkspaceConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
+    AdminConfig, CollectConfig, ComputedTraitConfig, Config, ConnectionConfig, DeliveryConfig,
+    DestinationConfig, IdentifierConfig, IdentityConfig, LogConfig, MappingConfig,
+    OrganizationConfig, PropertyFilterConfig, ServerConfig, SourceConfig, WorkspaceConfig,
+    DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
 };
 pub use validate::{
-    fill_derived_ids, is_slug, slug_from_name, validate, validate_unify_rules,
+    check_destination_settings, connection_problems, destination_problems, fill_derived_ids,
+    is_slug, slug_from_name, validate, validate_unify_rules, SettingsValidator,
     ADMIN_TOKEN_CHARS_MIN, COMPUTED_FUNCTIONS, DEDUP_WINDOW_HOURS_HIGHEST, FILTER_OPERATORS,
-    QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST, SEGMENT_BYTES_MAX_HIGHEST,
-    SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX, WRITE_KEY_CHARS_MIN,
+    MAPPING_OPS, QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST, SEGMENT_BYTES_MAX_HIGHEST,
+    SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX, TRANSFORMATION_BYTES_MAX, WRITE_KEY_CHARS_MIN,
 };
 
 use locate::DocumentIndex;
 use std::path::Path;
 
-/// Reads, parses and validates the configuration file at `path`.
+/// Reads, parses and validates the configuration file at `path` (destination settings are
+/// checked only by [`load_with`]).
 pub fn load(path: &Path) -> Result<Config, LoadError> {
+    load_with(path, None)
+}
+
+/// [`load`], also checking every destination's settings with `settings_validator` (the activate
+/// registry's check, passed in by the binary: this crate knows no destination type).
+pub fn load_with(
+    path: &Path,
+    settings_validator: Option<SettingsValidator>,
+) -> Result<Config, LoadError> {
     let file_name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|error| {
         LoadError::new(
@@ -45,16 +57,31 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
             vec![ConfigProblem::new("", format!("cannot read: {error}"))],
         )
     })?;
-    parse(&text, &file_name)
+    parse_with(&text, &file_name, settings_validator)
 }
 
 /// Parses and validates configuration `text`; `file_name` is how problems name the file.
 pub fn parse(text: &str, file_name: &str) -> Result<Config, LoadError> {
+    parse_with(text, file_name, None)
+}
+
+/// [`parse`], also checking destination settings with `settings_validator`.
+pub fn parse_with(
+    text: &str,
+    file_name: &str,
+    settings_validator: Option<SettingsValidator>,
+) -> Result<Config, LoadError> {
     let index = DocumentIndex::new(text);
     let mut config: Config = toml::from_str(text)
         .map_err(|error| LoadError::new(file_name, vec![shape_problem(&error, &index)]))?;
     fill_derived_ids(&mut config);
-    validate(&config).map_err(|problems| LoadError::new(file_name, locate(problems, &index)))?;
+    let mut problems = validate(&config).err().unwrap_or_default();
+    if let Some(validator) = settings_validator {
+        problems.extend(check_destination_settings(&config, validator));
+    }
+    if !problems.is_empty() {
+        return Err(LoadError::new(file_name, locate(problems, &index)));
+    }
     Ok(config)
 }
 
@@ -108,6 +135,8 @@ pub fn demo_with_write_key(write_key: &str) -> Config {
         sources: vec![source],
         identity: Default::default(),
         computed_traits: Vec::new(),
+        destinations: Vec::new(),
+        connections: Vec::new(),
     };
     Config {
         workspaces: vec![workspace],

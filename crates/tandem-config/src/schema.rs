@@ -169,6 +169,157 @@ pub struct WorkspaceConfig {
     pub identity: IdentityConfig,
     /// `[[workspaces.computed_traits]]`: traits computed from each profile's events.
     pub computed_traits: Vec<ComputedTraitConfig>,
+    /// `[[workspaces.destinations]]`: where events may be sent (a webhook, a warehouse, files, NATS).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<DestinationConfig>,
+    /// `[[workspaces.connections]]`: which sources' events go to which destination, and how.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<ConnectionConfig>,
+}
+
+/// `[[workspaces.destinations]]`: one place events are delivered to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// Slug, unique within the workspace.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The destination type: a name of the activate registry (`webhook`, `postgres`, `files`, `nats`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Who answers for the data sent there (a team address): required, so no destination is shadow IT.
+    pub owner: String,
+    /// Why data goes there (the catalog, the record of processing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// Categories of personal data sent (`contact`, `behavioral`, …), for the catalog.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub data_categories: Vec<String>,
+    /// A disabled destination receives nothing; its connections keep their offsets. Default true.
+    pub enabled: bool,
+    /// `[workspaces.destinations.settings]`: the type's own settings, checked by the type.
+    pub settings: serde_json::Value,
+}
+
+impl Default for DestinationConfig {
+    fn default() -> Self {
+        DestinationConfig {
+            id: String::new(),
+            name: String::new(),
+            kind: String::new(),
+            owner: String::new(),
+            purpose: None,
+            data_categories: Vec::new(),
+            enabled: true,
+            settings: serde_json::Value::Object(Default::default()),
+        }
+    }
+}
+
+/// `[[workspaces.connections]]`: events of some sources flowing to one destination.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Slug, unique within the workspace (it names the connection's log consumer and DLQ).
+    pub id: String,
+    /// Source ids of the workspace; `["*"]` = every source.
+    pub sources: Vec<String>,
+    /// The destination id (of this workspace).
+    pub destination: String,
+    /// Call types sent (`track`, `identify`, `page`, `screen`, `group`, `alias`). Empty: all six.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub event_types: Vec<String>,
+    /// Track event names sent. Empty: all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    /// Track event names never sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude_events: Vec<String>,
+    /// Consent categories the destination needs (carried now, enforced by the privacy layer).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consent_categories: Vec<String>,
+    /// JavaScript `function transform(event, ctx) { … }` run per event after the mappings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transformation: Option<String>,
+    /// A disabled connection sends nothing and keeps its offset. Default true.
+    pub enabled: bool,
+    /// `[[workspaces.connections.mappings]]`: field mappings, applied in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mappings: Vec<MappingConfig>,
+    /// `[workspaces.connections.delivery]`: batching, concurrency, retries.
+    pub delivery: DeliveryConfig,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            id: String::new(),
+            sources: Vec::new(),
+            destination: String::new(),
+            event_types: Vec::new(),
+            events: Vec::new(),
+            exclude_events: Vec::new(),
+            consent_categories: Vec::new(),
+            transformation: None,
+            enabled: true,
+            mappings: Vec::new(),
+            delivery: DeliveryConfig::default(),
+        }
+    }
+}
+
+/// `[[workspaces.connections.mappings]]`: one field mapping.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MappingConfig {
+    /// Dotted path read (`properties.total`). Absent with `value`: set a constant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Dotted path written (`properties.revenue`); absent for `remove`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// `move` (default), `copy`, `remove`, `set`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    /// The constant written by `set`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+}
+
+/// `[workspaces.connections.delivery]`: every field optional, defaults from `tandem_core::limits`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Most events per batch (never above what the destination takes).
+    pub batch_events_max: usize,
+    /// Most bytes of events per batch.
+    pub batch_bytes_max: usize,
+    /// A batch is sent once its oldest event waited this long.
+    pub batch_age_ms: u64,
+    /// Lanes in flight (per-user order is kept within a lane).
+    pub concurrency: usize,
+    /// Retry budget per event: past it the event goes to the DLQ with its last error.
+    pub retry_max_seconds: u64,
+    /// Timeout of one request to the destination.
+    pub request_timeout_ms: u64,
+    /// Events per second sent at most; 0 = unlimited.
+    pub rate_limit_per_second: u32,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        use tandem_core::limits::*;
+        DeliveryConfig {
+            batch_events_max: DEFAULT_DELIVERY_BATCH_EVENTS_MAX,
+            batch_bytes_max: DEFAULT_DELIVERY_BATCH_BYTES_MAX,
+            batch_age_ms: DEFAULT_DELIVERY_BATCH_AGE_MS,
+            concurrency: DEFAULT_DELIVERY_LANES,
+            retry_max_seconds: DEFAULT_DELIVERY_RETRY_MAX_SECONDS,
+            request_timeout_ms: DEFAULT_DELIVERY_REQUEST_TIMEOUT_MS,
+            rate_limit_per_second: 0,
+        }
+    }
 }
 
 /// `[[workspaces.computed_traits]]`: an aggregate of a profile's events kept up to date as events

@@ -502,3 +502,145 @@ fn computed_traits_are_checked() {
         "{found:#?}"
     );
 }
+
+const ACTIVATE: &str = r#"
+[[workspaces]]
+id = "de"
+name = "Germany"
+
+[[workspaces.sources]]
+id = "web"
+name = "Web"
+owner = "o@example.com"
+write_key = "de-web-0123456789abcdef"
+
+[[workspaces.destinations]]
+id = "hook"
+name = "Hook"
+type = "webhook"
+owner = "team@example.com"
+[workspaces.destinations.settings]
+url = "http://127.0.0.1:9/hook"
+
+[[workspaces.connections]]
+id = "web-to-hook"
+sources = ["web"]
+destination = "hook"
+"#;
+
+#[test]
+fn example_file_declares_a_destination_and_a_connection() {
+    let config = parse(EXAMPLE, "tandem.example.toml").unwrap();
+    let workspace = &config.workspaces[0];
+    assert_eq!(workspace.destinations[0].kind, "webhook");
+    assert_eq!(workspace.destinations[0].settings["batch"], true);
+    let connection = &workspace.connections[0];
+    assert_eq!(connection.destination, "crm-hook");
+    assert_eq!(connection.mappings.len(), 2);
+    assert_eq!(connection.delivery, DeliveryConfig::default());
+}
+
+#[test]
+fn connection_defaults() {
+    let config = parse(ACTIVATE, "t.toml").unwrap();
+    let connection = &config.workspaces[0].connections[0];
+    assert!(connection.enabled && connection.event_types.is_empty());
+    assert_eq!(connection.delivery, DeliveryConfig::default());
+    assert!(config.workspaces[0].destinations[0].enabled);
+}
+
+#[test]
+fn destination_needs_owner_and_type() {
+    let text = ACTIVATE
+        .replace("owner = \"team@example.com\"\n", "")
+        .replace("type = \"webhook\"\n", "");
+    let found = problems(&text);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("line 12: workspaces[0].destinations[0].type: missing"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].starts_with("line 12: workspaces[0].destinations[0].owner: missing"),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn connection_references_must_exist() {
+    let text = ACTIVATE
+        .replace("sources = [\"web\"]", "sources = [\"web\", \"app\"]")
+        .replace("destination = \"hook\"", "destination = \"nope\"");
+    let found = problems(&text);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("line 22: workspaces[0].connections[0].sources[1]: no source `app`"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].starts_with(
+            "line 23: workspaces[0].connections[0].destination: no destination `nope`"
+        ),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn connection_rules_with_lines() {
+    let text = format!(
+        "{ACTIVATE}event_types = [\"track\", \"click\"]\ntransformation = \" \"\n[[workspaces.connections.mappings]]\nop = \"rename\"\n[[workspaces.connections.mappings]]\nop = \"copy\"\nfrom = \"a..b\"\n[workspaces.connections.delivery]\nconcurrency = 0\n"
+    );
+    let found = problems(&text);
+    let expected = [
+        "line 24: workspaces[0].connections[0].event_types[1]: unknown event type `click`",
+        "line 25: workspaces[0].connections[0].transformation: empty",
+        "line 27: workspaces[0].connections[0].mappings[0].op: unknown op `rename`",
+        "line 28: workspaces[0].connections[0].mappings[1].to: `copy` needs `to`",
+        "line 30: workspaces[0].connections[0].mappings[1].from: a dotted path",
+        "line 32: workspaces[0].connections[0].delivery.concurrency: 0 is outside 1 ..= 64",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (found, expected) in found.iter().zip(expected) {
+        assert!(
+            found.starts_with(expected),
+            "expected `{expected}…`, found `{found}`"
+        );
+    }
+}
+
+#[test]
+fn duplicate_destination_and_connection_ids() {
+    let text = format!(
+        "{ACTIVATE}\n[[workspaces.destinations]]\nid = \"hook\"\nname = \"Again\"\ntype = \"webhook\"\nowner = \"o@example.com\"\n\n[[workspaces.connections]]\nid = \"web-to-hook\"\nsources = [\"*\"]\ndestination = \"hook\"\n"
+    );
+    let found = problems(&text);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].contains("destinations[1].id: `hook` is already the id of destinations[0]"));
+    assert!(
+        found[1].contains("connections[1].id: `web-to-hook` is already the id of connections[0]")
+    );
+}
+
+#[test]
+fn destination_settings_are_checked_by_the_validator_passed_in() {
+    fn validator(kind: &str, settings: &serde_json::Value) -> Vec<(String, String)> {
+        assert_eq!(kind, "webhook");
+        if settings["url"]
+            .as_str()
+            .is_some_and(|url| url.starts_with("http://127.0.0.1:9/"))
+        {
+            vec![("url".to_string(), "port 9 is discard".to_string())]
+        } else {
+            Vec::new()
+        }
+    }
+    assert!(
+        parse(ACTIVATE, "t.toml").is_ok(),
+        "no validator, no settings check"
+    );
+    let error = parse_with(ACTIVATE, "t.toml", Some(validator)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "t.toml:18: workspaces[0].destinations[0].settings.url: port 9 is discard"
+    );
+}

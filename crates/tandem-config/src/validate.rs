@@ -3,12 +3,35 @@
 
 use crate::error::ConfigProblem;
 use crate::schema::{
-    CollectConfig, ComputedTraitConfig, Config, IdentityConfig, LogConfig, ServerConfig,
-    SourceConfig, WorkspaceConfig,
+    CollectConfig, ComputedTraitConfig, Config, ConnectionConfig, DeliveryConfig,
+    DestinationConfig, IdentityConfig, LogConfig, MappingConfig, ServerConfig, SourceConfig,
+    WorkspaceConfig,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use tandem_core::limits::{COMPUTED_TRAITS_MAX, IDENTIFIER_TYPE_BYTES_MAX};
+use tandem_core::limits::IDENTIFIER_TYPE_BYTES_MAX;
+use tandem_core::limits::{
+    COMPUTED_TRAITS_MAX, CONNECTIONS_PER_WORKSPACE_MAX, CONNECTION_MAPPINGS_MAX,
+    DELIVERY_BATCH_BYTES_MAX, DELIVERY_BATCH_EVENTS_MAX, DELIVERY_LANES_MAX,
+    DESTINATIONS_PER_WORKSPACE_MAX,
+};
+
+/// Checks a destination type's settings: every problem as (field path inside `settings`,
+/// message). tandem-config knows no destination type; the binary passes the activate
+/// registry's check in (see [`crate::parse_with`]). Unknown types are reported by it too.
+pub type SettingsValidator =
+    fn(destination_type: &str, settings: &serde_json::Value) -> Vec<(String, String)>;
+
+/// Longest transformation source accepted (its compiled form lives in memory per connection).
+pub const TRANSFORMATION_BYTES_MAX: usize = 64 * 1024;
+/// Longest delivery request timeout (`delivery.request_timeout_ms`): 5 minutes.
+pub const DELIVERY_REQUEST_TIMEOUT_MS_HIGHEST: u64 = 300_000;
+/// Longest retry budget (`delivery.retry_max_seconds`): a week (the log must retain that long).
+pub const DELIVERY_RETRY_MAX_SECONDS_HIGHEST: u64 = 7 * 24 * 3600;
+/// Longest `delivery.batch_age_ms` (a minute).
+pub const DELIVERY_BATCH_AGE_MS_HIGHEST: u64 = 60_000;
+/// The mapping operations.
+pub const MAPPING_OPS: [&str; 4] = ["move", "copy", "remove", "set"];
 
 /// Shortest write key accepted: shorter keys are guessable (16 random base64 characters ≈ 96 bits).
 pub const WRITE_KEY_CHARS_MIN: usize = 16;
@@ -213,7 +236,298 @@ fn check_workspaces(workspaces: &[WorkspaceConfig], problems: &mut Vec<ConfigPro
         check_sources(&workspace.sources, &path, &mut write_keys, problems);
         check_identity(&workspace.identity, &format!("{path}.identity"), problems);
         check_computed_traits(&workspace.computed_traits, &path, problems);
+        check_destinations(&workspace.destinations, &path, problems);
+        check_connections(workspace, &path, problems);
     }
+}
+
+/// Runs `validator` on the settings of every destination in `config` (paths
+/// `workspaces[i].destinations[j].settings.<field>`).
+pub fn check_destination_settings(
+    config: &Config,
+    validator: SettingsValidator,
+) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    for (workspace_index, workspace) in config.workspaces.iter().enumerate() {
+        for (index, destination) in workspace.destinations.iter().enumerate() {
+            let path = format!("workspaces[{workspace_index}].destinations[{index}]");
+            for (field, message) in validator(&destination.kind, &destination.settings) {
+                let field_path = match field.as_str() {
+                    "type" => format!("{path}.type"),
+                    "" => format!("{path}.settings"),
+                    field => format!("{path}.settings.{field}"),
+                };
+                problems.push(ConfigProblem::new(field_path, message));
+            }
+        }
+    }
+    problems
+}
+
+fn check_destinations(
+    destinations: &[DestinationConfig],
+    workspace_path: &str,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    if destinations.len() > DESTINATIONS_PER_WORKSPACE_MAX {
+        let message =
+            format!("at most {DESTINATIONS_PER_WORKSPACE_MAX} destinations per workspace");
+        problems.push(ConfigProblem::new(
+            format!("{workspace_path}.destinations"),
+            message,
+        ));
+    }
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    for (index, destination) in destinations.iter().enumerate() {
+        let path = format!("{workspace_path}.destinations[{index}]");
+        problems.extend(
+            destination_problems(destination)
+                .into_iter()
+                .map(|problem| {
+                    ConfigProblem::new(format!("{path}.{}", problem.path), problem.message)
+                }),
+        );
+        if let Some(first) = earlier_index(&mut ids, &destination.id, index) {
+            let message = format!(
+                "`{}` is already the id of destinations[{first}]",
+                destination.id
+            );
+            problems.push(ConfigProblem::new(format!("{path}.id"), message));
+        }
+    }
+}
+
+/// Problems of one destination on its own (paths relative to it: `owner`, `settings`); the
+/// management API uses this for API-created destinations.
+pub fn destination_problems(destination: &DestinationConfig) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    check_id(&destination.id, "id", "destination", &mut problems);
+    require(
+        &destination.name,
+        "name",
+        "every destination needs a name",
+        &mut problems,
+    );
+    require(
+        &destination.kind,
+        "type",
+        "every destination needs a type (webhook, postgres, files, nats)",
+        &mut problems,
+    );
+    require(
+        &destination.owner,
+        "owner",
+        "every destination needs an owner who answers for the data sent there",
+        &mut problems,
+    );
+    if !destination.settings.is_object() {
+        problems.push(ConfigProblem::new(
+            "settings",
+            "must be a table of the type's settings",
+        ));
+    }
+    problems
+}
+
+fn check_connections(
+    workspace: &WorkspaceConfig,
+    workspace_path: &str,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    if workspace.connections.len() > CONNECTIONS_PER_WORKSPACE_MAX {
+        let message = format!("at most {CONNECTIONS_PER_WORKSPACE_MAX} connections per workspace");
+        problems.push(ConfigProblem::new(
+            format!("{workspace_path}.connections"),
+            message,
+        ));
+    }
+    let source_ids: Vec<&str> = workspace
+        .sources
+        .iter()
+        .map(|source| source.id.as_str())
+        .collect();
+    let destination_ids: Vec<&str> = workspace
+        .destinations
+        .iter()
+        .map(|destination| destination.id.as_str())
+        .collect();
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    for (index, connection) in workspace.connections.iter().enumerate() {
+        let path = format!("{workspace_path}.connections[{index}]");
+        let found = connection_problems(connection, &source_ids, &destination_ids);
+        problems.extend(found.into_iter().map(|problem| {
+            ConfigProblem::new(format!("{path}.{}", problem.path), problem.message)
+        }));
+        if let Some(first) = earlier_index(&mut ids, &connection.id, index) {
+            let message = format!(
+                "`{}` is already the id of connections[{first}]",
+                connection.id
+            );
+            problems.push(ConfigProblem::new(format!("{path}.id"), message));
+        }
+    }
+}
+
+/// Problems of one connection on its own (paths relative to it), given the ids of the
+/// workspace's sources and destinations; the management API uses this too.
+pub fn connection_problems(
+    connection: &ConnectionConfig,
+    source_ids: &[&str],
+    destination_ids: &[&str],
+) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    check_id(&connection.id, "id", "connection", &mut problems);
+    if connection.sources.is_empty() {
+        problems.push(ConfigProblem::new(
+            "sources",
+            "missing — list source ids, or [\"*\"] for every source of the workspace",
+        ));
+    }
+    for (index, source) in connection.sources.iter().enumerate() {
+        if source != "*" && !source_ids.contains(&source.as_str()) {
+            let message = format!("no source `{source}` in this workspace");
+            problems.push(ConfigProblem::new(format!("sources[{index}]"), message));
+        }
+    }
+    if connection.destination.is_empty() {
+        problems.push(ConfigProblem::new(
+            "destination",
+            "missing — name a destination id",
+        ));
+    } else if !destination_ids.contains(&connection.destination.as_str()) {
+        let message = format!(
+            "no destination `{}` in this workspace",
+            connection.destination
+        );
+        problems.push(ConfigProblem::new("destination", message));
+    }
+    const TYPES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
+    for (index, kind) in connection.event_types.iter().enumerate() {
+        if !TYPES.contains(&kind.as_str()) {
+            let message = format!("unknown event type `{kind}`; one of {}", TYPES.join(", "));
+            problems.push(ConfigProblem::new(format!("event_types[{index}]"), message));
+        }
+    }
+    if let Some(code) = &connection.transformation {
+        if code.trim().is_empty() {
+            problems.push(ConfigProblem::new(
+                "transformation",
+                "empty — leave the key out for none",
+            ));
+        } else if code.len() > TRANSFORMATION_BYTES_MAX {
+            let message = format!("longer than {TRANSFORMATION_BYTES_MAX} bytes");
+            problems.push(ConfigProblem::new("transformation", message));
+        }
+    }
+    if connection.mappings.len() > CONNECTION_MAPPINGS_MAX {
+        let message = format!("at most {CONNECTION_MAPPINGS_MAX} mappings per connection");
+        problems.push(ConfigProblem::new("mappings", message));
+    }
+    for (index, mapping) in connection.mappings.iter().enumerate() {
+        check_mapping(mapping, &format!("mappings[{index}]"), &mut problems);
+    }
+    check_delivery(&connection.delivery, &mut problems);
+    problems
+}
+
+fn check_mapping(mapping: &MappingConfig, path: &str, problems: &mut Vec<ConfigProblem>) {
+    let op =
+        mapping
+            .op
+            .as_deref()
+            .unwrap_or(if mapping.from.is_none() && mapping.value.is_some() {
+                "set"
+            } else {
+                "move"
+            });
+    if !MAPPING_OPS.contains(&op) {
+        let message = format!("unknown op `{op}`; one of {}", MAPPING_OPS.join(", "));
+        problems.push(ConfigProblem::new(format!("{path}.op"), message));
+        return;
+    }
+    let bad_path = |field: &Option<String>| {
+        field
+            .as_deref()
+            .is_some_and(|path| path.is_empty() || path.split('.').any(str::is_empty))
+    };
+    for (name, field) in [("from", &mapping.from), ("to", &mapping.to)] {
+        if bad_path(field) {
+            let message = "a dotted path like `properties.total`, without empty parts";
+            problems.push(ConfigProblem::new(format!("{path}.{name}"), message));
+        }
+    }
+    let missing = |name: &str, problems: &mut Vec<ConfigProblem>| {
+        let message = format!("`{op}` needs `{name}`");
+        problems.push(ConfigProblem::new(format!("{path}.{name}"), message));
+    };
+    match op {
+        "move" | "copy" => {
+            if mapping.from.is_none() {
+                missing("from", problems);
+            }
+            if mapping.to.is_none() {
+                missing("to", problems);
+            }
+        }
+        "remove" => {
+            if mapping.from.is_none() {
+                missing("from", problems);
+            }
+        }
+        _ => {
+            if mapping.to.is_none() {
+                missing("to", problems);
+            }
+            if mapping.value.is_none() {
+                missing("value", problems);
+            }
+        }
+    }
+}
+
+fn check_delivery(delivery: &DeliveryConfig, problems: &mut Vec<ConfigProblem>) {
+    let mut out_of_range = |field: &str, value: u64, low: u64, high: u64| {
+        if !(low..=high).contains(&value) {
+            let message = format!("{value} is outside {low} ..= {high}");
+            problems.push(ConfigProblem::new(format!("delivery.{field}"), message));
+        }
+    };
+    out_of_range(
+        "batch_events_max",
+        delivery.batch_events_max as u64,
+        1,
+        DELIVERY_BATCH_EVENTS_MAX as u64,
+    );
+    out_of_range(
+        "batch_bytes_max",
+        delivery.batch_bytes_max as u64,
+        1024,
+        DELIVERY_BATCH_BYTES_MAX as u64,
+    );
+    out_of_range(
+        "batch_age_ms",
+        delivery.batch_age_ms,
+        0,
+        DELIVERY_BATCH_AGE_MS_HIGHEST,
+    );
+    out_of_range(
+        "concurrency",
+        delivery.concurrency as u64,
+        1,
+        DELIVERY_LANES_MAX as u64,
+    );
+    out_of_range(
+        "retry_max_seconds",
+        delivery.retry_max_seconds,
+        0,
+        DELIVERY_RETRY_MAX_SECONDS_HIGHEST,
+    );
+    out_of_range(
+        "request_timeout_ms",
+        delivery.request_timeout_ms,
+        1,
+        DELIVERY_REQUEST_TIMEOUT_MS_HIGHEST,
+    );
 }
 
 /// The functions a computed trait may use.

@@ -126,3 +126,83 @@ pub const TRANSFORM_RUNTIMES_MAX: usize = 8;
 pub const TRANSFORM_TEST_EVENTS_MAX: usize = 100;
 /// Most bytes of a transformation's source code.
 pub const TRANSFORM_CODE_BYTES_MAX: usize = 256 * 1024;
+// ---- Warehouse destination (PostgreSQL)
+
+/// Default most events in one warehouse load (one transaction): warehouses prefer few large
+/// transactions; larger batches hold row locks longer and re-load more after a failure.
+pub const DEFAULT_WAREHOUSE_BATCH_EVENTS_MAX: usize = 1_000;
+/// Default age at which a partial warehouse batch is loaded anyway: the freshness floor of the
+/// tables on a quiet connection.
+pub const DEFAULT_WAREHOUSE_BATCH_AGE_MS: u64 = 5_000;
+/// Default connections a warehouse destination holds open (one per lane in flight).
+pub const DEFAULT_WAREHOUSE_POOL_SIZE: usize = 4;
+/// Most connections a warehouse destination may hold open (each is a server process).
+pub const WAREHOUSE_POOL_SIZE_MAX: usize = 32;
+/// Most columns tandem creates in one table (PostgreSQL stops at 1,600): each column widens
+/// every row and every insert; properties beyond it are not stored and are reported.
+pub const WAREHOUSE_TABLE_COLUMNS_MAX: usize = 1_000;
+/// Most per-event tables in one schema: each is a relation the server keeps in its catalog
+/// caches; later event names still land in `tracks` and are reported.
+pub const WAREHOUSE_EVENT_TABLES_MAX: usize = 1_000;
+/// Depth to which nested objects are flattened into `parent_child` columns; deeper objects are
+/// stored as JSON text (deep flattening multiplies columns).
+pub const WAREHOUSE_FLATTEN_DEPTH_MAX: usize = 3;
+/// Schema problems (type conflicts, dropped properties) kept in memory per destination for the
+/// API; all of them are also upserted into the warehouse's `schema_problems` table.
+pub const WAREHOUSE_SCHEMA_PROBLEMS_KEPT: usize = 200;
+
+// ---- Activate (destinations and delivery)
+
+/// Default most events in one delivery batch (a connection's `delivery.batch_events_max`, never
+/// above the destination's own limit). Larger batches cost more memory per lane in flight and
+/// more re-sending when a batch is retried whole.
+pub const DEFAULT_DELIVERY_BATCH_EVENTS_MAX: usize = 500;
+/// Default most bytes of serialized events in one batch (`delivery.batch_bytes_max`).
+pub const DEFAULT_DELIVERY_BATCH_BYTES_MAX: usize = 4 << 20;
+/// Largest `delivery.batch_bytes_max` accepted: the in-flight memory is lanes × this.
+pub const DELIVERY_BATCH_BYTES_MAX: usize = 16 << 20;
+/// Largest `delivery.batch_events_max` accepted.
+pub const DELIVERY_BATCH_EVENTS_MAX: usize = 10_000;
+/// Default time a batch waits to fill before it is sent anyway (`delivery.batch_age_ms`): the
+/// latency floor of a quiet connection.
+pub const DEFAULT_DELIVERY_BATCH_AGE_MS: u64 = 200;
+/// Default lanes in flight per connection (`delivery.concurrency`).
+pub const DEFAULT_DELIVERY_LANES: usize = 4;
+/// Most lanes per connection: each holds one batch in flight (memory) and one connection to the
+/// destination.
+pub const DELIVERY_LANES_MAX: usize = 64;
+/// Default retry budget of one event (`delivery.retry_max_seconds`, 6 h): past it the event goes
+/// to the DLQ with its last error. Longer budgets hold the connection's offset back longer.
+pub const DEFAULT_DELIVERY_RETRY_MAX_SECONDS: u64 = 6 * 3600;
+/// Default timeout of one request to a destination (`delivery.request_timeout_ms`).
+pub const DEFAULT_DELIVERY_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// First retry delay; doubles per attempt (full jitter: a uniform wait in [0, delay]).
+pub const DELIVERY_BACKOFF_BASE_MS: u64 = 100;
+/// Longest retry delay (also the cap on a destination's `Retry-After`, so a bogus huge value
+/// cannot park a connection for days).
+pub const DELIVERY_BACKOFF_CAP_MS: u64 = 60_000;
+/// Consecutive transient failures of a destination that open its circuit breaker; lanes then
+/// wait and one probe batch tests the destination.
+pub const DELIVERY_CIRCUIT_FAILURES: u32 = 5;
+/// Records the delivery worker holds between the committed offset and the newest record read
+/// (the in-flight window): a kill -9 redelivers at most these. Bounds memory per connection.
+pub const DELIVERY_IN_FLIGHT_RECORDS_MAX: usize = 20_000;
+/// The delivery worker commits its offset at most this often (each commit is an fsync).
+pub const DELIVERY_COMMIT_INTERVAL_MS: u64 = 200;
+/// Last errors kept per connection for the API.
+pub const DELIVERY_LAST_ERRORS_KEPT: usize = 20;
+/// Most destinations / connections per workspace.
+pub const DESTINATIONS_PER_WORKSPACE_MAX: usize = 200;
+pub const CONNECTIONS_PER_WORKSPACE_MAX: usize = 500;
+/// Most field mappings per connection (each is applied to every event).
+pub const CONNECTION_MAPPINGS_MAX: usize = 100;
+/// Default and largest page of a DLQ listing.
+pub const DLQ_ENTRIES_LISTED_DEFAULT: usize = 50;
+pub const DLQ_ENTRIES_LISTED_MAX: usize = 1000;
+/// Most entries one DLQ keeps per connection: past it new dead letters are still stored (never
+/// lost) but an alert is raised, since a DLQ that large means nobody is looking.
+pub const DLQ_ENTRIES_ALERT: u64 = 100_000;
+/// CPU time one transformation may spend on one event before it is stopped (→ DLQ).
+pub const TRANSFORM_CPU_MS_MAX: u64 = 50;
+/// Alerts kept in memory for `/api/v1/alerts` (oldest dropped first).
+pub const ALERTS_KEPT: usize = 500;

@@ -1,0 +1,588 @@
+//! A compiled connection: which events of a workspace go to one destination and how they are
+//! shaped on the way (filters, field mappings, the optional transformation).
+
+use std::sync::Arc;
+
+/// The transformation step of a connection (JavaScript run sandboxed by `tandem-transform`).
+/// Called once per event after the mappings; may modify the event, drop it (`Ok(vec![])`) or fan
+/// it out (several outputs). `Err(message)` (a throw, a CPU/memory limit) sends the original
+/// event to the DLQ with that message. Implementations are shared by the lanes of a connection,
+/// hence `Send + Sync`.
+pub trait Transform: Send + Sync + 'static {
+    fn run(&self, event: &serde_json::Value) -> Result<Vec<serde_json::Value>, String>;
+}
+
+/// Compiles a connection's transformation source into a [`Transform`] (the server passes
+/// `tandem-transform`'s compiler in; `Err` = the code does not compile, with the message).
+pub type TransformCompiler = fn(code: &str) -> Result<Arc<dyn Transform>, String>;
+
+use crate::destination::OutboundEvent;
+use serde_json::Value;
+use std::collections::HashSet;
+use tandem_config::{ConnectionConfig, DeliveryConfig, DestinationConfig, MappingConfig};
+use tandem_core::EventType;
+
+/// Why an event does not go through a connection (counted as `filtered`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    Source,
+    EventType,
+    EventName,
+    /// The event's `integrations` object turned this destination off.
+    Integrations,
+}
+
+/// One compiled field mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mapping {
+    Move { from: Vec<String>, to: Vec<String> },
+    Copy { from: Vec<String>, to: Vec<String> },
+    Remove { from: Vec<String> },
+    Set { to: Vec<String>, value: Value },
+}
+
+impl Mapping {
+    /// Compiles a validated mapping (see `tandem_config::connection_problems`).
+    pub fn compile(config: &MappingConfig) -> Result<Mapping, String> {
+        let split = |path: &Option<String>, name: &str| -> Result<Vec<String>, String> {
+            path.as_deref()
+                .map(|path| path.split('.').map(str::to_string).collect())
+                .ok_or_else(|| format!("mapping needs `{name}`"))
+        };
+        let op =
+            config
+                .op
+                .as_deref()
+                .unwrap_or(if config.from.is_none() && config.value.is_some() {
+                    "set"
+                } else {
+                    "move"
+                });
+        Ok(match op {
+            "move" => Mapping::Move {
+                from: split(&config.from, "from")?,
+                to: split(&config.to, "to")?,
+            },
+            "copy" => Mapping::Copy {
+                from: split(&config.from, "from")?,
+                to: split(&config.to, "to")?,
+            },
+            "remove" => Mapping::Remove {
+                from: split(&config.from, "from")?,
+            },
+            "set" => Mapping::Set {
+                to: split(&config.to, "to")?,
+                value: config.value.clone().ok_or("`set` needs `value`")?,
+            },
+            other => return Err(format!("unknown mapping op `{other}`")),
+        })
+    }
+
+    /// Applies the mapping to `event` in place; a missing `from` changes nothing.
+    pub fn apply(&self, event: &mut Value) {
+        match self {
+            Mapping::Move { from, to } => {
+                if let Some(value) = remove_path(event, from) {
+                    set_path(event, to, value);
+                }
+            }
+            Mapping::Copy { from, to } => {
+                if let Some(value) = get_path(event, from).cloned() {
+                    set_path(event, to, value);
+                }
+            }
+            Mapping::Remove { from } => {
+                remove_path(event, from);
+            }
+            Mapping::Set { to, value } => set_path(event, to, value.clone()),
+        }
+    }
+}
+
+fn get_path<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |value, key| value.get(key))
+}
+
+fn remove_path(value: &mut Value, path: &[String]) -> Option<Value> {
+    let (last, parents) = path.split_last()?;
+    let mut current = value;
+    for key in parents {
+        current = current.get_mut(key)?;
+    }
+    current.as_object_mut()?.remove(last)
+}
+
+/// Sets `path`, creating objects on the way (a non-object in the way is replaced).
+fn set_path(value: &mut Value, path: &[String], new: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut current = value;
+    for key in parents {
+        if !current.is_object() {
+            *current = Value::Object(Default::default());
+        }
+        current = current
+            .as_object_mut()
+            .expect("made an object above")
+            .entry(key.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    if !current.is_object() {
+        *current = Value::Object(Default::default());
+    }
+    current
+        .as_object_mut()
+        .expect("made an object above")
+        .insert(last.clone(), new);
+}
+
+/// A connection ready to filter and shape events.
+pub struct Connection {
+    pub workspace_id: String,
+    pub id: String,
+    pub destination_id: String,
+    pub destination_name: String,
+    pub destination_type: String,
+    /// `None`: every source of the workspace.
+    sources: Option<HashSet<String>>,
+    /// `None`: every call type.
+    event_types: Option<Vec<EventType>>,
+    events: Option<HashSet<String>>,
+    exclude_events: HashSet<String>,
+    mappings: Vec<Mapping>,
+    transform: Option<Arc<dyn Transform>>,
+    pub consent_categories: Vec<String>,
+    pub delivery: DeliveryConfig,
+    pub enabled: bool,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("workspace_id", &self.workspace_id)
+            .field("id", &self.id)
+            .field("destination_id", &self.destination_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Compiles a validated connection. A transformation needs `compiler` (the JS engine).
+    pub fn compile(
+        workspace_id: &str,
+        config: &ConnectionConfig,
+        destination: &DestinationConfig,
+        compiler: Option<TransformCompiler>,
+    ) -> Result<Connection, String> {
+        let sources = if config.sources.iter().any(|source| source == "*") {
+            None
+        } else {
+            Some(config.sources.iter().cloned().collect())
+        };
+        let event_types = if config.event_types.is_empty() {
+            None
+        } else {
+            let parsed = config.event_types.iter().map(|name| {
+                EventType::parse(name).ok_or_else(|| format!("unknown event type `{name}`"))
+            });
+            Some(parsed.collect::<Result<Vec<_>, _>>()?)
+        };
+        let mappings = config
+            .mappings
+            .iter()
+            .map(Mapping::compile)
+            .collect::<Result<Vec<_>, _>>()?;
+        let transform = match (&config.transformation, compiler) {
+            (None, _) => None,
+            (Some(code), Some(compile)) => {
+                Some(compile(code).map_err(|error| format!("transformation: {error}"))?)
+            }
+            (Some(_), None) => {
+                return Err(
+                    "transformation: this build has no JavaScript engine (tandem-transform)".into(),
+                )
+            }
+        };
+        Ok(Connection {
+            workspace_id: workspace_id.to_string(),
+            id: config.id.clone(),
+            destination_id: destination.id.clone(),
+            destination_name: destination.name.clone(),
+            destination_type: destination.kind.clone(),
+            sources,
+            event_types,
+            events: (!config.events.is_empty()).then(|| config.events.iter().cloned().collect()),
+            exclude_events: config.exclude_events.iter().cloned().collect(),
+            mappings,
+            transform,
+            consent_categories: config.consent_categories.clone(),
+            delivery: config.delivery.clone(),
+            enabled: config.enabled && destination.enabled,
+        })
+    }
+
+    /// Whether the header alone (source, type) lets the event through: checked before parsing JSON.
+    pub fn accepts_header(&self, source_id: &str, event_type: EventType) -> Result<(), Skip> {
+        if event_type == EventType::Control {
+            return Err(Skip::EventType);
+        }
+        if self
+            .sources
+            .as_ref()
+            .is_some_and(|sources| !sources.contains(source_id))
+        {
+            return Err(Skip::Source);
+        }
+        if self
+            .event_types
+            .as_ref()
+            .is_some_and(|types| !types.contains(&event_type))
+        {
+            return Err(Skip::EventType);
+        }
+        Ok(())
+    }
+
+    /// The checks that need the event's JSON: track names and the `integrations` object.
+    pub fn accepts_event(&self, event_type: EventType, event: &Value) -> Result<(), Skip> {
+        if event_type == EventType::Track {
+            let name = event
+                .get("event")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if self.exclude_events.contains(name)
+                || self
+                    .events
+                    .as_ref()
+                    .is_some_and(|events| !events.contains(name))
+            {
+                return Err(Skip::EventName);
+            }
+        }
+        if !self.integrations_allow(event.get("integrations")) {
+            return Err(Skip::Integrations);
+        }
+        Ok(())
+    }
+
+    /// Segment's `integrations`: a key naming this destination (its name, type or id) decides;
+    /// otherwise `All: false` turns everything off; otherwise on. Non-boolean values (settings
+    /// objects some SDKs send) count as on.
+    fn integrations_allow(&self, integrations: Option<&Value>) -> bool {
+        let Some(integrations) = integrations.and_then(Value::as_object) else {
+            return true;
+        };
+        for key in [
+            &self.destination_name,
+            &self.destination_type,
+            &self.destination_id,
+        ] {
+            if let Some(value) = integrations.get(key.as_str()) {
+                return value.as_bool().unwrap_or(true);
+            }
+        }
+        integrations
+            .get("All")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    }
+
+    /// Mappings then the transformation: zero (dropped), one or several events to send.
+    pub fn shape(&self, original: &Value) -> Result<Vec<Value>, String> {
+        let mut event = original.clone();
+        for mapping in &self.mappings {
+            mapping.apply(&mut event);
+        }
+        match &self.transform {
+            None => Ok(vec![event]),
+            Some(transform) => {
+                let outputs = transform.run(&event)?;
+                if let Some(bad) = outputs.iter().position(|output| !output.is_object()) {
+                    return Err(format!("transformation output {bad} is not an object"));
+                }
+                Ok(outputs)
+            }
+        }
+    }
+
+    /// The outbound events of one log record: filtered, mapped and transformed. `Ok(vec![])`
+    /// when filtered or dropped; `Err` = the transformation failed (→ DLQ with the message).
+    pub fn outbound(&self, record: &RecordView<'_>) -> Result<Vec<OutboundEvent>, String> {
+        let outputs = self.shape(record.event)?;
+        let message_id = record
+            .event
+            .get("messageId")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let fanned_out = outputs.len() > 1;
+        Ok(outputs
+            .into_iter()
+            .enumerate()
+            .map(|(index, mut event)| {
+                // Fan-out copies need distinct, stable idempotency keys.
+                let own_id = event
+                    .get("messageId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let message_id = match own_id {
+                    Some(id) if !(fanned_out && index > 0 && id == message_id) => id,
+                    _ if fanned_out && index > 0 => format!("{message_id}-{index}"),
+                    _ => message_id.to_string(),
+                };
+                event["messageId"] = Value::String(message_id.clone());
+                OutboundEvent {
+                    offset: record.offset,
+                    user_key: user_key(&event),
+                    message_id,
+                    event_type: record.event_type,
+                    source_id: record.source_id.to_string(),
+                    received_at_ms: record.received_at_ms,
+                    event,
+                }
+            })
+            .collect())
+    }
+}
+
+/// One log record's decoded parts, as the connection needs them.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    pub offset: u64,
+    pub received_at_ms: i64,
+    pub event_type: EventType,
+    pub source_id: &'a str,
+    pub event: &'a Value,
+}
+
+/// `userId`, else `anonymousId` (strings or numbers), else empty: the ordering lane key.
+pub fn user_key(event: &Value) -> String {
+    for field in ["userId", "anonymousId"] {
+        match event.get(field) {
+            Some(Value::String(value)) if !value.is_empty() => return value.clone(),
+            Some(Value::Number(number)) => return number.to_string(),
+            _ => {}
+        }
+    }
+    String::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn destination() -> DestinationConfig {
+        DestinationConfig {
+            id: "crm-hook".into(),
+            name: "CRM".into(),
+            kind: "webhook".into(),
+            owner: "o".into(),
+            ..Default::default()
+        }
+    }
+
+    fn connection(config: ConnectionConfig) -> Connection {
+        Connection::compile("ws", &config, &destination(), None).unwrap()
+    }
+
+    fn record(event: &Value) -> RecordView<'_> {
+        RecordView {
+            offset: 3,
+            received_at_ms: 10,
+            event_type: EventType::Track,
+            source_id: "web",
+            event,
+        }
+    }
+
+    #[test]
+    fn header_filters() {
+        let all = connection(ConnectionConfig {
+            sources: vec!["*".into()],
+            ..Default::default()
+        });
+        assert_eq!(all.accepts_header("any", EventType::Alias), Ok(()));
+        assert_eq!(
+            all.accepts_header("any", EventType::Control),
+            Err(Skip::EventType)
+        );
+        let some = connection(ConnectionConfig {
+            sources: vec!["web".into()],
+            event_types: vec!["track".into(), "identify".into()],
+            ..Default::default()
+        });
+        assert_eq!(some.accepts_header("web", EventType::Identify), Ok(()));
+        assert_eq!(
+            some.accepts_header("ios", EventType::Track),
+            Err(Skip::Source)
+        );
+        assert_eq!(
+            some.accepts_header("web", EventType::Page),
+            Err(Skip::EventType)
+        );
+    }
+
+    #[test]
+    fn event_name_filters_apply_to_track_only() {
+        let only = connection(ConnectionConfig {
+            sources: vec!["*".into()],
+            events: vec!["Order Completed".into()],
+            exclude_events: vec!["Order Completed".into(), "Spam".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            only.accepts_event(EventType::Track, &json!({"event": "Order Completed"})),
+            Err(Skip::EventName)
+        );
+        let include = connection(ConnectionConfig {
+            sources: vec!["*".into()],
+            events: vec!["Order Completed".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            include.accepts_event(EventType::Track, &json!({"event": "Order Completed"})),
+            Ok(())
+        );
+        assert_eq!(
+            include.accepts_event(EventType::Track, &json!({"event": "Viewed"})),
+            Err(Skip::EventName)
+        );
+        assert_eq!(
+            include.accepts_event(EventType::Identify, &json!({})),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn integrations_object() {
+        let connection = connection(ConnectionConfig {
+            sources: vec!["*".into()],
+            ..Default::default()
+        });
+        let check = |integrations: Value| {
+            connection.accepts_event(EventType::Page, &json!({"integrations": integrations}))
+        };
+        assert_eq!(check(json!({})), Ok(()));
+        assert_eq!(check(json!({"All": false})), Err(Skip::Integrations));
+        assert_eq!(check(json!({"All": false, "CRM": true})), Ok(()), "by name");
+        assert_eq!(
+            check(json!({"All": false, "webhook": true})),
+            Ok(()),
+            "by type"
+        );
+        assert_eq!(
+            check(json!({"crm-hook": false})),
+            Err(Skip::Integrations),
+            "by id"
+        );
+        assert_eq!(
+            check(json!({"CRM": {"apiKey": "x"}})),
+            Ok(()),
+            "settings objects count as on"
+        );
+        assert_eq!(check(json!({"Other": false})), Ok(()));
+    }
+
+    #[test]
+    fn mappings_apply_in_order() {
+        let mappings = [
+            MappingConfig {
+                from: Some("properties.total".into()),
+                to: Some("properties.revenue".into()),
+                ..Default::default()
+            },
+            MappingConfig {
+                from: Some("properties.revenue".into()),
+                to: Some("context.copy.revenue".into()),
+                op: Some("copy".into()),
+                ..Default::default()
+            },
+            MappingConfig {
+                from: Some("properties.secret".into()),
+                op: Some("remove".into()),
+                ..Default::default()
+            },
+            MappingConfig {
+                to: Some("context.channel".into()),
+                value: Some(json!("tandem")),
+                ..Default::default()
+            },
+            MappingConfig {
+                from: Some("properties.absent".into()),
+                to: Some("properties.still_absent".into()),
+                ..Default::default()
+            },
+        ];
+        let connection = connection(ConnectionConfig {
+            sources: vec!["*".into()],
+            mappings: mappings.to_vec(),
+            ..Default::default()
+        });
+        let shaped = connection
+            .shape(&json!({"properties": {"total": 12.5, "secret": "x", "kept": 1}, "context": "not an object"}))
+            .unwrap();
+        assert_eq!(
+            shaped,
+            vec![json!({
+                "properties": {"revenue": 12.5, "kept": 1},
+                "context": {"copy": {"revenue": 12.5}, "channel": "tandem"}
+            })]
+        );
+    }
+
+    struct FanOut;
+    impl Transform for FanOut {
+        fn run(&self, event: &Value) -> Result<Vec<Value>, String> {
+            if event["event"] == "Boom" {
+                return Err("boom".into());
+            }
+            if event["event"] == "Drop" {
+                return Ok(vec![]);
+            }
+            Ok(vec![event.clone(), event.clone()])
+        }
+    }
+
+    fn fan_out_compiler(_code: &str) -> Result<Arc<dyn Transform>, String> {
+        Ok(Arc::new(FanOut))
+    }
+
+    #[test]
+    fn transformation_fan_out_gets_stable_distinct_message_ids() {
+        let config = ConnectionConfig {
+            sources: vec!["*".into()],
+            transformation: Some("function transform(e) { return [e, e] }".into()),
+            ..Default::default()
+        };
+        assert!(
+            Connection::compile("ws", &config, &destination(), None).is_err(),
+            "no engine, no transformation"
+        );
+        let connection =
+            Connection::compile("ws", &config, &destination(), Some(fan_out_compiler)).unwrap();
+        let event = json!({"event": "Viewed", "messageId": "m1", "anonymousId": "a1"});
+        let out = connection.outbound(&record(&event)).unwrap();
+        let ids: Vec<_> = out.iter().map(|event| event.message_id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m1-1"]);
+        assert_eq!(out[1].event["messageId"], "m1-1");
+        assert_eq!(out[0].user_key, "a1");
+        assert_eq!(out[0].offset, 3);
+        assert!(connection
+            .outbound(&record(&json!({"event": "Drop"})))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            connection.outbound(&record(&json!({"event": "Boom"}))),
+            Err("boom".to_string())
+        );
+    }
+
+    #[test]
+    fn user_key_prefers_user_id() {
+        assert_eq!(user_key(&json!({"userId": "u", "anonymousId": "a"})), "u");
+        assert_eq!(user_key(&json!({"userId": "", "anonymousId": "a"})), "a");
+        assert_eq!(user_key(&json!({"userId": 42})), "42");
+        assert_eq!(user_key(&json!({})), "");
+    }
+}

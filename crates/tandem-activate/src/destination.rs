@@ -1,0 +1,199 @@
+//! THE CONTRACT every destination type implements. The plumbing (filters, mappings,
+//! transformation, lanes, batching, retries, circuit breaker, DLQ, offsets) is written once in
+//! this crate; a destination only turns a batch into requests/rows/messages and classifies the
+//! answer into an [`Outcome`].
+//!
+//! Adding a destination type = a folder under `src/destinations/<type>/` (`mod.rs` with
+//! `pub static TYPE: DestinationType`, `config.rs`, `request.rs`, `service.rs`, `tests.rs`) and
+//! one line in [`crate::registry::REGISTRY`].
+
+use futures::future::BoxFuture;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_core::EventType;
+
+/// One event on its way out, after filters, mappings and the transformation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundEvent {
+    /// Log offset it came from (replays: the DLQ entry's original offset).
+    pub offset: u64,
+    /// Sent as the idempotency key: redeliveries of one event always carry the same value.
+    pub message_id: String,
+    pub event_type: EventType,
+    pub source_id: String,
+    /// `receivedAt` in ms since the epoch (the log record's timestamp).
+    pub received_at_ms: i64,
+    /// `userId`, else `anonymousId`: the key of the ordering lane.
+    pub user_key: String,
+    /// The Segment-shaped JSON object to send.
+    pub event: serde_json::Value,
+}
+
+/// What happened to one event or one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// Transient (429, 5xx, timeouts, connection refused): try again later, after `after` if the
+    /// destination said so (`Retry-After`).
+    Retry {
+        error: String,
+        after: Option<Duration>,
+    },
+    /// Permanent (other 4xx, schema refused): this event/batch will never be accepted as is → DLQ
+    /// (a rejected batch of several events is bisected first, so only the poisonous one goes).
+    Reject {
+        error: String,
+    },
+}
+
+impl Outcome {
+    pub fn retry(error: impl Into<String>) -> Outcome {
+        Outcome::Retry {
+            error: error.into(),
+            after: None,
+        }
+    }
+    pub fn reject(error: impl Into<String>) -> Outcome {
+        Outcome::Reject {
+            error: error.into(),
+        }
+    }
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Outcome::Delivered)
+    }
+}
+
+/// The answer to a batch: one outcome for all of it, or one per event (aligned with the batch)
+/// when the destination knows which event failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    All(Outcome),
+    PerEvent(Vec<Outcome>),
+}
+
+/// How large a batch this destination takes. The connection's `delivery` settings may lower
+/// these, never raise them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub events_max: usize,
+    pub bytes_max: usize,
+    /// A batch is sent once its oldest event waited this long, full or not.
+    pub age_ms: u64,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        use tandem_core::limits::*;
+        BatchLimits {
+            events_max: DEFAULT_DELIVERY_BATCH_EVENTS_MAX,
+            bytes_max: DEFAULT_DELIVERY_BATCH_BYTES_MAX,
+            age_ms: DEFAULT_DELIVERY_BATCH_AGE_MS,
+        }
+    }
+}
+
+/// The answer to a data-subject deletion forwarded to a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The destination deleted (or scheduled deletion of) the subject's data.
+    Deleted,
+    /// This destination type cannot delete; the operator must do it by hand (the DSR report says so).
+    Unsupported,
+    /// The deletion failed; `retryable` tells whether trying again may help.
+    Failed { error: String, retryable: bool },
+}
+
+/// A live destination, built from validated settings.
+pub trait Destination: Send + Sync + 'static {
+    fn batch_limits(&self) -> BatchLimits;
+
+    /// Whether events of one user must arrive in order (then lanes are keyed by `user_key`).
+    fn ordered(&self) -> bool {
+        true
+    }
+
+    /// Sends one batch (never empty). Must not panic; every failure is an [`Outcome`]. The
+    /// plumbing applies the connection's timeout around this future too.
+    fn send<'a>(&'a self, batch: &'a [OutboundEvent]) -> BoxFuture<'a, BatchOutcome>;
+
+    /// Data-subject deletion forwarded to the destination (the privacy issue calls this), with
+    /// the subject's identifiers as (type, value) pairs. Default: unsupported.
+    fn delete_user<'a>(
+        &'a self,
+        _identifiers: &'a [(String, String)],
+    ) -> BoxFuture<'a, DeleteOutcome> {
+        Box::pin(async { DeleteOutcome::Unsupported })
+    }
+}
+
+/// One problem with a destination's settings: the dotted field path (`""` for the whole object)
+/// and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SettingsProblem {
+    pub field: String,
+    pub message: String,
+}
+
+impl SettingsProblem {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> SettingsProblem {
+        SettingsProblem {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for SettingsProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// What a destination may need when it is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildContext {
+    pub workspace_id: String,
+    pub destination_id: String,
+    /// The server's data directory (a destination keeps local state under
+    /// `data_dir/activate/<workspace>/<destination>/` if it needs any).
+    pub data_dir: PathBuf,
+}
+
+/// Builds a live destination from validated settings (may connect lazily; must not block).
+pub type BuildFn = fn(&serde_json::Value, &BuildContext) -> Result<Arc<dyn Destination>, String>;
+
+/// A destination type: its name, settings schema, validation and constructor. One static per
+/// type, listed in [`crate::registry::REGISTRY`].
+pub struct DestinationType {
+    /// `"webhook"`, `"postgres"`, `"files"`, `"nats"`.
+    pub name: &'static str,
+    pub description: &'static str,
+    /// JSON Schema of the settings (the console generates forms from it).
+    pub settings_schema: fn() -> serde_json::Value,
+    /// Checks settings without connecting: every problem, as field path + message.
+    pub validate: fn(&serde_json::Value) -> Result<(), Vec<SettingsProblem>>,
+    /// Builds a live destination (may connect lazily; must not block).
+    pub build: BuildFn,
+}
+
+impl std::fmt::Debug for DestinationType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DestinationType")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses settings into a type's `#[serde(deny_unknown_fields)]` struct, turning the serde error
+/// into a [`SettingsProblem`] (shared by every destination's `validate` and `build`).
+pub fn parse_settings<T: serde::de::DeserializeOwned>(
+    settings: &serde_json::Value,
+) -> Result<T, Vec<SettingsProblem>> {
+    serde_json::from_value(settings.clone())
+        .map_err(|error| vec![SettingsProblem::new("", error.to_string())])
+}
