@@ -3,7 +3,10 @@
 use crate::destination::DestinationType;
 
 /// The destination types, by name. Adding a type = one line here (and its folder under `destinations/`).
-pub static REGISTRY: &[&DestinationType] = &[];
+pub static REGISTRY: &[&DestinationType] = &[
+    &crate::destinations::files::TYPE,
+    &crate::destinations::nats::TYPE,
+];
 
 /// The type called `name`, if any.
 pub fn find(name: &str) -> Option<&'static DestinationType> {
