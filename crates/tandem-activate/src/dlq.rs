@@ -299,7 +299,7 @@ mod tests {
             event_type: "track".into(),
             source_id: "web".into(),
             received_at_ms: 1,
-            original: json!({"event": if offset % 2 == 0 { "Even" } else { "Odd" }}),
+            original: json!({"event": if offset.is_multiple_of(2) { "Even" } else { "Odd" }}),
             error: error.into(),
             attempts: 1,
             first_failure_ms: offset as i64,

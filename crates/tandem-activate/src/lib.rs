@@ -10,6 +10,9 @@ pub mod destinations;
 pub mod dlq;
 pub mod registry;
 pub mod retry;
+pub mod runtime;
+pub mod stats;
+pub mod worker;
 
 pub use connection::{Transform, TransformCompiler};
 pub use destination::{

@@ -89,7 +89,7 @@ fn init_tracing() {
 }
 
 fn validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    match tandem_config::load(path) {
+    match tandem_config::load_with(path, Some(tandem_activate::registry::config_validator)) {
         Ok(config) => {
             let sources: usize = config
                 .workspaces

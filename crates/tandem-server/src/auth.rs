@@ -38,6 +38,12 @@ pub enum Permission {
     ManageIdentity,
     /// Create and revoke Profile API access tokens.
     ManageAccessTokens,
+    /// List destinations, connections with their delivery status, DLQ entries, alerts.
+    ReadDestinations,
+    /// Create, change and delete destinations and connections.
+    ManageDestinations,
+    /// Replay and discard dead letters, start backfills.
+    ManageDeliveries,
 }
 
 /// Marker types naming a permission at the type level, for `Authorized<P>`.
@@ -63,6 +69,9 @@ permission_markers! {
     ReadProfiles => ReadProfiles,
     ManageIdentity => ManageIdentity,
     ManageAccessTokens => ManageAccessTokens,
+    ReadDestinations => ReadDestinations,
+    ManageDestinations => ManageDestinations,
+    ManageDeliveries => ManageDeliveries,
 }
 
 /// Who is calling.

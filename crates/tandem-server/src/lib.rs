@@ -128,6 +128,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
 
     let mut workspaces = BTreeMap::new();
     let mut recoveries = Vec::new();
+    let alerts = Arc::new(tandem_activate::stats::Alerts::default());
     for workspace in &config.workspaces {
         let options = log_options(&config, &workspace.id, options.persist);
         let (file_log, recovery) =
@@ -145,6 +146,19 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
             tracing::warn!(workspace = %workspace.id, previous_next, "profiles are being rebuilt from the log");
         }
         let unify = Arc::new(unify);
+        let activation = tandem_activate::runtime::Activation::start(
+            &workspace.id,
+            log.clone(),
+            data_dir.clone(),
+            workspace.destinations.clone(),
+            workspace.connections.clone(),
+            alerts.clone(),
+            None,
+        )
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!("starting delivery of workspace {}: {error}", workspace.id)
+        })?;
         workspaces.insert(
             workspace.id.clone(),
             Workspace {
@@ -154,6 +168,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
                 file_log,
                 dedup_salt,
                 unify,
+                activation,
             },
         );
     }
@@ -190,6 +205,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
         access_tokens,
         metrics: telemetry::prometheus(),
         imports: Arc::new(routes::imports::Imports::open(&data_dir)?),
+        alerts,
         persist: options.persist,
         ready: AtomicBool::new(false),
         started_at: started,

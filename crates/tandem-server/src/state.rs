@@ -25,6 +25,8 @@ pub struct Workspace {
     pub dedup_salt: u64,
     /// Identity resolution and profiles: a consumer of `log`.
     pub unify: Arc<crate::unify::Unify>,
+    /// Destinations, connections and their delivery workers (consumers of `log`).
+    pub activation: Arc<tandem_activate::runtime::Activation>,
 }
 
 /// An event as the live debugger shows it: accepted (with its offset) or rejected (with why).
@@ -56,6 +58,8 @@ pub struct Inner {
     pub metrics: PrometheusHandle,
     /// Import jobs of the import API (`routes::imports`).
     pub imports: Arc<crate::routes::imports::Imports>,
+    /// Delivery alerts of every workspace (`/api/v1/alerts`).
+    pub alerts: Arc<tandem_activate::stats::Alerts>,
     /// False only for the benchmark's no-persistence reference (`serve --discard`).
     pub persist: bool,
     pub ready: AtomicBool,

@@ -1,5 +1,6 @@
 //! One module per resource, each exposing its router.
 
+pub mod activate;
 pub mod collect;
 pub mod cors;
 pub mod health;
@@ -22,6 +23,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(segment_api)
         .merge(sources::router())
+        .merge(activate::router())
         .merge(profiles::router())
         .merge(imports::router())
         .merge(live::router())

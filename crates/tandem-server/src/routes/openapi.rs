@@ -33,6 +33,7 @@ mod tests {
             include_str!("health.rs"),
             include_str!("profiles.rs"),
             include_str!("imports.rs"),
+            include_str!("activate.rs"),
             include_str!("mod.rs"),
             include_str!("openapi.rs"),
         ];
