@@ -36,7 +36,10 @@ pub struct RebuildArgs {
 
 pub fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let mut config = match &args.config {
-        Some(path) => tandem_config::load_with(path, Some(tandem_activate::registry::config_validator)).map_err(|error| anyhow::anyhow!("{error}"))?,
+        Some(path) => {
+            tandem_config::load_with(path, Some(tandem_activate::registry::config_validator))
+                .map_err(|error| anyhow::anyhow!("{error}"))?
+        }
         None => tandem_config::demo_with_write_key("rebuild-only-not-a-write-key"),
     };
     if let Some(data) = args.data {

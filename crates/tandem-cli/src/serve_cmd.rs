@@ -33,7 +33,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = match &args.config {
-        Some(path) => tandem_config::load_with(path, Some(tandem_activate::registry::config_validator)).map_err(|error| anyhow::anyhow!("{error}"))?,
+        Some(path) => {
+            tandem_config::load_with(path, Some(tandem_activate::registry::config_validator))
+                .map_err(|error| anyhow::anyhow!("{error}"))?
+        }
         None => tandem_config::Config::default(),
     };
     let overrides = tandem_config::Overrides {

@@ -4,10 +4,10 @@ use crate::destination::{parse_settings, SettingsProblem};
 use serde::{Deserialize, Serialize};
 use tandem_core::limits::{DELIVERY_BATCH_BYTES_MAX, DELIVERY_BATCH_EVENTS_MAX};
 
-/// Longest a batch may wait before its objects are written (the connection's `batch_age_ms` is
-/// capped to it). Files want large batches (one object per event type and day per batch, and
-/// many small objects make every later reader slow); the cost of a long age is latency and the
-/// in-flight window held back from the committed offset.
+/// The batch age this destination reports. The connection's `delivery.batch_age_ms` decides
+/// (raise it, e.g. to 60000, with `batch_events_max`, for fewer and larger objects: one object
+/// per event type and day per batch, and many small objects make every later reader slow); the
+/// cost of a long age is latency and the in-flight window held back from the committed offset.
 pub const FILES_BATCH_AGE_MS_MAX: u64 = 300_000;
 /// Most events per batch, hence per object (the connection's `batch_events_max` is capped to it).
 pub const FILES_BATCH_EVENTS_MAX: usize = DELIVERY_BATCH_EVENTS_MAX;
