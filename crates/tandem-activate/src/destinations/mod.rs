@@ -2,5 +2,7 @@
 //! `pub static TYPE`, `config.rs`, `request.rs`, `service.rs`, `tests.rs`). Register a new one
 //! in [`crate::registry::REGISTRY`].
 
+pub mod files;
+pub mod nats;
 pub mod postgres;
 pub mod webhook;
