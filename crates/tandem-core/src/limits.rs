@@ -91,3 +91,24 @@ pub const IMPORT_REJECTIONS_SHOWN: usize = 100;
 /// Retries of one chunk of an import job while the log is overloaded, the disk full or the
 /// source rate-limited (with backoff, honouring the suggested wait): beyond them the job fails.
 pub const IMPORT_RETRIES_MAX: u32 = 30;
+/// Most bytes of one audit entry's `before`/`after`/`details` JSON together; larger values are
+/// replaced by their size and SHA-256 (the entry still records who changed what, and when). Every
+/// audited change writes its entry with an fsync, so this also bounds that write.
+pub const AUDIT_VALUE_BYTES_MAX: usize = 256 * 1024;
+/// Most entries one `GET /api/v1/audit` page returns (it pages on with `after`).
+pub const AUDIT_PAGE_ENTRIES_MAX: usize = 1000;
+/// How long a login session lasts (12 h): the console logs in again after.
+pub const SESSION_TTL_MS: i64 = 12 * 3_600_000;
+/// Shortest password a user may be given (argon2 makes guessing slow, length makes it hopeless).
+pub const PASSWORD_CHARS_MIN: usize = 12;
+/// Longest password accepted: argon2 hashes the whole password on every login attempt.
+pub const PASSWORD_BYTES_MAX: usize = 1024;
+/// A token's `last_used_at` is written to the metadata store at most this often (each write is a
+/// durable commit; reads of the token happen on every request).
+pub const TOKEN_LAST_USED_WRITE_INTERVAL_MS: i64 = 60_000;
+/// Longest expiry a management API token may be given (1 year); tokens without an expiry are
+/// allowed only when created explicitly with `"expires_in_days": null`.
+pub const API_TOKEN_EXPIRY_DAYS_MAX: i64 = 365;
+/// Most users and most management API tokens one organization may have (each listing reads them all).
+pub const USERS_MAX: usize = 10_000;
+pub const API_TOKENS_MAX: usize = 10_000;
