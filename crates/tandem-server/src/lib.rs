@@ -166,6 +166,9 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
             .context("rebuilding the dedup index from the log")?
     };
 
+    let audit = Arc::new(
+        tandem_audit::AuditLog::open(&data_dir.join("audit")).context("opening the audit log")?,
+    );
     let catalog = Catalog::load(store.clone())?;
     let access_tokens = Arc::new(access_tokens::AccessTokens::load(store.clone())?);
     let demo_access_token = match &demo_write_key {
@@ -188,6 +191,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
         live,
         admin_tokens,
         access_tokens,
+        audit,
         metrics: telemetry::prometheus(),
         imports: Arc::new(routes::imports::Imports::open(&data_dir)?),
         persist: options.persist,

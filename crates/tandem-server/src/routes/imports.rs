@@ -379,7 +379,7 @@ fn too_large(max: u64) -> ApiError {
 
 async fn create_import(
     State(state): State<AppState>,
-    _auth: Authorized<ManageSources>,
+    auth: Authorized<ManageSources>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((workspace, source_id)): Path<(String, String)>,
     Query(params): Query<Vec<(String, String)>>,
@@ -455,6 +455,20 @@ async fn create_import(
         return Err(ApiError::internal(format!(
             "writing the import's status: {error}"
         )));
+    }
+    let audited = auth
+        .audit(
+            &state,
+            "import.create",
+            Some(&workspace),
+            format!("import {id} into source {workspace}/{source_id}"),
+            None,
+            serde_json::to_value(&status).ok(),
+        )
+        .await;
+    if let Err(error) = audited {
+        let _ = std::fs::remove_file(&upload);
+        return Err(error);
     }
     state.imports.jobs.lock().insert(id.clone(), status);
     tracing::info!(

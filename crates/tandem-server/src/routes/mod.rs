@@ -1,5 +1,7 @@
 //! One module per resource, each exposing its router.
 
+pub mod access;
+pub mod audit;
 pub mod collect;
 pub mod cors;
 pub mod health;
@@ -19,12 +21,21 @@ pub fn router(state: AppState) -> Router {
         .merge(collect::router())
         .merge(settings::router())
         .layer(axum::middleware::from_fn(cors::segment_cors));
-    Router::new()
-        .merge(segment_api)
+    // Everything a credential opens: token use, denials and refused credentials are audited.
+    let management = Router::new()
+        .merge(access::router())
+        .merge(audit::router())
         .merge(sources::router())
         .merge(profiles::router())
         .merge(imports::router())
         .merge(live::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record_requests,
+        ));
+    Router::new()
+        .merge(segment_api)
+        .merge(management)
         .merge(health::router())
         .merge(openapi::router())
         .fallback(not_found)
