@@ -17,13 +17,14 @@ use crate::auth::{
     API_TOKEN_PREFIX, SESSION_COOKIE, SESSION_PREFIX,
 };
 use crate::error::{ApiError, ApiResult};
+use crate::routes::Routes;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::OnceLock;
@@ -38,8 +39,8 @@ use tandem_store::{ApiTokenRecord, SessionRecord, UserRecord};
 /// Expiry of a token created without `expires_in_days`.
 pub const API_TOKEN_EXPIRY_DAYS_DEFAULT: i64 = 90;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/me", get(me))

@@ -8,6 +8,7 @@
 
 use crate::auth::{AuditSlot, Authorized, ReadAudit, SlotInfo};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::Routes;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, Request, State};
@@ -15,7 +16,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -23,8 +24,8 @@ use tandem_audit::{Actor, AuditEntry, AuditEvent};
 use tandem_core::limits::AUDIT_PAGE_ENTRIES_MAX;
 use tandem_core::{time_util, ErrorCode};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/api/v1/audit", get(list))
         .route("/api/v1/audit/export", get(export))
         .route("/api/v1/audit/verify", get(verify))

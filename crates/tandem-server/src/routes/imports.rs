@@ -21,13 +21,14 @@
 use crate::auth::{Authorized, ManageSources};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::collect::collect_parsed;
+use crate::routes::Routes;
 use crate::state::AppState;
 use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -46,8 +47,8 @@ use tandem_import::{
 };
 use tokio::io::AsyncWriteExt;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route(
             "/api/v1/workspaces/{workspace}/sources/{source}/imports",
             post(create_import),

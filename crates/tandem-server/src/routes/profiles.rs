@@ -9,6 +9,7 @@
 
 use crate::auth::{Authorized, ManageAccessTokens, ManageIdentity, ReadProfiles};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::Routes;
 use crate::state::{AppState, Workspace};
 use crate::unify::{control_record, LogRecords};
 use crate::unify::{save_rules, UnifyRules};
@@ -16,7 +17,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -36,8 +37,8 @@ pub const SPLIT_WAIT_SECONDS: u64 = 30;
 /// Most profiles one trait search scans per request (it pages on with `after`).
 pub const TRAIT_SEARCH_SCAN_MAX: usize = 100_000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route(
             "/v1/spaces/{workspace}/collections/{collection}/profiles/{id}/{resource}",
             get(segment_profile),

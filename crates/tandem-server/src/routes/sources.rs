@@ -3,19 +3,20 @@
 
 use crate::auth::{Authorized, ManageSources, ReadCatalog, ReadOperations};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::Routes;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use tandem_core::{ids, time_util, ErrorCode};
 use tandem_store::{ManagedBy, SourceActivity, SourceKey, SourceRecord};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/api/v1/workspaces", get(list_workspaces))
         .route(
             "/api/v1/workspaces/{workspace}/sources",
