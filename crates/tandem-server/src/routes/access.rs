@@ -314,6 +314,12 @@ async fn hash_password(password: String) -> ApiResult<String> {
         .map_err(ApiError::internal)
 }
 
+/// A field that is present, even as `null` (`Some(Value::Null)`); absent fields stay `None`
+/// through `#[serde(default)]`.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
 /// `"workspace": "w"` → Some(Some(w)), `null` → Some(None), absent → None.
 fn optional_workspace(value: Option<Value>) -> ApiResult<Option<Option<String>>> {
     match value {
@@ -424,7 +430,7 @@ async fn get_user(
 struct UserChange {
     name: Option<String>,
     role: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     workspace: Option<Value>,
     password: Option<String>,
 }
@@ -530,7 +536,7 @@ struct NewToken {
     #[serde(default)]
     workspace: Option<String>,
     /// Absent: `API_TOKEN_EXPIRY_DAYS_DEFAULT`; null: never expires.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     expires_in_days: Option<Value>,
 }
 

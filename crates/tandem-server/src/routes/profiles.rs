@@ -128,19 +128,22 @@ impl FromRequestParts<AppState> for ProfileAccess {
                 )),
             };
         }
-        if value.starts_with("Bearer ") || value.starts_with("bearer ") {
-            // Any management credential with ReadProfiles in this workspace.
-            let principal = crate::auth::authenticate(parts, state)?;
-            let workspace = crate::auth::workspace_parameter(parts)
-                .await?
-                .unwrap_or_default();
-            crate::routes::access::may_read_profiles(&principal, &workspace)?;
-            return Ok(ProfileAccess { workspace_id: None });
-        }
-        Err(ApiError::new(
-            ErrorCode::MissingCredentials,
-            "send a workspace access token as HTTP Basic user name (empty password)",
-        ))
+        // Any management credential (bearer or session cookie) with ReadProfiles in this workspace.
+        let principal = crate::auth::authenticate(parts, state).map_err(|error| {
+            if error.code == ErrorCode::MissingCredentials {
+                ApiError::new(
+                    ErrorCode::MissingCredentials,
+                    "send a workspace access token as HTTP Basic user name (empty password)",
+                )
+            } else {
+                error
+            }
+        })?;
+        let workspace = crate::auth::workspace_parameter(parts)
+            .await?
+            .unwrap_or_default();
+        crate::routes::access::may_read_profiles(&principal, &workspace)?;
+        Ok(ProfileAccess { workspace_id: None })
     }
 }
 
