@@ -624,3 +624,52 @@ async fn the_audit_chain_detects_edits_deletions_and_truncation() {
     assert_eq!(verified["ok"], true, "{verified}");
     assert!(verified["entries"].as_u64().unwrap() > original.len() as u64);
 }
+
+#[tokio::test]
+async fn effective_policy_shows_where_each_value_comes_from() {
+    use reqwest::Method;
+    let server = TestServer::start(
+        "\n[organization.policies.retention_days]\nvalue = 395\noverridable = true\n\n[organization.policies.change_approval]\nvalue = true\n\n[[workspaces]]\nid = \"fr\"\nname = \"France\"\n\n[workspaces.policies]\nretention_days = 90\n",
+    );
+    let (status, france) = admin(
+        Method::GET,
+        &server,
+        "/api/v1/workspaces/fr/policy/effective",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{france}");
+    let policies = france["policies"].as_array().unwrap();
+    let by_name = |name: &str| policies.iter().find(|p| p["name"] == name).unwrap().clone();
+    assert_eq!(
+        by_name("retention_days"),
+        json!({"name": "retention_days", "value": 90, "source": "workspace", "overridable": true, "organization_value": 395})
+    );
+    assert_eq!(
+        by_name("change_approval"),
+        json!({"name": "change_approval", "value": true, "source": "organization", "overridable": false})
+    );
+    let (_, demo) = admin(
+        Method::GET,
+        &server,
+        "/api/v1/workspaces/demo/policy/effective",
+        None,
+    )
+    .await;
+    assert!(
+        demo["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["source"] == "organization"),
+        "{demo}"
+    );
+    let (status, _) = admin(
+        Method::GET,
+        &server,
+        "/api/v1/workspaces/nowhere/policy/effective",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+}

@@ -397,7 +397,7 @@ async fn every_route_every_role_own_and_foreign_workspace() {
                     reason
                 };
                 cases.push((
-                    op.clone(),
+                    (*op).clone(),
                     principal.clone(),
                     workspace,
                     holds_permission && in_scope,

@@ -23,13 +23,13 @@ pub use env::{apply_env_and_overrides, Overrides, ENV_VARS};
 pub use error::{ConfigProblem, LoadError};
 pub use schema::{
     AdminConfig, CollectConfig, ComputedTraitConfig, Config, IdentifierConfig, IdentityConfig,
-    LogConfig, OrganizationConfig, PropertyFilterConfig, ServerConfig, SourceConfig,
+    LogConfig, OrganizationConfig, PolicyConfig, PropertyFilterConfig, ServerConfig, SourceConfig,
     WorkspaceConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
 };
 pub use validate::{
-    fill_derived_ids, is_slug, slug_from_name, validate, validate_unify_rules,
-    ADMIN_TOKEN_CHARS_MIN, COMPUTED_FUNCTIONS, DEDUP_WINDOW_HOURS_HIGHEST, FILTER_OPERATORS,
-    QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST, SEGMENT_BYTES_MAX_HIGHEST,
+    effective_policies, fill_derived_ids, is_slug, slug_from_name, validate, validate_unify_rules,
+    EffectivePolicy, ADMIN_TOKEN_CHARS_MIN, COMPUTED_FUNCTIONS, DEDUP_WINDOW_HOURS_HIGHEST,
+    FILTER_OPERATORS, QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST, SEGMENT_BYTES_MAX_HIGHEST,
     SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX, WRITE_KEY_CHARS_MIN,
 };
 
@@ -108,6 +108,7 @@ pub fn demo_with_write_key(write_key: &str) -> Config {
         sources: vec![source],
         identity: Default::default(),
         computed_traits: Vec::new(),
+        policies: Default::default(),
     };
     Config {
         workspaces: vec![workspace],

@@ -145,14 +145,28 @@ impl Default for CollectConfig {
 pub struct OrganizationConfig {
     /// Display name. Default `tandem`.
     pub name: String,
+    /// `[organization.policies.NAME]`: values every workspace inherits; a workspace may override
+    /// one (`[workspaces.policies]`) only when it is `overridable`.
+    pub policies: std::collections::BTreeMap<String, PolicyConfig>,
 }
 
 impl Default for OrganizationConfig {
     fn default() -> Self {
         OrganizationConfig {
             name: DEFAULT_ORGANIZATION_NAME.to_string(),
+            policies: Default::default(),
         }
     }
+}
+
+/// `[organization.policies.NAME]`: an organization-wide policy value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub value: toml::Value,
+    /// Whether a workspace may set its own value (of the same type). Default false.
+    #[serde(default)]
+    pub overridable: bool,
 }
 
 /// `[[workspaces]]`: a market, region or brand with its own log, sources and (later) policies.
@@ -169,6 +183,8 @@ pub struct WorkspaceConfig {
     pub identity: IdentityConfig,
     /// `[[workspaces.computed_traits]]`: traits computed from each profile's events.
     pub computed_traits: Vec<ComputedTraitConfig>,
+    /// `[workspaces.policies]`: overrides of overridable organization policies.
+    pub policies: std::collections::BTreeMap<String, toml::Value>,
 }
 
 /// `[[workspaces.computed_traits]]`: an aggregate of a profile's events kept up to date as events

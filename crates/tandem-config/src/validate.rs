@@ -44,6 +44,7 @@ pub fn validate(config: &Config) -> Result<(), Vec<ConfigProblem>> {
         ));
     }
     check_workspaces(&config.workspaces, &mut problems);
+    check_policies(config, &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -518,4 +519,72 @@ mod tests {
     fn default_config_is_valid() {
         assert_eq!(validate(&Config::default()), Ok(()));
     }
+}
+
+/// A workspace overrides only organization policies marked `overridable`, with a value of the
+/// same type.
+fn check_policies(config: &Config, problems: &mut Vec<ConfigProblem>) {
+    for (index, workspace) in config.workspaces.iter().enumerate() {
+        for (name, value) in &workspace.policies {
+            let path = format!("workspaces[{index}].policies.{name}");
+            let message = match config.organization.policies.get(name) {
+                None => format!(
+                    "no organization policy `{name}` to override: declare it under [organization.policies.{name}] first"
+                ),
+                Some(policy) if !policy.overridable => format!(
+                    "organization.policies.{name} is not overridable: workspaces inherit it"
+                ),
+                Some(policy) if policy.value.type_str() != value.type_str() => format!(
+                    "a {}; organization.policies.{name} is a {}",
+                    value.type_str(),
+                    policy.value.type_str()
+                ),
+                Some(_) => continue,
+            };
+            problems.push(ConfigProblem::new(path, message));
+        }
+    }
+}
+
+/// A policy as a workspace runs with it, and where its value comes from.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct EffectivePolicy {
+    pub name: String,
+    pub value: toml::Value,
+    /// `organization` or `workspace`.
+    pub source: &'static str,
+    pub overridable: bool,
+    /// The organization's value, when the workspace overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_value: Option<toml::Value>,
+}
+
+/// Every organization policy as `workspace_id` sees it (a valid config: overrides checked).
+pub fn effective_policies(config: &Config, workspace_id: &str) -> Vec<EffectivePolicy> {
+    let overrides = config
+        .workspaces
+        .iter()
+        .find(|workspace| workspace.id == workspace_id)
+        .map(|workspace| &workspace.policies);
+    config
+        .organization
+        .policies
+        .iter()
+        .map(|(name, policy)| {
+            let own = overrides
+                .and_then(|overrides| overrides.get(name))
+                .filter(|_| policy.overridable);
+            EffectivePolicy {
+                name: name.clone(),
+                value: own.cloned().unwrap_or_else(|| policy.value.clone()),
+                source: if own.is_some() {
+                    "workspace"
+                } else {
+                    "organization"
+                },
+                overridable: policy.overridable,
+                organization_value: own.map(|_| policy.value.clone()),
+            }
+        })
+        .collect()
 }

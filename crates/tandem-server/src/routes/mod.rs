@@ -12,6 +12,7 @@ pub mod health;
 pub mod imports;
 pub mod live;
 pub mod openapi;
+pub mod policy;
 pub mod profiles;
 pub mod settings;
 pub mod sources;
@@ -72,6 +73,7 @@ fn management_routes() -> Routes {
         .merge(profiles::router())
         .merge(imports::router())
         .merge(live::router())
+        .merge(policy::router())
 }
 
 /// Health, metrics and the OpenAPI document: no credentials.
