@@ -138,9 +138,9 @@ echo "RudderStack's sizing guide for reference: 1.7K events/s on 2 cores, 2.5K o
 ADMIN="bench-admin-token-000000"
 unify_section() {
 echo "== 5. unify: identity + profile + computed-trait updates, $UNIFY_EVENTS events, 10K profiles"
-SMALL=$("$BIN" bench unify --profiles 10000 --events "$UNIFY_EVENTS" | tee /dev/stderr | tail -1)
+SMALL=$("$BIN" bench unify --profiles 10000 --events "$UNIFY_EVENTS" | tee -a /dev/stderr | tail -1)
 echo "== 5b. the same at $UNIFY_BIG_PROFILES profiles (store kept in $UNIFY_BIG_DIR)"
-BIG=$("$BIN" bench unify --profiles "$UNIFY_BIG_PROFILES" --events "$UNIFY_EVENTS" --data "$UNIFY_BIG_DIR" | tee /dev/stderr | tail -1)
+BIG=$("$BIN" bench unify --profiles "$UNIFY_BIG_PROFILES" --events "$UNIFY_EVENTS" --data "$UNIFY_BIG_DIR" | tee -a /dev/stderr | tail -1)
 
 echo "== 6. Profile API: $PROFILE_USERS customers imported, load on top, then lookups at $PROFILE_RATE/s"
 start_server "$WORK/data-profiles"
@@ -165,7 +165,7 @@ done
 TOKEN=$(curl -fs -X POST -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
   -d '{"name":"bench"}' "$URL/api/v1/workspaces/bench/access-tokens" | jget "['token']")
 API=$("$BIN" bench profile-api --url "$URL" --token "$TOKEN" --workspace bench --users "$PROFILE_USERS" \
-  --rate "$PROFILE_RATE" --duration "${DURATION}s" --concurrency 32 | tee /dev/stderr | tail -1)
+  --rate "$PROFILE_RATE" --duration "${DURATION}s" --concurrency 32 | tee -a /dev/stderr | tail -1)
 API_RSS=$(rss_mb)
 stop_server
 

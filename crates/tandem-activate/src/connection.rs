@@ -9,12 +9,26 @@ use std::sync::Arc;
 /// event to the DLQ with that message. Implementations are shared by the lanes of a connection,
 /// hence `Send + Sync`.
 pub trait Transform: Send + Sync + 'static {
-    fn run(&self, event: &serde_json::Value) -> Result<Vec<serde_json::Value>, String>;
+    /// `source_id`: the source the event came through (the code sees it as `context.sourceId`).
+    fn run(
+        &self,
+        event: &serde_json::Value,
+        source_id: &str,
+    ) -> Result<Vec<serde_json::Value>, String>;
+}
+
+/// What a transformation is compiled for (the code sees it as its `context`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformTarget {
+    pub workspace_id: String,
+    pub connection_id: String,
+    pub destination_type: String,
 }
 
 /// Compiles a connection's transformation source into a [`Transform`] (the server passes
 /// `tandem-transform`'s compiler in; `Err` = the code does not compile, with the message).
-pub type TransformCompiler = fn(code: &str) -> Result<Arc<dyn Transform>, String>;
+pub type TransformCompiler =
+    fn(code: &str, target: &TransformTarget) -> Result<Arc<dyn Transform>, String>;
 
 use crate::destination::OutboundEvent;
 use serde_json::Value;
@@ -196,7 +210,12 @@ impl Connection {
         let transform = match (&config.transformation, compiler) {
             (None, _) => None,
             (Some(code), Some(compile)) => {
-                Some(compile(code).map_err(|error| format!("transformation: {error}"))?)
+                let target = TransformTarget {
+                    workspace_id: workspace_id.to_string(),
+                    connection_id: config.id.clone(),
+                    destination_type: destination.kind.clone(),
+                };
+                Some(compile(code, &target).map_err(|error| format!("transformation: {error}"))?)
             }
             (Some(_), None) => {
                 return Err(
@@ -289,7 +308,7 @@ impl Connection {
     }
 
     /// Mappings then the transformation: zero (dropped), one or several events to send.
-    pub fn shape(&self, original: &Value) -> Result<Vec<Value>, String> {
+    pub fn shape(&self, original: &Value, source_id: &str) -> Result<Vec<Value>, String> {
         let mut event = original.clone();
         for mapping in &self.mappings {
             mapping.apply(&mut event);
@@ -297,7 +316,7 @@ impl Connection {
         match &self.transform {
             None => Ok(vec![event]),
             Some(transform) => {
-                let outputs = transform.run(&event)?;
+                let outputs = transform.run(&event, source_id)?;
                 if let Some(bad) = outputs.iter().position(|output| !output.is_object()) {
                     return Err(format!("transformation output {bad} is not an object"));
                 }
@@ -309,7 +328,7 @@ impl Connection {
     /// The outbound events of one log record: filtered, mapped and transformed. `Ok(vec![])`
     /// when filtered or dropped; `Err` = the transformation failed (→ DLQ with the message).
     pub fn outbound(&self, record: &RecordView<'_>) -> Result<Vec<OutboundEvent>, String> {
-        let outputs = self.shape(record.event)?;
+        let outputs = self.shape(record.event, record.source_id)?;
         let message_id = record
             .event
             .get("messageId")
@@ -520,7 +539,10 @@ mod tests {
             ..Default::default()
         });
         let shaped = connection
-            .shape(&json!({"properties": {"total": 12.5, "secret": "x", "kept": 1}, "context": "not an object"}))
+            .shape(
+                &json!({"properties": {"total": 12.5, "secret": "x", "kept": 1}, "context": "not an object"}),
+                "web",
+            )
             .unwrap();
         assert_eq!(
             shaped,
@@ -533,7 +555,7 @@ mod tests {
 
     struct FanOut;
     impl Transform for FanOut {
-        fn run(&self, event: &Value) -> Result<Vec<Value>, String> {
+        fn run(&self, event: &Value, _source_id: &str) -> Result<Vec<Value>, String> {
             if event["event"] == "Boom" {
                 return Err("boom".into());
             }
@@ -544,7 +566,10 @@ mod tests {
         }
     }
 
-    fn fan_out_compiler(_code: &str) -> Result<Arc<dyn Transform>, String> {
+    fn fan_out_compiler(
+        _code: &str,
+        _target: &TransformTarget,
+    ) -> Result<Arc<dyn Transform>, String> {
         Ok(Arc::new(FanOut))
     }
 

@@ -72,14 +72,36 @@ pub enum BatchOutcome {
     PerEvent(Vec<Outcome>),
 }
 
-/// How large a batch this destination takes. The connection's `delivery` settings may lower
-/// these, never raise them.
+/// How this destination prefers its batches, and the most events it takes in one. A connection's
+/// `delivery.batch_*` settings, when given, replace the preferences (the event count still capped
+/// by `events_cap`); when absent, these apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLimits {
+    /// Preferred most events per batch.
     pub events_max: usize,
+    /// Preferred most bytes of events per batch.
     pub bytes_max: usize,
     /// A batch is sent once its oldest event waited this long, full or not.
     pub age_ms: u64,
+    /// The most events one batch may hold whatever the connection asks.
+    pub events_cap: usize,
+}
+
+impl BatchLimits {
+    /// The limits a connection's worker uses: the connection's settings where given, else this
+    /// destination's preferences.
+    pub fn effective(self, delivery: &tandem_config::DeliveryConfig) -> BatchLimits {
+        BatchLimits {
+            events_max: delivery
+                .batch_events_max
+                .unwrap_or(self.events_max)
+                .min(self.events_cap)
+                .max(1),
+            bytes_max: delivery.batch_bytes_max.unwrap_or(self.bytes_max).max(1),
+            age_ms: delivery.batch_age_ms.unwrap_or(self.age_ms),
+            events_cap: self.events_cap,
+        }
+    }
 }
 
 impl Default for BatchLimits {
@@ -89,6 +111,7 @@ impl Default for BatchLimits {
             events_max: DEFAULT_DELIVERY_BATCH_EVENTS_MAX,
             bytes_max: DEFAULT_DELIVERY_BATCH_BYTES_MAX,
             age_ms: DEFAULT_DELIVERY_BATCH_AGE_MS,
+            events_cap: DELIVERY_BATCH_EVENTS_MAX,
         }
     }
 }
@@ -196,4 +219,49 @@ pub fn parse_settings<T: serde::de::DeserializeOwned>(
 ) -> Result<T, Vec<SettingsProblem>> {
     serde_json::from_value(settings.clone())
         .map_err(|error| vec![SettingsProblem::new("", error.to_string())])
+}
+
+#[cfg(test)]
+mod batch_limit_tests {
+    use super::BatchLimits;
+    use tandem_config::DeliveryConfig;
+
+    #[test]
+    fn the_destination_prefers_unless_the_connection_says() {
+        let warehouse = BatchLimits {
+            events_max: 1_000,
+            age_ms: 5_000,
+            ..BatchLimits::default()
+        };
+        let unset = DeliveryConfig::default();
+        assert_eq!(warehouse.effective(&unset), warehouse);
+        let set = DeliveryConfig {
+            batch_events_max: Some(50),
+            batch_age_ms: Some(20),
+            ..DeliveryConfig::default()
+        };
+        let effective = warehouse.effective(&set);
+        assert_eq!((effective.events_max, effective.age_ms), (50, 20));
+        assert_eq!(effective.bytes_max, warehouse.bytes_max);
+    }
+
+    #[test]
+    fn the_event_count_never_passes_the_cap() {
+        let capped = BatchLimits {
+            events_cap: 2_000,
+            ..BatchLimits::default()
+        };
+        let asks = DeliveryConfig {
+            batch_events_max: Some(9_000),
+            ..DeliveryConfig::default()
+        };
+        assert_eq!(capped.effective(&asks).events_max, 2_000);
+        let zero = DeliveryConfig {
+            batch_events_max: Some(0),
+            batch_bytes_max: Some(0),
+            ..DeliveryConfig::default()
+        };
+        let floor = BatchLimits::default().effective(&zero);
+        assert_eq!((floor.events_max, floor.bytes_max), (1, 1));
+    }
 }

@@ -26,7 +26,7 @@ pub mod runtime;
 pub mod stats;
 pub mod worker;
 
-pub use connection::{Transform, TransformCompiler};
+pub use connection::{Transform, TransformCompiler, TransformTarget};
 pub use destination::{
     parse_settings, BatchLimits, BatchOutcome, BuildContext, DeleteOutcome, Destination,
     DestinationType, OutboundEvent, Outcome, SettingsProblem,

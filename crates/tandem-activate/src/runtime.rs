@@ -128,7 +128,7 @@ impl JobProgress {
 }
 
 /// Which DLQ entries a replay or discard covers.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DlqSelection {
     pub ids: Vec<String>,

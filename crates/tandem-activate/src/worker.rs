@@ -63,15 +63,7 @@ impl Delivery {
         dlq: Arc<Dlq>,
         alerts: Arc<Alerts>,
     ) -> Delivery {
-        let own = destination.batch_limits();
-        let delivery = &connection.delivery;
-        let limits = BatchLimits {
-            events_max: own.events_max.min(delivery.batch_events_max).max(1),
-            bytes_max: own.bytes_max.min(delivery.batch_bytes_max).max(1),
-            age_ms: delivery
-                .batch_age_ms
-                .min(own.age_ms.max(delivery.batch_age_ms)),
-        };
+        let limits = destination.batch_limits().effective(&connection.delivery);
         let stats = Arc::new(ConnectionStats::new(
             &connection.workspace_id,
             &connection.id,

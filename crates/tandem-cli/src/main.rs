@@ -1,7 +1,9 @@
 //! `tandem`: one binary, one subcommand per job.
 
+mod access_cmd;
 mod bench_profile_api;
 mod bench_unify;
+mod deliver_cmd;
 mod import_cmd;
 mod log_cmd;
 mod rebuild_cmd;
@@ -45,6 +47,31 @@ enum Command {
     },
     /// Follow the live event stream of a workspace or source.
     Tail(tail_cmd::TailArgs),
+    /// Dead letters of a connection: list, show, replay, discard (over the management API).
+    Dlq {
+        #[command(subcommand)]
+        command: deliver_cmd::DlqCommand,
+    },
+    /// Send past events to a connection's destination (over the management API), with progress.
+    Backfill {
+        #[command(subcommand)]
+        command: deliver_cmd::BackfillCommand,
+    },
+    /// Users who log in (over the management API of a running server).
+    Users {
+        #[command(subcommand)]
+        command: access_cmd::UsersCommand,
+    },
+    /// Management API tokens (over the management API of a running server).
+    Tokens {
+        #[command(subcommand)]
+        command: access_cmd::TokensCommand,
+    },
+    /// The hash-chained audit log of a data directory: verify, export.
+    Audit {
+        #[command(subcommand)]
+        command: access_cmd::AuditCommand,
+    },
     /// Reference measurements for the benchmark.
     Bench {
         #[command(subcommand)]
@@ -63,6 +90,11 @@ fn main() -> ExitCode {
         Command::Rebuild(args) => rebuild_cmd::rebuild(args),
         Command::Log { command } => log_cmd::run(command),
         Command::Tail(args) => tail_cmd::tail(args),
+        Command::Dlq { command } => deliver_cmd::dlq(command),
+        Command::Backfill { command } => deliver_cmd::backfill(command),
+        Command::Users { command } => access_cmd::users(command),
+        Command::Tokens { command } => access_cmd::tokens(command),
+        Command::Audit { command } => access_cmd::audit(command),
         Command::Bench { command } => serve_cmd::bench(command),
     };
     match result {

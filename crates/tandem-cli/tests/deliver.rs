@@ -38,6 +38,8 @@ struct Shared {
     at: Mutex<HashMap<String, Instant>>,
     /// Requests answered per mode (`"slow"`, `"unavailable"`, …).
     hits: Mutex<HashMap<&'static str, u64>>,
+    /// messageId → the event as last delivered.
+    events: Mutex<HashMap<String, Value>>,
 }
 
 /// A webhook receiver whose listener can be closed and reopened on the same port.
@@ -90,9 +92,11 @@ async fn hook(
         .to_string();
     let mut received = shared.received.lock();
     let mut at = shared.at.lock();
+    let mut delivered = shared.events.lock();
     for event in events {
         let id = event["messageId"].as_str().unwrap().to_string();
         at.entry(id.clone()).or_insert_with(Instant::now);
+        delivered.insert(id.clone(), event);
         received.entry(id).or_default().push(key.clone());
     }
     StatusCode::OK.into_response()
@@ -105,6 +109,7 @@ impl Receiver {
             received: Mutex::default(),
             at: Mutex::default(),
             hits: Mutex::default(),
+            events: Mutex::default(),
         });
         let mut receiver = Receiver {
             port: free_port(),
@@ -147,6 +152,10 @@ impl Receiver {
 
     fn hits(&self, mode: &str) -> u64 {
         self.shared.hits.lock().get(mode).copied().unwrap_or(0)
+    }
+
+    fn event(&self, id: &str) -> Option<Value> {
+        self.shared.events.lock().get(id).cloned()
     }
 
     fn ids(&self) -> HashSet<String> {
@@ -419,5 +428,445 @@ async fn kill_9_during_delivery_redelivers_with_the_same_idempotency_key() {
             "{id} arrived with keys {keys:?}"
         );
     }
+    server.stop();
+}
+
+/// A connection's JavaScript transformation shapes what is delivered; an event it throws on goes
+/// to the DLQ with the message; the test route shows the same before anything is sent (on
+/// samples and on recent events); the CLI lists and discards dead letters and follows a backfill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transformation_shapes_dead_letters_and_can_be_tried_first_and_the_cli_manages_the_dlq() {
+    let receiver = Receiver::start().await;
+    let code = "function transform(e, c) {\n  if (e.event === 'Poison') throw new Error('no poison here');\n  e.properties = Object.assign({}, e.properties, {via: c.connectionId, source: c.sourceId});\n  return e;\n}";
+    let connection = connection_toml("to-hook", "hook").replace(
+        "[workspaces.connections.delivery]",
+        &format!("transformation = {code:?}\n[workspaces.connections.delivery]"),
+    );
+    let extra = destination_toml("hook", &receiver.url(), true) + &connection;
+    let mut server = TestServer::start(&extra);
+    server.wait_ready();
+    let test_path = "/api/v1/workspaces/demo/transformations/test";
+
+    // Tried on samples first: the connection's code, its context, a throw with its stack.
+    let (code_status, tried) = admin_post(
+        &server,
+        test_path,
+        &json!({"connection": "to-hook", "source": "web", "events": [
+            {"type": "track", "event": "Viewed", "properties": {"a": 1}},
+            {"type": "track", "event": "Poison"},
+        ]}),
+    )
+    .await;
+    assert_eq!(code_status, 200, "{tried}");
+    assert_eq!(tried["compile_error"], Value::Null);
+    let first = &tried["results"][0];
+    assert_eq!(
+        first["output"][0]["properties"],
+        json!({"a": 1, "via": "to-hook", "source": "web"}),
+        "{tried}"
+    );
+    let second = &tried["results"][1];
+    assert_eq!(second["error"]["kind"], "thrown", "{tried}");
+    assert!(second["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no poison here"));
+    assert!(
+        second["error"]["stack"]
+            .as_str()
+            .unwrap()
+            .contains("transform"),
+        "{tried}"
+    );
+    assert_eq!(
+        tried["summary"],
+        json!({"events": 2, "outputs": 1, "dropped": 0, "failed": 1})
+    );
+
+    // Delivered through it: shaped events arrive, the poison event is dead-lettered.
+    let ids = send_events(&server, "t", 30, Some(5)).await;
+    let expected: HashSet<String> = ids.iter().filter(|id| *id != "t-5").cloned().collect();
+    wait_for("the shaped events", Duration::from_secs(30), || {
+        expected.is_subset(&receiver.ids())
+    })
+    .await;
+    let shaped = receiver.event("t-7").unwrap();
+    assert_eq!(shaped["properties"]["via"], "to-hook", "{shaped}");
+    assert_eq!(shaped["properties"]["source"], "web", "{shaped}");
+    wait_for("the dead letter", Duration::from_secs(20), || {
+        receiver.ids().len() == 29
+    })
+    .await;
+    let start = Instant::now();
+    let listing = loop {
+        let (code_status, listing) =
+            admin_get(&server, "/api/v1/workspaces/demo/connections/to-hook/dlq").await;
+        assert_eq!(code_status, 200, "{listing}");
+        if listing["dlq_size"] == 1 {
+            break listing;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{listing}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = listing["entries"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("no poison here") && error.contains("transform"),
+        "{error}"
+    );
+    assert!(!receiver.ids().contains("t-5"));
+
+    // Tried on the most recent events, filtered as the connection filters: other code, no sending.
+    let (code_status, recent) = admin_post(
+        &server,
+        test_path,
+        &json!({"connection": "to-hook", "recent": 3, "code": "function transform(e) { return null }"}),
+    )
+    .await;
+    assert_eq!(code_status, 200, "{recent}");
+    let inputs: Vec<&str> = recent["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| result["input"]["messageId"].as_str().unwrap())
+        .collect();
+    assert_eq!(inputs, ["t-27", "t-28", "t-29"], "{recent}");
+    assert_eq!(recent["summary"]["dropped"], 3, "{recent}");
+    let (code_status, broken) = admin_post(
+        &server,
+        test_path,
+        &json!({"code": "function transform(e) {", "events": [{"event": "x"}]}),
+    )
+    .await;
+    assert_eq!(code_status, 200, "{broken}");
+    assert_eq!(broken["compile_error"]["kind"], "syntax", "{broken}");
+    assert_eq!(broken["results"][0]["error"]["kind"], "syntax", "{broken}");
+    for (body, problem) in [
+        (
+            json!({"code": "function transform(e) { return e }", "events": [], "recent": 2}),
+            "not both",
+        ),
+        (json!({"events": [{}]}), "give `code`"),
+        (
+            json!({"code": "function transform(e) { return e }", "events": [1]}),
+            "events[0]",
+        ),
+        (
+            json!({"code": "function transform(e) { return e }", "recent": 1000}),
+            "`recent`",
+        ),
+        (
+            json!({"connection": "nope", "recent": 1}),
+            "connection demo/nope",
+        ),
+    ] {
+        let (code_status, answer) = admin_post(&server, test_path, &body).await;
+        assert!(
+            matches!(code_status, 400 | 404),
+            "{body} → {code_status} {answer}"
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(problem),
+            "{body} → {answer}"
+        );
+    }
+    assert!(!receiver.ids().contains("t-5"), "testing sends nothing");
+
+    // The CLI: list, then discard the dead letter; a backfill of the last minute, followed.
+    let url = server.url("");
+    let api = [
+        "--url",
+        url.as_str(),
+        "--token",
+        ADMIN_TOKEN,
+        "--workspace",
+        "demo",
+        "--connection",
+        "to-hook",
+    ];
+    let listed = run_cli(&[&["dlq", "list"][..], &api[..]].concat());
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["entries"][0]["message_id"], "t-5", "{listed}");
+    let discarded = run_cli(&[&["dlq", "discard", "--all"][..], &api[..]].concat());
+    assert!(
+        discarded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&discarded.stderr)
+    );
+    let discarded: Value = serde_json::from_slice(&discarded.stdout).unwrap();
+    assert_eq!(discarded["discarded"], 1, "{discarded}");
+    let missing = run_cli(&[
+        "dlq",
+        "list",
+        "--url",
+        url.as_str(),
+        "--token",
+        ADMIN_TOKEN,
+        "--workspace",
+        "demo",
+        "--connection",
+        "nope",
+    ]);
+    assert_eq!(
+        missing.status.code(),
+        Some(1),
+        "an unknown connection fails"
+    );
+    let now = tandem_core::time_util::now_ms();
+    let from = tandem_core::time_util::format_iso8601_ms(now - 60_000);
+    let to = tandem_core::time_util::format_iso8601_ms(now + 1_000);
+    let before = receiver
+        .shared
+        .received
+        .lock()
+        .get("t-7")
+        .map_or(0, Vec::len);
+    let backfill = run_cli(
+        &[
+            &[
+                "backfill",
+                "start",
+                "--from",
+                from.as_str(),
+                "--to",
+                to.as_str(),
+            ][..],
+            &api[..],
+        ]
+        .concat(),
+    );
+    assert!(
+        backfill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backfill.stderr)
+    );
+    let job: Value = serde_json::from_slice(&backfill.stdout).unwrap();
+    assert_eq!(job["state"], "done", "followed to the end: {job}");
+    assert_eq!(
+        job["sent"], 29,
+        "the 29 good events again; the poison one is dead-lettered again: {job}"
+    );
+    let after = receiver
+        .shared
+        .received
+        .lock()
+        .get("t-7")
+        .map_or(0, Vec::len);
+    assert_eq!(after, before + 1, "the backfill delivered t-7 once more");
+    server.stop();
+}
+
+async fn admin_call(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut request = client()
+        .request(method, server.url(path))
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Destinations and connections created through the API deliver; a merge patch changes them
+/// (disabled → nothing sent, offset kept; re-enabled → the events arrive; a mapping added →
+/// applied); config-declared ones and `id` cannot be changed; deletes are refused while a
+/// connection still uses the destination; every change is in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_managed_destinations_and_connections_are_created_patched_and_deleted() {
+    use reqwest::Method;
+    let receiver = Receiver::start().await;
+    let mut server = TestServer::start(&destination_toml("declared", &receiver.url(), true));
+    server.wait_ready();
+    let base = "/api/v1/workspaces/demo";
+    let (code, created) = admin_post(
+        &server,
+        &format!("{base}/destinations"),
+        &json!({"id": "hook", "name": "Hook", "type": "webhook", "owner": "crm@example.test",
+                "settings": {"url": receiver.url(), "batch": true, "signing_secret": "whsec-0123456789abcdef"}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    assert!(
+        !created.to_string().contains("whsec-"),
+        "secrets are not echoed: {created}"
+    );
+    let (code, created) = admin_post(
+        &server,
+        &format!("{base}/connections"),
+        &json!({"id": "to-hook", "sources": ["*"], "destination": "hook",
+                "delivery": {"batch_events_max": 20, "batch_age_ms": 20}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    let first = send_events(&server, "a", 10, None).await;
+    wait_for(
+        "events of an API-made connection",
+        Duration::from_secs(30),
+        || first.iter().all(|id| receiver.ids().contains(id)),
+    )
+    .await;
+
+    let connection = format!("{base}/connections/to-hook");
+    let (code, patched) = admin_call(
+        &server,
+        Method::PATCH,
+        &connection,
+        Some(&json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(
+        (code, &patched["enabled"]),
+        (200, &json!(false)),
+        "{patched}"
+    );
+    let paused = send_events(&server, "b", 10, None).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        paused.iter().all(|id| !receiver.ids().contains(id)),
+        "a disabled connection sends nothing"
+    );
+    let (code, patched) = admin_call(
+        &server,
+        Method::PATCH,
+        &connection,
+        Some(&json!({"enabled": true, "mappings": [{"from": "userId", "to": "properties.who", "op": "copy"}]})),
+    )
+    .await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(
+        patched["delivery"]["batch_events_max"], 20,
+        "fields not in the patch are kept: {patched}"
+    );
+    wait_for(
+        "the events sent while disabled",
+        Duration::from_secs(30),
+        || paused.iter().all(|id| receiver.ids().contains(id)),
+    )
+    .await;
+    let mapped = receiver.event("b-3").unwrap();
+    assert_eq!(
+        mapped["properties"]["who"], mapped["userId"],
+        "the new mapping applies: {mapped}"
+    );
+
+    let destination = format!("{base}/destinations/hook");
+    for (path, patch, status, problem) in [
+        (
+            destination.as_str(),
+            json!({"id": "other"}),
+            400,
+            "cannot change",
+        ),
+        (
+            destination.as_str(),
+            json!({"settings": {"url": "ftp://nope"}}),
+            400,
+            "settings.url",
+        ),
+        (destination.as_str(), json!([1]), 400, "merge patch"),
+        (
+            &format!("{base}/destinations/declared") as &str,
+            json!({"enabled": false}),
+            409,
+            "config file",
+        ),
+        (
+            &format!("{base}/destinations/absent") as &str,
+            json!({"enabled": false}),
+            404,
+            "absent",
+        ),
+        (
+            connection.as_str(),
+            json!({"destination": "absent"}),
+            400,
+            "absent",
+        ),
+    ] {
+        let (code, answer) = admin_call(&server, Method::PATCH, path, Some(&patch)).await;
+        assert_eq!(code, status, "{path} {patch} → {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(problem),
+            "{path} {patch} → {answer}"
+        );
+    }
+    let (code, answer) = admin_call(
+        &server,
+        Method::PATCH,
+        &destination,
+        Some(&json!({"name": "CRM hook", "settings": {"batch": false}})),
+    )
+    .await;
+    assert_eq!(
+        (code, &answer["name"]),
+        (200, &json!("CRM hook")),
+        "{answer}"
+    );
+    let single = send_events(&server, "c", 3, None).await;
+    wait_for(
+        "events after the destination changed",
+        Duration::from_secs(30),
+        || single.iter().all(|id| receiver.ids().contains(id)),
+    )
+    .await;
+
+    let (code, answer) = admin_call(&server, Method::DELETE, &destination, None).await;
+    assert_eq!(code, 409, "still used by to-hook: {answer}");
+    assert_eq!(
+        admin_call(&server, Method::DELETE, &connection, None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        admin_call(&server, Method::DELETE, &destination, None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(admin_get(&server, &destination).await.0, 404);
+    let (code, audit) = admin_get(&server, "/api/v1/audit?workspace=demo").await;
+    assert_eq!(code, 200, "{audit}");
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| entry["action"].as_str())
+        .filter(|action| action.starts_with("destination.") || action.starts_with("connection."))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "destination.create",
+            "connection.create",
+            "connection.update",
+            "connection.update",
+            "destination.update",
+            "connection.delete",
+            "destination.delete"
+        ],
+        "{audit}"
+    );
+    assert!(
+        !audit.to_string().contains("whsec-"),
+        "no secret in the audit log"
+    );
     server.stop();
 }

@@ -24,15 +24,16 @@ pub use error::{ConfigProblem, LoadError};
 pub use schema::{
     AdminConfig, CollectConfig, ComputedTraitConfig, Config, ConnectionConfig, DeliveryConfig,
     DestinationConfig, IdentifierConfig, IdentityConfig, LogConfig, MappingConfig,
-    OrganizationConfig, PropertyFilterConfig, ServerConfig, SourceConfig, WorkspaceConfig,
-    DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
+    OrganizationConfig, PolicyConfig, PropertyFilterConfig, ServerConfig, SourceConfig,
+    WorkspaceConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
 };
 pub use validate::{
-    check_destination_settings, connection_problems, destination_problems, fill_derived_ids,
-    is_slug, slug_from_name, validate, validate_unify_rules, SettingsValidator,
-    ADMIN_TOKEN_CHARS_MIN, COMPUTED_FUNCTIONS, DEDUP_WINDOW_HOURS_HIGHEST, FILTER_OPERATORS,
-    MAPPING_OPS, QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST, SEGMENT_BYTES_MAX_HIGHEST,
-    SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX, TRANSFORMATION_BYTES_MAX, WRITE_KEY_CHARS_MIN,
+    check_destination_settings, connection_problems, destination_problems, effective_policies,
+    fill_derived_ids, is_slug, slug_from_name, validate, validate_unify_rules, EffectivePolicy,
+    SettingsValidator, ADMIN_TOKEN_CHARS_MIN, COMPUTED_FUNCTIONS, DEDUP_WINDOW_HOURS_HIGHEST,
+    FILTER_OPERATORS, MAPPING_OPS, QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST,
+    SEGMENT_BYTES_MAX_HIGHEST, SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX, TRANSFORMATION_BYTES_MAX,
+    WRITE_KEY_CHARS_MIN,
 };
 
 use locate::DocumentIndex;
@@ -137,6 +138,7 @@ pub fn demo_with_write_key(write_key: &str) -> Config {
         computed_traits: Vec::new(),
         destinations: Vec::new(),
         connections: Vec::new(),
+        policies: Default::default(),
     };
     Config {
         workspaces: vec![workspace],

@@ -145,14 +145,28 @@ impl Default for CollectConfig {
 pub struct OrganizationConfig {
     /// Display name. Default `tandem`.
     pub name: String,
+    /// `[organization.policies.NAME]`: values every workspace inherits; a workspace may override
+    /// one (`[workspaces.policies]`) only when it is `overridable`.
+    pub policies: std::collections::BTreeMap<String, PolicyConfig>,
 }
 
 impl Default for OrganizationConfig {
     fn default() -> Self {
         OrganizationConfig {
             name: DEFAULT_ORGANIZATION_NAME.to_string(),
+            policies: Default::default(),
         }
     }
+}
+
+/// `[organization.policies.NAME]`: an organization-wide policy value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub value: toml::Value,
+    /// Whether a workspace may set its own value (of the same type). Default false.
+    #[serde(default)]
+    pub overridable: bool,
 }
 
 /// `[[workspaces]]`: a market, region or brand with its own log, sources and (later) policies.
@@ -175,6 +189,8 @@ pub struct WorkspaceConfig {
     /// `[[workspaces.connections]]`: which sources' events go to which destination, and how.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub connections: Vec<ConnectionConfig>,
+    /// `[workspaces.policies]`: overrides of overridable organization policies.
+    pub policies: std::collections::BTreeMap<String, toml::Value>,
 }
 
 /// `[[workspaces.destinations]]`: one place events are delivered to.
@@ -287,16 +303,21 @@ pub struct MappingConfig {
     pub value: Option<serde_json::Value>,
 }
 
-/// `[workspaces.connections.delivery]`: every field optional, defaults from `tandem_core::limits`.
+/// `[workspaces.connections.delivery]`: every field optional, defaults from `tandem_core::limits`;
+/// the batch settings default to what the destination type prefers (a warehouse batches larger
+/// and longer than a webhook).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliveryConfig {
-    /// Most events per batch (never above what the destination takes).
-    pub batch_events_max: usize,
-    /// Most bytes of events per batch.
-    pub batch_bytes_max: usize,
-    /// A batch is sent once its oldest event waited this long.
-    pub batch_age_ms: u64,
+    /// Most events per batch (never above what the destination takes). Default: the destination's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_events_max: Option<usize>,
+    /// Most bytes of events per batch. Default: the destination's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_bytes_max: Option<usize>,
+    /// A batch is sent once its oldest event waited this long. Default: the destination's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_age_ms: Option<u64>,
     /// Lanes in flight (per-user order is kept within a lane).
     pub concurrency: usize,
     /// Retry budget per event: past it the event goes to the DLQ with its last error.
@@ -311,9 +332,9 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         use tandem_core::limits::*;
         DeliveryConfig {
-            batch_events_max: DEFAULT_DELIVERY_BATCH_EVENTS_MAX,
-            batch_bytes_max: DEFAULT_DELIVERY_BATCH_BYTES_MAX,
-            batch_age_ms: DEFAULT_DELIVERY_BATCH_AGE_MS,
+            batch_events_max: None,
+            batch_bytes_max: None,
+            batch_age_ms: None,
             concurrency: DEFAULT_DELIVERY_LANES,
             retry_max_seconds: DEFAULT_DELIVERY_RETRY_MAX_SECONDS,
             request_timeout_ms: DEFAULT_DELIVERY_REQUEST_TIMEOUT_MS,

@@ -644,3 +644,55 @@ fn destination_settings_are_checked_by_the_validator_passed_in() {
         "t.toml:18: workspaces[0].destinations[0].settings.url: port 9 is discard"
     );
 }
+
+const POLICIES: &str = "[organization]\nname = \"O\"\n\n[organization.policies.retention_days]\nvalue = 395\noverridable = true\n\n[organization.policies.change_approval]\nvalue = true\n\n[[workspaces]]\nid = \"de\"\nname = \"Germany\"\n\n[[workspaces]]\nid = \"fr\"\nname = \"France\"\n";
+
+#[test]
+fn workspaces_inherit_policies_and_override_only_overridable_ones() {
+    let text = POLICIES.replace(
+        "name = \"Germany\"\n",
+        "name = \"Germany\"\n\n[workspaces.policies]\nretention_days = 90\n",
+    );
+    let config = parse(&text, "t.toml").unwrap();
+    let germany = crate::effective_policies(&config, "de");
+    let retention = germany.iter().find(|p| p.name == "retention_days").unwrap();
+    assert_eq!(retention.value, toml::Value::Integer(90));
+    assert_eq!(retention.source, "workspace");
+    assert_eq!(
+        retention.organization_value,
+        Some(toml::Value::Integer(395))
+    );
+    let approval = germany
+        .iter()
+        .find(|p| p.name == "change_approval")
+        .unwrap();
+    assert_eq!(
+        (approval.source, approval.overridable),
+        ("organization", false)
+    );
+    let france = crate::effective_policies(&config, "fr");
+    assert!(france.iter().all(|p| p.source == "organization"));
+    assert_eq!(france[1].value, toml::Value::Integer(395));
+}
+
+#[test]
+fn policy_overrides_are_checked_with_lines() {
+    let with = |policies: &str| {
+        POLICIES.replace(
+            "name = \"Germany\"\n",
+            &format!("name = \"Germany\"\n\n[workspaces.policies]\n{policies}"),
+        )
+    };
+    assert_problem(
+        &with("change_approval = false\n"),
+        "line 16: workspaces[0].policies.change_approval: organization.policies.change_approval is not overridable",
+    );
+    assert_problem(
+        &with("retention_days = \"long\"\n"),
+        "line 16: workspaces[0].policies.retention_days: a string; organization.policies.retention_days is a integer",
+    );
+    assert_problem(
+        &with("colour = \"red\"\n"),
+        "line 16: workspaces[0].policies.colour: no organization policy `colour`",
+    );
+}

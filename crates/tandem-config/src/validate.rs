@@ -23,7 +23,7 @@ pub type SettingsValidator =
     fn(destination_type: &str, settings: &serde_json::Value) -> Vec<(String, String)>;
 
 /// Longest transformation source accepted (its compiled form lives in memory per connection).
-pub const TRANSFORMATION_BYTES_MAX: usize = 64 * 1024;
+pub const TRANSFORMATION_BYTES_MAX: usize = tandem_core::limits::TRANSFORM_CODE_BYTES_MAX;
 /// Longest delivery request timeout (`delivery.request_timeout_ms`): 5 minutes.
 pub const DELIVERY_REQUEST_TIMEOUT_MS_HIGHEST: u64 = 300_000;
 /// Longest retry budget (`delivery.retry_max_seconds`): a week (the log must retain that long).
@@ -67,6 +67,7 @@ pub fn validate(config: &Config) -> Result<(), Vec<ConfigProblem>> {
         ));
     }
     check_workspaces(&config.workspaces, &mut problems);
+    check_policies(config, &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -492,24 +493,25 @@ fn check_delivery(delivery: &DeliveryConfig, problems: &mut Vec<ConfigProblem>) 
             problems.push(ConfigProblem::new(format!("delivery.{field}"), message));
         }
     };
-    out_of_range(
-        "batch_events_max",
-        delivery.batch_events_max as u64,
-        1,
-        DELIVERY_BATCH_EVENTS_MAX as u64,
-    );
-    out_of_range(
-        "batch_bytes_max",
-        delivery.batch_bytes_max as u64,
-        1024,
-        DELIVERY_BATCH_BYTES_MAX as u64,
-    );
-    out_of_range(
-        "batch_age_ms",
-        delivery.batch_age_ms,
-        0,
-        DELIVERY_BATCH_AGE_MS_HIGHEST,
-    );
+    if let Some(events) = delivery.batch_events_max {
+        out_of_range(
+            "batch_events_max",
+            events as u64,
+            1,
+            DELIVERY_BATCH_EVENTS_MAX as u64,
+        );
+    }
+    if let Some(bytes) = delivery.batch_bytes_max {
+        out_of_range(
+            "batch_bytes_max",
+            bytes as u64,
+            1024,
+            DELIVERY_BATCH_BYTES_MAX as u64,
+        );
+    }
+    if let Some(age) = delivery.batch_age_ms {
+        out_of_range("batch_age_ms", age, 0, DELIVERY_BATCH_AGE_MS_HIGHEST);
+    }
     out_of_range(
         "concurrency",
         delivery.concurrency as u64,
@@ -832,4 +834,72 @@ mod tests {
     fn default_config_is_valid() {
         assert_eq!(validate(&Config::default()), Ok(()));
     }
+}
+
+/// A workspace overrides only organization policies marked `overridable`, with a value of the
+/// same type.
+fn check_policies(config: &Config, problems: &mut Vec<ConfigProblem>) {
+    for (index, workspace) in config.workspaces.iter().enumerate() {
+        for (name, value) in &workspace.policies {
+            let path = format!("workspaces[{index}].policies.{name}");
+            let message = match config.organization.policies.get(name) {
+                None => format!(
+                    "no organization policy `{name}` to override: declare it under [organization.policies.{name}] first"
+                ),
+                Some(policy) if !policy.overridable => format!(
+                    "organization.policies.{name} is not overridable: workspaces inherit it"
+                ),
+                Some(policy) if policy.value.type_str() != value.type_str() => format!(
+                    "a {}; organization.policies.{name} is a {}",
+                    value.type_str(),
+                    policy.value.type_str()
+                ),
+                Some(_) => continue,
+            };
+            problems.push(ConfigProblem::new(path, message));
+        }
+    }
+}
+
+/// A policy as a workspace runs with it, and where its value comes from.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct EffectivePolicy {
+    pub name: String,
+    pub value: toml::Value,
+    /// `organization` or `workspace`.
+    pub source: &'static str,
+    pub overridable: bool,
+    /// The organization's value, when the workspace overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_value: Option<toml::Value>,
+}
+
+/// Every organization policy as `workspace_id` sees it (a valid config: overrides checked).
+pub fn effective_policies(config: &Config, workspace_id: &str) -> Vec<EffectivePolicy> {
+    let overrides = config
+        .workspaces
+        .iter()
+        .find(|workspace| workspace.id == workspace_id)
+        .map(|workspace| &workspace.policies);
+    config
+        .organization
+        .policies
+        .iter()
+        .map(|(name, policy)| {
+            let own = overrides
+                .and_then(|overrides| overrides.get(name))
+                .filter(|_| policy.overridable);
+            EffectivePolicy {
+                name: name.clone(),
+                value: own.cloned().unwrap_or_else(|| policy.value.clone()),
+                source: if own.is_some() {
+                    "workspace"
+                } else {
+                    "organization"
+                },
+                overridable: policy.overridable,
+                organization_value: own.map(|_| policy.value.clone()),
+            }
+        })
+        .collect()
 }

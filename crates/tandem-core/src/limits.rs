@@ -124,6 +124,12 @@ pub const DEFAULT_TRANSFORM_OUTPUT_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const TRANSFORM_RUNTIMES_MAX: usize = 8;
 /// Most events one test run of a transformation (`POST …/transformations/test`) may carry.
 pub const TRANSFORM_TEST_EVENTS_MAX: usize = 100;
+/// Recent events a transformation test takes when the request names none (`recent` absent).
+pub const TRANSFORM_TEST_RECENT_DEFAULT: usize = 10;
+/// Most log records a transformation test reads backwards from the log's end looking for
+/// recent events that pass the connection's filters: bounds the work of one request when the
+/// filters match little (fewer events than asked are returned then).
+pub const TRANSFORM_TEST_SCAN_RECORDS_MAX: usize = 20_000;
 /// Most bytes of a transformation's source code.
 pub const TRANSFORM_CODE_BYTES_MAX: usize = 256 * 1024;
 // ---- Warehouse destination (PostgreSQL)
@@ -206,3 +212,24 @@ pub const DLQ_ENTRIES_ALERT: u64 = 100_000;
 pub const TRANSFORM_CPU_MS_MAX: u64 = 50;
 /// Alerts kept in memory for `/api/v1/alerts` (oldest dropped first).
 pub const ALERTS_KEPT: usize = 500;
+/// Most bytes of one audit entry's `before`/`after`/`details` JSON together; larger values are
+/// replaced by their size and SHA-256 (the entry still records who changed what, and when). Every
+/// audited change writes its entry with an fsync, so this also bounds that write.
+pub const AUDIT_VALUE_BYTES_MAX: usize = 256 * 1024;
+/// Most entries one `GET /api/v1/audit` page returns (it pages on with `after`).
+pub const AUDIT_PAGE_ENTRIES_MAX: usize = 1000;
+/// How long a login session lasts (12 h): the console logs in again after.
+pub const SESSION_TTL_MS: i64 = 12 * 3_600_000;
+/// Shortest password a user may be given (argon2 makes guessing slow, length makes it hopeless).
+pub const PASSWORD_CHARS_MIN: usize = 12;
+/// Longest password accepted: argon2 hashes the whole password on every login attempt.
+pub const PASSWORD_BYTES_MAX: usize = 1024;
+/// A token's `last_used_at` is written to the metadata store at most this often (each write is a
+/// durable commit; reads of the token happen on every request).
+pub const TOKEN_LAST_USED_WRITE_INTERVAL_MS: i64 = 60_000;
+/// Longest expiry a management API token may be given (1 year); tokens without an expiry are
+/// allowed only when created explicitly with `"expires_in_days": null`.
+pub const API_TOKEN_EXPIRY_DAYS_MAX: i64 = 365;
+/// Most users and most management API tokens one organization may have (each listing reads them all).
+pub const USERS_MAX: usize = 10_000;
+pub const API_TOKENS_MAX: usize = 10_000;

@@ -11,6 +11,7 @@ pub mod rate_limit;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
+pub mod transformations;
 pub mod unify;
 
 use anyhow::Context;
@@ -153,7 +154,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
             workspace.destinations.clone(),
             workspace.connections.clone(),
             alerts.clone(),
-            None,
+            Some(transformations::compile),
         )
         .await
         .map_err(|error| {
@@ -181,6 +182,9 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
             .context("rebuilding the dedup index from the log")?
     };
 
+    let audit = Arc::new(
+        tandem_audit::AuditLog::open(&data_dir.join("audit")).context("opening the audit log")?,
+    );
     let catalog = Catalog::load(store.clone())?;
     let access_tokens = Arc::new(access_tokens::AccessTokens::load(store.clone())?);
     let demo_access_token = match &demo_write_key {
@@ -203,6 +207,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
         live,
         admin_tokens,
         access_tokens,
+        audit,
         metrics: telemetry::prometheus(),
         imports: Arc::new(routes::imports::Imports::open(&data_dir)?),
         alerts,

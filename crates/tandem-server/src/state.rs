@@ -55,6 +55,8 @@ pub struct Inner {
     pub admin_tokens: Arc<AdminTokens>,
     /// Workspace access tokens of the Profile API.
     pub access_tokens: Arc<crate::access_tokens::AccessTokens>,
+    /// The hash-chained audit log (`DATA/audit/`).
+    pub audit: Arc<tandem_audit::AuditLog>,
     pub metrics: PrometheusHandle,
     /// Import jobs of the import API (`routes::imports`).
     pub imports: Arc<crate::routes::imports::Imports>,

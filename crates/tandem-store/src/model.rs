@@ -83,3 +83,57 @@ pub struct UnknownKeyTraffic {
     #[serde(default)]
     pub last_origin: Option<String>,
 }
+
+/// A person who logs in (the console, `tandem` CLI). The password is kept only as an argon2 hash.
+/// `role` is the role's name (`org_admin`, `workspace_admin`, …): the server maps it to
+/// permissions, and a name it does not know grants nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: String,
+    /// Unique (compared lowercase): what the user logs in with.
+    pub email: String,
+    #[serde(default)]
+    pub name: String,
+    pub role: String,
+    /// `None`: the whole organization; `Some(w)`: only workspace `w`.
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+    pub password_argon2: String,
+    pub created_at_ms: i64,
+    pub created_by: String,
+    pub updated_at_ms: i64,
+}
+
+/// A management API token: a role in one workspace (or the organization). Only the SHA-256 of
+/// the secret is kept (the secret is 32 random characters, so a fast hash is enough).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenRecord {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+    /// Hex SHA-256 of the secret: the storage key.
+    pub sha256: String,
+    pub created_at_ms: i64,
+    pub created_by: String,
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
+    #[serde(default)]
+    pub revoked_at_ms: Option<i64>,
+    #[serde(default)]
+    pub last_used_at_ms: Option<i64>,
+}
+
+/// A login session: the secret goes to the client (cookie or bearer), its SHA-256 is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub sha256: String,
+    pub user_id: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub user_agent: Option<String>,
+}

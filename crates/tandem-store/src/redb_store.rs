@@ -7,6 +7,9 @@ const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources");
 const ACTIVITY: TableDefinition<&str, &[u8]> = TableDefinition::new("source_activity");
 const UNKNOWN_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("unknown_key_traffic");
 const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 
 /// The metadata store in one redb file.
 pub struct RedbStore {
@@ -38,6 +41,9 @@ impl RedbStore {
             txn.open_table(ACTIVITY).map_err(engine)?;
             txn.open_table(UNKNOWN_KEYS).map_err(engine)?;
             txn.open_table(SETTINGS).map_err(engine)?;
+            txn.open_table(USERS).map_err(engine)?;
+            txn.open_table(API_TOKENS).map_err(engine)?;
+            txn.open_table(SESSIONS).map_err(engine)?;
         }
         txn.commit().map_err(engine)?;
         Ok(RedbStore { db })
@@ -57,6 +63,17 @@ impl RedbStore {
             out.push((key, decoded));
         }
         Ok(out)
+    }
+
+    fn one<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(engine)?;
+        let table = txn.open_table(table).map_err(engine)?;
+        let value = table.get(key).map_err(engine)?;
+        value.map(|value| decode(key, value.value())).transpose()
     }
 
     fn write<R>(
@@ -234,6 +251,139 @@ impl MetadataStore for RedbStore {
         }
         txn.commit().map_err(engine)
     }
+
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        Ok(self
+            .all::<UserRecord>(USERS)?
+            .into_iter()
+            .map(|(_, user)| user)
+            .collect())
+    }
+
+    fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.one(USERS, id)
+    }
+
+    fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        self.write(USERS, |table| {
+            if table.get(user.id.as_str()).map_err(engine)?.is_some() {
+                return Err(StoreError::Conflict(format!("user {}", user.id)));
+            }
+            check_email_free(table, user)?;
+            table
+                .insert(user.id.as_str(), encode(user).as_slice())
+                .map_err(engine)?;
+            Ok(())
+        })
+    }
+
+    fn update_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        self.write(USERS, |table| {
+            if table.get(user.id.as_str()).map_err(engine)?.is_none() {
+                return Err(StoreError::NotFound(format!("user {}", user.id)));
+            }
+            check_email_free(table, user)?;
+            table
+                .insert(user.id.as_str(), encode(user).as_slice())
+                .map_err(engine)?;
+            Ok(())
+        })
+    }
+
+    fn delete_user(&self, id: &str) -> Result<UserRecord, StoreError> {
+        let txn = self.db.begin_write().map_err(engine)?;
+        let removed = {
+            let mut users = txn.open_table(USERS).map_err(engine)?;
+            let removed: UserRecord = match users.remove(id).map_err(engine)? {
+                Some(value) => decode(id, value.value())?,
+                None => return Err(StoreError::NotFound(format!("user {id}"))),
+            };
+            let mut sessions = txn.open_table(SESSIONS).map_err(engine)?;
+            let theirs: Vec<String> = sessions
+                .iter()
+                .map_err(engine)?
+                .filter_map(|entry| entry.ok())
+                .filter_map(|(key, value)| {
+                    let session: SessionRecord = decode(key.value(), value.value()).ok()?;
+                    (session.user_id == id).then(|| key.value().to_string())
+                })
+                .collect();
+            for key in theirs {
+                sessions.remove(key.as_str()).map_err(engine)?;
+            }
+            removed
+        };
+        txn.commit().map_err(engine)?;
+        Ok(removed)
+    }
+
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError> {
+        Ok(self
+            .all::<ApiTokenRecord>(API_TOKENS)?
+            .into_iter()
+            .map(|(_, token)| token)
+            .collect())
+    }
+
+    fn api_token_by_hash(&self, sha256: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
+        self.one(API_TOKENS, sha256)
+    }
+
+    fn put_api_token(&self, token: &ApiTokenRecord) -> Result<(), StoreError> {
+        self.write(API_TOKENS, |table| {
+            table
+                .insert(token.sha256.as_str(), encode(token).as_slice())
+                .map_err(engine)?;
+            Ok(())
+        })
+    }
+
+    fn session(&self, sha256: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.one(SESSIONS, sha256)
+    }
+
+    fn put_session(&self, session: &SessionRecord, now_ms: i64) -> Result<(), StoreError> {
+        self.write(SESSIONS, |table| {
+            let expired: Vec<String> = table
+                .iter()
+                .map_err(engine)?
+                .filter_map(|entry| entry.ok())
+                .filter_map(|(key, value)| {
+                    let old: SessionRecord = decode(key.value(), value.value()).ok()?;
+                    (old.expires_at_ms <= now_ms).then(|| key.value().to_string())
+                })
+                .collect();
+            for key in expired {
+                table.remove(key.as_str()).map_err(engine)?;
+            }
+            table
+                .insert(session.sha256.as_str(), encode(session).as_slice())
+                .map_err(engine)?;
+            Ok(())
+        })
+    }
+
+    fn delete_session(&self, sha256: &str) -> Result<(), StoreError> {
+        self.write(SESSIONS, |table| {
+            table.remove(sha256).map_err(engine)?;
+            Ok(())
+        })
+    }
+}
+
+/// `Conflict` when another user than `user` has its email (emails compare case-insensitively).
+fn check_email_free(table: &redb::Table<&str, &[u8]>, user: &UserRecord) -> Result<(), StoreError> {
+    for entry in table.iter().map_err(engine)? {
+        let (key, value) = entry.map_err(engine)?;
+        let other: UserRecord = decode(key.value(), value.value())?;
+        if other.id != user.id && other.email.eq_ignore_ascii_case(&user.email) {
+            return Err(StoreError::Conflict(format!(
+                "a user with email {}",
+                user.email
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -341,6 +491,96 @@ mod tests {
         assert_eq!(traffic[0].first_seen_ms, 5);
         assert_eq!(traffic[0].last_seen_ms, 9);
         assert_eq!(traffic[0].last_origin.as_deref(), Some("https://x.test"));
+    }
+
+    fn user(id: &str, email: &str) -> UserRecord {
+        UserRecord {
+            id: id.into(),
+            email: email.into(),
+            name: String::new(),
+            role: "viewer".into(),
+            workspace_id: None,
+            password_argon2: "$argon2id$x".into(),
+            created_at_ms: 1,
+            created_by: "admin".into(),
+            updated_at_ms: 1,
+        }
+    }
+
+    fn session(sha: &str, user_id: &str, expires_at_ms: i64) -> SessionRecord {
+        SessionRecord {
+            sha256: sha.into(),
+            user_id: user_id.into(),
+            created_at_ms: 1,
+            expires_at_ms,
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    #[test]
+    fn users_have_unique_emails_and_take_their_sessions_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let store = RedbStore::open(&path).unwrap();
+            store.create_user(&user("u1", "Ann@example.test")).unwrap();
+            assert!(matches!(
+                store.create_user(&user("u2", "ann@EXAMPLE.test")),
+                Err(StoreError::Conflict(_))
+            ));
+            store.create_user(&user("u2", "bob@example.test")).unwrap();
+            assert!(matches!(
+                store.update_user(&user("u2", "ann@example.test")),
+                Err(StoreError::Conflict(_))
+            ));
+            store.put_session(&session("s1", "u1", 100), 0).unwrap();
+            store.put_session(&session("s2", "u2", 100), 0).unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.users().unwrap().len(), 2);
+        store.delete_user("u1").unwrap();
+        assert_eq!(store.session("s1").unwrap(), None);
+        assert!(store.session("s2").unwrap().is_some());
+        assert!(matches!(
+            store.delete_user("u1"),
+            Err(StoreError::NotFound(_))
+        ));
+        // Storing a session drops the expired ones.
+        store.put_session(&session("s3", "u2", 500), 200).unwrap();
+        assert_eq!(store.session("s2").unwrap(), None);
+        assert!(store.session("s3").unwrap().is_some());
+        store.delete_session("s3").unwrap();
+        assert_eq!(store.session("s3").unwrap(), None);
+    }
+
+    #[test]
+    fn api_tokens_are_found_by_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("meta.redb")).unwrap();
+        let token = ApiTokenRecord {
+            id: "tok_1".into(),
+            name: "ci".into(),
+            role: "marketer".into(),
+            workspace_id: Some("emea".into()),
+            sha256: "abcd".into(),
+            created_at_ms: 1,
+            created_by: "admin".into(),
+            expires_at_ms: None,
+            revoked_at_ms: None,
+            last_used_at_ms: None,
+        };
+        store.put_api_token(&token).unwrap();
+        assert_eq!(
+            store.api_token_by_hash("abcd").unwrap(),
+            Some(token.clone())
+        );
+        let revoked = ApiTokenRecord {
+            revoked_at_ms: Some(5),
+            ..token
+        };
+        store.put_api_token(&revoked).unwrap();
+        assert_eq!(store.api_tokens().unwrap(), vec![revoked]);
     }
 
     #[test]

@@ -43,6 +43,17 @@ pub fn test_run_with_limits(
     context: &TransformContext,
     limits: TransformLimits,
 ) -> Vec<TestResult> {
+    let events: Vec<(&serde_json::Value, &TransformContext)> =
+        events.iter().map(|event| (event, context)).collect();
+    test_run_each(code, &events, limits)
+}
+
+/// [`test_run_with_limits`] with a context per event (recent events of several sources).
+pub fn test_run_each(
+    code: &str,
+    events: &[(&serde_json::Value, &TransformContext)],
+    limits: TransformLimits,
+) -> Vec<TestResult> {
     // One runtime is enough for events run one after the other.
     let limits = TransformLimits {
         runtimes_max: 1,
@@ -64,7 +75,7 @@ pub fn test_run_with_limits(
     events
         .iter()
         .enumerate()
-        .map(|(index, event)| {
+        .map(|(index, (event, context))| {
             let started = Instant::now();
             let result = transformer.run(event, context);
             let duration_us = started.elapsed().as_micros().try_into().unwrap_or(u64::MAX);

@@ -1,24 +1,28 @@
 //! Activate: destination types, destinations, connections with their delivery status, the DLQ
 //! (list, inspect, replay, discard), backfills and alerts.
 
-use crate::auth::{Authorized, ManageDeliveries, ManageDestinations, ReadDestinations};
+use crate::auth::{
+    Authorized, ManageDeliveries, ManageDestinations, ReadDeadLetters, ReadDestinations,
+};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::Routes;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use tandem_activate::connection::Connection;
 use tandem_activate::dlq::DlqFilter;
 use tandem_activate::runtime::{ActivateError, Activation, DlqSelection, ManagedBy};
 use tandem_config::{ConnectionConfig, DestinationConfig};
 use tandem_core::limits::{DLQ_ENTRIES_LISTED_DEFAULT, DLQ_ENTRIES_LISTED_MAX};
 use tandem_core::{time_util, ErrorCode};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/api/v1/destination-types", get(destination_types))
         .route("/api/v1/alerts", get(alerts))
         .route(
@@ -27,7 +31,9 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/api/v1/workspaces/{workspace}/destinations/{destination}",
-            get(get_destination).delete(delete_destination),
+            get(get_destination)
+                .patch(patch_destination)
+                .delete(delete_destination),
         )
         .route(
             "/api/v1/workspaces/{workspace}/connections",
@@ -35,7 +41,9 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/api/v1/workspaces/{workspace}/connections/{connection}",
-            get(get_connection).delete(delete_connection),
+            get(get_connection)
+                .patch(patch_connection)
+                .delete(delete_connection),
         )
         .route(
             "/api/v1/workspaces/{workspace}/connections/{connection}/dlq",
@@ -60,6 +68,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/v1/workspaces/{workspace}/connections/{connection}/backfill",
             get(backfill_progress).post(start_backfill),
+        )
+        .route(
+            "/api/v1/workspaces/{workspace}/transformations/test",
+            post(test_transformation),
         )
 }
 
@@ -165,14 +177,9 @@ fn invalid(problems: Vec<(String, String)>) -> ApiError {
     ApiError::from(ActivateError::Invalid { message, problems })
 }
 
-async fn create_destination(
-    State(state): State<AppState>,
-    _auth: Authorized<ManageDestinations>,
-    Path(workspace): Path<String>,
-    Json(body): Json<Value>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let activation = activation(&state, &workspace)?;
-    let config: DestinationConfig = serde_json::from_value(body.clone())
+/// A destination definition from JSON, with every problem of its fields and settings.
+fn checked_destination(body: Value) -> ApiResult<DestinationConfig> {
+    let config: DestinationConfig = serde_json::from_value(body)
         .map_err(|error| ApiError::new(ErrorCode::InvalidRequest, error.to_string()))?;
     let mut problems: Vec<(String, String)> = tandem_config::destination_problems(&config)
         .into_iter()
@@ -195,6 +202,99 @@ async fn create_destination(
     if !problems.is_empty() {
         return Err(invalid(problems));
     }
+    Ok(config)
+}
+
+/// RFC 7396 JSON merge patch: objects merge key by key, `null` removes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    let target = target.as_object_mut().expect("made an object above");
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// The API-managed definition `id` of `kind` patched with `patch` (its `id` may not change).
+fn patched<T: serde::Serialize>(current: &T, id: &str, patch: &Value) -> ApiResult<(Value, Value)> {
+    if !patch.is_object() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the body must be a JSON object (a merge patch)",
+        ));
+    }
+    if patch.get("id").is_some_and(|new| new != id) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "`id` cannot change: create a new one and delete this one",
+        ));
+    }
+    let before = serde_json::to_value(current).map_err(ApiError::internal)?;
+    let mut after = before.clone();
+    merge_patch(&mut after, patch);
+    Ok((before, after))
+}
+
+async fn patch_destination(
+    State(state): State<AppState>,
+    auth: Authorized<ManageDestinations>,
+    Path((workspace, id)): Path<(String, String)>,
+    Json(patch): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    let activation = activation(&state, &workspace)?;
+    let current = match activation
+        .destinations()?
+        .into_iter()
+        .find(|(config, _)| config.id == id)
+    {
+        None => return Err(ApiError::not_found(format!("destination {workspace}/{id}"))),
+        Some((_, ManagedBy::Config)) => {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("destination {id} is declared in the config file; change it there"),
+            ))
+        }
+        Some((config, _)) => config,
+    };
+    let (_, after) = patched(&current, &id, &patch)?;
+    let config = checked_destination(after)?;
+    activation
+        .put_definition(
+            "destination",
+            &id,
+            serde_json::to_value(&config).map_err(ApiError::internal)?,
+        )
+        .await?;
+    let view = destination_view(&config, ManagedBy::Api);
+    auth.audit(
+        &state,
+        "destination.update",
+        Some(&workspace),
+        format!("destination {workspace}/{id}"),
+        Some(destination_view(&current, ManagedBy::Api)),
+        Some(view.clone()),
+    )
+    .await?;
+    Ok(Json(view))
+}
+
+async fn create_destination(
+    State(state): State<AppState>,
+    auth: Authorized<ManageDestinations>,
+    Path(workspace): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let activation = activation(&state, &workspace)?;
+    let config = checked_destination(body)?;
     if activation
         .destinations()?
         .iter()
@@ -212,19 +312,26 @@ async fn create_destination(
             serde_json::to_value(&config).map_err(ApiError::internal)?,
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(destination_view(&config, ManagedBy::Api)),
-    ))
+    let view = destination_view(&config, ManagedBy::Api);
+    auth.audit(
+        &state,
+        "destination.create",
+        Some(&workspace),
+        format!("destination {workspace}/{}", config.id),
+        None,
+        Some(view.clone()),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 async fn delete_destination(
     State(state): State<AppState>,
-    _auth: Authorized<ManageDestinations>,
+    auth: Authorized<ManageDestinations>,
     Path((workspace, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let activation = activation(&state, &workspace)?;
-    match activation
+    let before = match activation
         .destinations()?
         .iter()
         .find(|(config, _)| config.id == id)
@@ -236,8 +343,8 @@ async fn delete_destination(
                 format!("destination {id} is declared in the config file; change it there"),
             ))
         }
-        Some(_) => {}
-    }
+        Some((config, by)) => destination_view(config, *by),
+    };
     if let Some((connection, _)) = activation
         .connections()?
         .iter()
@@ -252,6 +359,15 @@ async fn delete_destination(
         ));
     }
     activation.delete_definition("destination", &id).await?;
+    auth.audit(
+        &state,
+        "destination.delete",
+        Some(&workspace),
+        format!("destination {workspace}/{id}"),
+        Some(before),
+        None,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -297,13 +413,13 @@ async fn get_connection(
     Ok(Json(connection_view(&activation, config, *by)))
 }
 
-async fn create_connection(
-    State(state): State<AppState>,
-    _auth: Authorized<ManageDestinations>,
-    Path(workspace): Path<String>,
-    Json(body): Json<Value>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let activation = activation(&state, &workspace)?;
+/// A connection definition from JSON, with every problem, its sources and destination checked.
+fn checked_connection(
+    state: &AppState,
+    activation: &Activation,
+    workspace: &str,
+    body: Value,
+) -> ApiResult<ConnectionConfig> {
     let config: ConnectionConfig = serde_json::from_value(body)
         .map_err(|error| ApiError::new(ErrorCode::InvalidRequest, error.to_string()))?;
     let sources: Vec<String> = state
@@ -329,6 +445,59 @@ async fn create_connection(
                 .collect(),
         ));
     }
+    Ok(config)
+}
+
+async fn patch_connection(
+    State(state): State<AppState>,
+    auth: Authorized<ManageDestinations>,
+    Path((workspace, id)): Path<(String, String)>,
+    Json(patch): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    let activation = activation(&state, &workspace)?;
+    let current = match activation
+        .connections()?
+        .into_iter()
+        .find(|(config, _)| config.id == id)
+    {
+        None => return Err(ApiError::not_found(format!("connection {workspace}/{id}"))),
+        Some((_, ManagedBy::Config)) => {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("connection {id} is declared in the config file; change it there"),
+            ))
+        }
+        Some((config, _)) => config,
+    };
+    let (before, after) = patched(&current, &id, &patch)?;
+    let config = checked_connection(&state, &activation, &workspace, after)?;
+    activation
+        .put_definition(
+            "connection",
+            &id,
+            serde_json::to_value(&config).map_err(ApiError::internal)?,
+        )
+        .await?;
+    auth.audit(
+        &state,
+        "connection.update",
+        Some(&workspace),
+        format!("connection {workspace}/{id}"),
+        Some(before),
+        serde_json::to_value(&config).ok(),
+    )
+    .await?;
+    Ok(Json(connection_view(&activation, &config, ManagedBy::Api)))
+}
+
+async fn create_connection(
+    State(state): State<AppState>,
+    auth: Authorized<ManageDestinations>,
+    Path(workspace): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let activation = activation(&state, &workspace)?;
+    let config = checked_connection(&state, &activation, &workspace, body)?;
     if activation
         .connections()?
         .iter()
@@ -346,6 +515,15 @@ async fn create_connection(
             serde_json::to_value(&config).map_err(ApiError::internal)?,
         )
         .await?;
+    auth.audit(
+        &state,
+        "connection.create",
+        Some(&workspace),
+        format!("connection {workspace}/{}", config.id),
+        None,
+        serde_json::to_value(&config).ok(),
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(connection_view(&activation, &config, ManagedBy::Api)),
@@ -354,7 +532,7 @@ async fn create_connection(
 
 async fn delete_connection(
     State(state): State<AppState>,
-    _auth: Authorized<ManageDestinations>,
+    auth: Authorized<ManageDestinations>,
     Path((workspace, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let activation = activation(&state, &workspace)?;
@@ -368,8 +546,17 @@ async fn delete_connection(
             ErrorCode::Conflict,
             format!("connection {id} is declared in the config file; change it there"),
         )),
-        Some(_) => {
+        Some((config, _)) => {
             activation.delete_definition("connection", &id).await?;
+            auth.audit(
+                &state,
+                "connection.delete",
+                Some(&workspace),
+                format!("connection {workspace}/{id}"),
+                serde_json::to_value(config).ok(),
+                None,
+            )
+            .await?;
             Ok(StatusCode::NO_CONTENT)
         }
     }
@@ -386,7 +573,7 @@ struct DlqQuery {
 
 async fn list_dlq(
     State(state): State<AppState>,
-    _auth: Authorized<ReadDestinations>,
+    _auth: Authorized<ReadDeadLetters>,
     Path((workspace, connection)): Path<(String, String)>,
     Query(query): Query<DlqQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -422,7 +609,7 @@ fn dlq_view(entry: &tandem_activate::dlq::DlqEntry) -> Value {
 
 async fn get_dlq_entry(
     State(state): State<AppState>,
-    _auth: Authorized<ReadDestinations>,
+    _auth: Authorized<ReadDeadLetters>,
     Path((workspace, connection, entry)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(dlq_view(
@@ -442,12 +629,21 @@ fn check_selection(selection: &DlqSelection) -> ApiResult<()> {
 
 async fn replay_dlq(
     State(state): State<AppState>,
-    _auth: Authorized<ManageDeliveries>,
+    auth: Authorized<ManageDeliveries>,
     Path((workspace, connection)): Path<(String, String)>,
     Json(selection): Json<DlqSelection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     check_selection(&selection)?;
     let job = activation(&state, &workspace)?.dlq_replay(&connection, &selection)?;
+    auth.audit(
+        &state,
+        "dlq.replay",
+        Some(&workspace),
+        format!("connection {workspace}/{connection}"),
+        None,
+        serde_json::to_value(&selection).ok(),
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::to_value(job.view()).map_err(ApiError::internal)?),
@@ -469,12 +665,21 @@ async fn replay_progress(
 
 async fn discard_dlq(
     State(state): State<AppState>,
-    _auth: Authorized<ManageDeliveries>,
+    auth: Authorized<ManageDeliveries>,
     Path((workspace, connection)): Path<(String, String)>,
     Json(selection): Json<DlqSelection>,
 ) -> ApiResult<Json<Value>> {
     check_selection(&selection)?;
     let discarded = activation(&state, &workspace)?.dlq_discard(&connection, &selection)?;
+    auth.audit(
+        &state,
+        "dlq.discard",
+        Some(&workspace),
+        format!("connection {workspace}/{connection}"),
+        None,
+        Some(json!({ "selection": serde_json::to_value(&selection).ok(), "discarded": discarded })),
+    )
+    .await?;
     Ok(Json(json!({ "discarded": discarded })))
 }
 
@@ -487,7 +692,7 @@ struct BackfillRequest {
 
 async fn start_backfill(
     State(state): State<AppState>,
-    _auth: Authorized<ManageDeliveries>,
+    auth: Authorized<ManageDeliveries>,
     Path((workspace, connection)): Path<(String, String)>,
     Json(request): Json<BackfillRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -507,6 +712,15 @@ async fn start_backfill(
         ));
     }
     let job = activation(&state, &workspace)?.backfill(&connection, from, to)?;
+    auth.audit(
+        &state,
+        "backfill.start",
+        Some(&workspace),
+        format!("connection {workspace}/{connection}"),
+        None,
+        Some(json!({ "from": request.from, "to": request.to })),
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::to_value(job.view()).map_err(ApiError::internal)?),
@@ -524,4 +738,230 @@ async fn backfill_progress(
     Ok(Json(
         serde_json::to_value(view).map_err(ApiError::internal)?,
     ))
+}
+
+/// `POST /api/v1/workspaces/{workspace}/transformations/test`: what a transformation makes of
+/// sample events (`events`) or of the workspace's most recent ones (`recent`, filtered and mapped
+/// as `connection` would), before it is enabled. Nothing is sent anywhere.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransformationTest {
+    /// The code to try; absent: the transformation of `connection`.
+    code: Option<String>,
+    /// Sample events, as a source would send them.
+    events: Option<Vec<Value>>,
+    /// How many of the most recent events to try it on (when `events` is absent).
+    recent: Option<usize>,
+    /// A connection whose filters and mappings apply first (and whose code is the default).
+    connection: Option<String>,
+    /// The source the sample events come through (`context.sourceId`); for `recent`, only its events.
+    source: Option<String>,
+}
+
+async fn test_transformation(
+    State(state): State<AppState>,
+    _auth: Authorized<ManageDestinations>,
+    Path(workspace): Path<String>,
+    Json(request): Json<TransformationTest>,
+) -> ApiResult<Json<Value>> {
+    use tandem_core::limits::{
+        TRANSFORM_TEST_EVENTS_MAX, TRANSFORM_TEST_RECENT_DEFAULT, TRANSFORM_TEST_SCAN_RECORDS_MAX,
+    };
+    let activation = activation(&state, &workspace)?;
+    let log = state
+        .workspaces
+        .get(&workspace)
+        .map(|workspace| workspace.log.clone())
+        .ok_or_else(|| ApiError::not_found(format!("workspace {workspace}")))?;
+    // The connection, compiled without its transformation: its filters and mappings.
+    let (shaper, connection_code) = match &request.connection {
+        None => (None, None),
+        Some(id) => {
+            let (config, _) = activation
+                .connections()?
+                .into_iter()
+                .find(|(config, _)| &config.id == id)
+                .ok_or_else(|| ApiError::not_found(format!("connection {workspace}/{id}")))?;
+            let (destination, _) = activation
+                .destinations()?
+                .into_iter()
+                .find(|(destination, _)| destination.id == config.destination)
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("destination {workspace}/{}", config.destination))
+                })?;
+            let code = config.transformation.clone();
+            let plain = ConnectionConfig {
+                transformation: None,
+                ..config
+            };
+            let shaper = Connection::compile(&workspace, &plain, &destination, None)
+                .map_err(|error| ApiError::new(ErrorCode::InvalidRequest, error))?;
+            (Some(Arc::new(shaper)), code)
+        }
+    };
+    let code = request.code.or(connection_code).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "give `code`, or a `connection` that has a transformation",
+        )
+    })?;
+    let source = request.source.clone().unwrap_or_default();
+    let samples: Vec<(String, Value)> = match (request.events, request.recent) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "give either `events` or `recent`, not both",
+            ))
+        }
+        (Some(events), None) => {
+            if events.len() > TRANSFORM_TEST_EVENTS_MAX {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "{} events; at most {TRANSFORM_TEST_EVENTS_MAX} per test",
+                        events.len()
+                    ),
+                ));
+            }
+            if let Some(bad) = events.iter().position(|event| !event.is_object()) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("events[{bad}] is not a JSON object"),
+                ));
+            }
+            events
+                .into_iter()
+                .map(|event| (source.clone(), event))
+                .collect()
+        }
+        (None, recent) => {
+            let wanted = recent.unwrap_or(TRANSFORM_TEST_RECENT_DEFAULT);
+            if !(1..=TRANSFORM_TEST_EVENTS_MAX).contains(&wanted) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("`recent` must be 1 ..= {TRANSFORM_TEST_EVENTS_MAX}"),
+                ));
+            }
+            let only_source = request.source.clone();
+            let shaper = shaper.clone();
+            tokio::task::spawn_blocking(move || {
+                recent_events(
+                    log.as_ref(),
+                    wanted,
+                    TRANSFORM_TEST_SCAN_RECORDS_MAX,
+                    |source_id, event_type, event| {
+                        only_source.as_deref().is_none_or(|only| only == source_id)
+                            && shaper.as_ref().is_none_or(|shaper| {
+                                shaper.accepts_header(source_id, event_type).is_ok()
+                                    && shaper.accepts_event(event_type, event).is_ok()
+                            })
+                    },
+                )
+            })
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?
+        }
+    };
+    // The connection's mappings first, as delivery applies them.
+    let inputs: Vec<(String, Value)> = samples
+        .into_iter()
+        .map(|(source, event)| {
+            let event = match &shaper {
+                Some(shaper) => shaper
+                    .shape(&event, &source)
+                    .ok()
+                    .and_then(|mut shaped| shaped.pop())
+                    .unwrap_or(event),
+                None => event,
+            };
+            (source, event)
+        })
+        .collect();
+    let destination_type = shaper
+        .as_ref()
+        .map(|shaper| shaper.destination_type.clone());
+    let results = tokio::task::spawn_blocking(move || {
+        use tandem_transform::{TransformContext, TransformLimits, Transformer};
+        let compiled = Transformer::compile(&code, TransformLimits::default()).err();
+        let contexts: Vec<TransformContext> = inputs
+            .iter()
+            .map(|(source, _)| TransformContext {
+                workspace_id: workspace.clone(),
+                source_id: (!source.is_empty()).then(|| source.clone()),
+                connection_id: request.connection.clone(),
+                destination_type: destination_type.clone(),
+            })
+            .collect();
+        let runs: Vec<(&Value, &TransformContext)> = inputs
+            .iter()
+            .map(|(_, event)| event)
+            .zip(contexts.iter())
+            .collect();
+        let results = tandem_transform::test_run_each(&code, &runs, TransformLimits::default());
+        let summary = json!({
+            "events": results.len(),
+            "outputs": results.iter().filter_map(|result| result.output.as_ref()).map(Vec::len).sum::<usize>(),
+            "dropped": results.iter().filter(|result| result.output.as_ref().is_some_and(Vec::is_empty)).count(),
+            "failed": results.iter().filter(|result| result.error.is_some()).count(),
+        });
+        let results: Vec<Value> = results
+            .into_iter()
+            .zip(inputs.iter())
+            .map(|(result, (_, input))| {
+                let mut view = serde_json::to_value(&result).unwrap_or_default();
+                view["input"] = input.clone();
+                view
+            })
+            .collect();
+        json!({ "compile_error": compiled, "summary": summary, "results": results })
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(Json(results))
+}
+
+/// Up to `wanted` of the log's most recent events passing `keep`, oldest first, reading at most
+/// `scan_max` records backwards from the end.
+fn recent_events(
+    log: &dyn tandem_log::EventLog,
+    wanted: usize,
+    scan_max: usize,
+    keep: impl Fn(&str, tandem_core::EventType, &Value) -> bool,
+) -> Result<Vec<(String, Value)>, String> {
+    const WINDOW: u64 = 1_000;
+    let stats = log.stats();
+    let mut found: Vec<(String, Value)> = Vec::new();
+    let mut end = stats.end_offset;
+    let mut scanned = 0usize;
+    while end > stats.start_offset && found.len() < wanted && scanned < scan_max {
+        let from = end.saturating_sub(WINDOW).max(stats.start_offset);
+        let records = log
+            .read(from, (end - from) as usize)
+            .map_err(|error| error.to_string())?;
+        scanned += records.len();
+        let mut window: Vec<(String, Value)> = Vec::new();
+        for record in records.iter().filter(|record| record.offset < end) {
+            let Ok(envelope) = tandem_core::envelope::EventEnvelope::decode(&record.payload) else {
+                continue;
+            };
+            let Ok(event) = serde_json::from_slice::<Value>(envelope.json) else {
+                continue;
+            };
+            if keep(envelope.source_id, envelope.event_type, &event) {
+                window.push((envelope.source_id.to_string(), event));
+            }
+        }
+        // Newest last within the window; keep the newest `wanted` overall.
+        window.extend(found);
+        found = window;
+        if found.len() > wanted {
+            found.drain(..found.len() - wanted);
+        }
+        if records.is_empty() {
+            break;
+        }
+        end = from;
+    }
+    Ok(found)
 }

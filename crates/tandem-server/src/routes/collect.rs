@@ -13,13 +13,14 @@
 
 use crate::catalog::{KeyLookup, RequestOrigin, SourceEntry};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::Routes;
 use crate::state::{AppState, LiveEvent, Workspace};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::json;
@@ -30,14 +31,14 @@ use tandem_core::limits::REQUEST_BODY_BYTES_MAX;
 use tandem_core::{time_util, ErrorCode, EventType};
 use tandem_log::Record;
 
-pub fn router() -> Router<AppState> {
-    let mut router = Router::new();
+pub fn router() -> Routes {
+    let mut router = Routes::new();
     for event_type in EventType::ALL {
         let name = event_type.as_str();
         // analytics-next posts to the one-letter paths (`/v1/t`, `/v1/p`, ...) to dodge ad blockers.
         for path in [format!("/v1/{name}"), format!("/v1/{}", &name[..1])] {
             router = router.route(
-                &path,
+                path,
                 post(move |state, peer, headers, body| {
                     collect(state, peer, headers, body, RequestKind::Single(event_type))
                 }),

@@ -21,13 +21,14 @@
 use crate::auth::{Authorized, ManageSources};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::collect::collect_parsed;
+use crate::routes::Routes;
 use crate::state::AppState;
 use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -46,8 +47,8 @@ use tandem_import::{
 };
 use tokio::io::AsyncWriteExt;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route(
             "/api/v1/workspaces/{workspace}/sources/{source}/imports",
             post(create_import),
@@ -379,7 +380,7 @@ fn too_large(max: u64) -> ApiError {
 
 async fn create_import(
     State(state): State<AppState>,
-    _auth: Authorized<ManageSources>,
+    auth: Authorized<ManageSources>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((workspace, source_id)): Path<(String, String)>,
     Query(params): Query<Vec<(String, String)>>,
@@ -455,6 +456,20 @@ async fn create_import(
         return Err(ApiError::internal(format!(
             "writing the import's status: {error}"
         )));
+    }
+    let audited = auth
+        .audit(
+            &state,
+            "import.create",
+            Some(&workspace),
+            format!("import {id} into source {workspace}/{source_id}"),
+            None,
+            serde_json::to_value(&status).ok(),
+        )
+        .await;
+    if let Err(error) = audited {
+        let _ = std::fs::remove_file(&upload);
+        return Err(error);
     }
     state.imports.jobs.lock().insert(id.clone(), status);
     tracing::info!(

@@ -4,11 +4,11 @@
 
 use crate::auth::{Authorized, ReadLiveEvents};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::Routes;
 use crate::state::{AppState, LiveEvent};
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
-use axum::Router;
 use futures::stream::Stream;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,8 +21,8 @@ use tokio_stream::StreamExt;
 /// Interval of SSE comments keeping idle connections (and proxies) open.
 const KEEP_ALIVE_SECONDS: u64 = 15;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/api/v1/workspaces/{workspace}/live", get(workspace_live))
         .route(
             "/api/v1/workspaces/{workspace}/sources/{source}/live",

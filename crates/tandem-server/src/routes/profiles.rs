@@ -9,6 +9,7 @@
 
 use crate::auth::{Authorized, ManageAccessTokens, ManageIdentity, ReadProfiles};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::Routes;
 use crate::state::{AppState, Workspace};
 use crate::unify::{control_record, LogRecords};
 use crate::unify::{save_rules, UnifyRules};
@@ -16,7 +17,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -36,8 +37,8 @@ pub const SPLIT_WAIT_SECONDS: u64 = 30;
 /// Most profiles one trait search scans per request (it pages on with `after`).
 pub const TRAIT_SEARCH_SCAN_MAX: usize = 100_000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route(
             "/v1/spaces/{workspace}/collections/{collection}/profiles/{id}/{resource}",
             get(segment_profile),
@@ -92,7 +93,8 @@ fn workspace<'a>(state: &'a AppState, id: &str) -> ApiResult<&'a Workspace> {
         .ok_or_else(|| ApiError::not_found(format!("workspace {id}")))
 }
 
-/// The Profile API caller: a workspace access token (Basic) or the admin token (Bearer).
+/// The Profile API caller: a workspace access token (Basic), or a management credential (Bearer:
+/// admin token, API token, session) holding `ReadProfiles` in the path's workspace.
 pub struct ProfileAccess {
     workspace_id: Option<String>,
 }
@@ -126,15 +128,22 @@ impl FromRequestParts<AppState> for ProfileAccess {
                 )),
             };
         }
-        if value.starts_with("Bearer ") || value.starts_with("bearer ") {
-            let token = value[7..].trim();
-            state.admin_tokens.authenticate(token)?;
-            return Ok(ProfileAccess { workspace_id: None });
-        }
-        Err(ApiError::new(
-            ErrorCode::MissingCredentials,
-            "send a workspace access token as HTTP Basic user name (empty password)",
-        ))
+        // Any management credential (bearer or session cookie) with ReadProfiles in this workspace.
+        let principal = crate::auth::authenticate(parts, state).map_err(|error| {
+            if error.code == ErrorCode::MissingCredentials {
+                ApiError::new(
+                    ErrorCode::MissingCredentials,
+                    "send a workspace access token as HTTP Basic user name (empty password)",
+                )
+            } else {
+                error
+            }
+        })?;
+        let workspace = crate::auth::workspace_parameter(parts)
+            .await?
+            .unwrap_or_default();
+        crate::routes::access::may_read_profiles(&principal, &workspace)?;
+        Ok(ProfileAccess { workspace_id: None })
     }
 }
 
@@ -753,6 +762,15 @@ async fn split_profile(
     let pending = workspace.log.append(vec![record]).map_err(ApiError::from)?;
     let offsets = pending.await.map_err(ApiError::from)?;
     let offset = offsets.start;
+    auth.audit(
+        &state,
+        "profile.split",
+        Some(&workspace_id),
+        format!("profile {}", format_profile_id(profile.id)),
+        None,
+        Some(json!({"control": control, "log_offset": offset})),
+    )
+    .await?;
     if !workspace
         .unify
         .wait_applied(offset, Duration::from_secs(SPLIT_WAIT_SECONDS))
@@ -834,7 +852,16 @@ async fn create_token(
     let (record, secret) =
         state
             .access_tokens
-            .create(&workspace_id, body.name.trim(), auth.principal.name())?;
+            .create(&workspace_id, body.name.trim(), &auth.principal.name())?;
+    auth.audit(
+        &state,
+        "access_token.create",
+        Some(&workspace_id),
+        format!("access token {}", record.id),
+        None,
+        Some(json!({"id": record.id, "name": record.name, "workspace_id": record.workspace_id})),
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -862,11 +889,20 @@ async fn list_tokens(
 
 async fn revoke_token(
     State(state): State<AppState>,
-    _auth: Authorized<ManageAccessTokens>,
+    auth: Authorized<ManageAccessTokens>,
     Path((workspace_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     workspace(&state, &workspace_id)?;
     let record = state.access_tokens.revoke(&workspace_id, &id)?;
+    auth.audit(
+        &state,
+        "access_token.revoke",
+        Some(&workspace_id),
+        format!("access token {}", record.id),
+        Some(json!({"revoked": false})),
+        Some(json!({"revoked": true})),
+    )
+    .await?;
     Ok(Json(json!({"id": record.id, "revoked": true})))
 }
 
@@ -924,7 +960,7 @@ async fn get_rules(
 /// from the log under them, online: the current profiles answer until the new ones caught up.
 async fn put_rules(
     State(state): State<AppState>,
-    _auth: Authorized<ManageIdentity>,
+    auth: Authorized<ManageIdentity>,
     Path(workspace_id): Path<String>,
     body: Result<Json<UnifyRules>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -960,7 +996,17 @@ async fn put_rules(
         .unify
         .request_rebuild(rules.clone())
         .map_err(|message| ApiError::new(ErrorCode::InvalidRequest, message))?;
+    let before = workspace.unify.rules();
     save_rules(state.store.as_ref(), &workspace_id, &rules)?;
+    auth.audit(
+        &state,
+        "unify_rules.update",
+        Some(&workspace_id),
+        format!("unify rules of {workspace_id}"),
+        serde_json::to_value(&before).ok(),
+        serde_json::to_value(&rules).ok(),
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({

@@ -3,17 +3,18 @@
 
 use crate::catalog::{KeyLookup, RequestOrigin};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::Routes;
 use crate::state::AppState;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use tandem_core::{time_util, ErrorCode};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/projects/{write_key}/settings", get(settings))
+pub fn router() -> Routes {
+    Routes::new().route("/v1/projects/{write_key}/settings", get(settings))
 }
 
 async fn settings(

@@ -3,19 +3,20 @@
 
 use crate::auth::{Authorized, ManageSources, ReadCatalog, ReadOperations};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::Routes;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use tandem_core::{ids, time_util, ErrorCode};
 use tandem_store::{ManagedBy, SourceActivity, SourceKey, SourceRecord};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> Routes {
+    Routes::new()
         .route("/api/v1/workspaces", get(list_workspaces))
         .route(
             "/api/v1/workspaces/{workspace}/sources",
@@ -231,11 +232,20 @@ async fn create_source(
         enabled: true,
         managed_by: ManagedBy::Api,
         created_at_ms: now,
-        created_by: auth.principal.name().to_string(),
+        created_by: auth.principal.name(),
         updated_at_ms: now,
     };
     state.catalog.store().create_source(&record)?;
     state.catalog.reload()?;
+    auth.audit(
+        &state,
+        "source.create",
+        Some(&workspace),
+        format!("source {workspace}/{}", record.id),
+        None,
+        serde_json::to_value(&record).ok(),
+    )
+    .await?;
     tracing::info!(workspace = %record.workspace_id, source = %record.id, owner = %record.owner, "source created");
     let view = source_view(&state, record, None);
     let mut body = serde_json::to_value(view).map_err(ApiError::internal)?;
@@ -244,7 +254,8 @@ async fn create_source(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn set_enabled(
+async fn set_enabled<P: crate::auth::RequiredPermission>(
+    auth: &Authorized<P>,
     state: &AppState,
     workspace: &str,
     source: &str,
@@ -264,28 +275,41 @@ async fn set_enabled(
     let updated = SourceRecord {
         enabled,
         updated_at_ms: time_util::now_ms(),
-        ..record
+        ..record.clone()
     };
     store.put_source(&updated)?;
     state.catalog.reload()?;
+    auth.audit(
+        state,
+        if enabled {
+            "source.enable"
+        } else {
+            "source.disable"
+        },
+        Some(workspace),
+        format!("source {workspace}/{source}"),
+        serde_json::to_value(&record).ok(),
+        serde_json::to_value(&updated).ok(),
+    )
+    .await?;
     tracing::info!(workspace, source, enabled, "source enabled state changed");
     Ok(Json(source_view(state, updated, None)))
 }
 
 async fn disable_source(
     State(state): State<AppState>,
-    _auth: Authorized<ManageSources>,
+    auth: Authorized<ManageSources>,
     Path((workspace, source)): Path<(String, String)>,
 ) -> ApiResult<Json<SourceView>> {
-    set_enabled(&state, &workspace, &source, false).await
+    set_enabled(&auth, &state, &workspace, &source, false).await
 }
 
 async fn enable_source(
     State(state): State<AppState>,
-    _auth: Authorized<ManageSources>,
+    auth: Authorized<ManageSources>,
     Path((workspace, source)): Path<(String, String)>,
 ) -> ApiResult<Json<SourceView>> {
-    set_enabled(&state, &workspace, &source, true).await
+    set_enabled(&auth, &state, &workspace, &source, true).await
 }
 
 async fn unknown_keys(

@@ -4,11 +4,11 @@ use crate::destination::{parse_settings, SettingsProblem};
 use serde::{Deserialize, Serialize};
 use tandem_core::limits::{DELIVERY_BATCH_BYTES_MAX, DELIVERY_BATCH_EVENTS_MAX};
 
-/// The batch age this destination reports. The connection's `delivery.batch_age_ms` decides
-/// (raise it, e.g. to 60000, with `batch_events_max`, for fewer and larger objects: one object
-/// per event type and day per batch, and many small objects make every later reader slow); the
-/// cost of a long age is latency and the in-flight window held back from the committed offset.
-pub const FILES_BATCH_AGE_MS_MAX: u64 = 300_000;
+/// The batch age this destination prefers when the connection sets no `delivery.batch_age_ms`:
+/// one object per event type and day per batch, and many small objects make every later reader
+/// slow, so files wait longer than the 200 ms other destinations do. The cost of a long age is
+/// latency and the in-flight window held back from the committed offset.
+pub const FILES_BATCH_AGE_MS_DEFAULT: u64 = 10_000;
 /// Most events per batch, hence per object (the connection's `batch_events_max` is capped to it).
 pub const FILES_BATCH_EVENTS_MAX: usize = DELIVERY_BATCH_EVENTS_MAX;
 /// Most bytes per batch (the whole batch is encoded in memory before it is written).

@@ -109,7 +109,8 @@ impl Destination for Files {
         BatchLimits {
             events_max: config::FILES_BATCH_EVENTS_MAX,
             bytes_max: config::FILES_BATCH_BYTES_MAX,
-            age_ms: config::FILES_BATCH_AGE_MS_MAX,
+            age_ms: config::FILES_BATCH_AGE_MS_DEFAULT,
+            events_cap: config::FILES_BATCH_EVENTS_MAX,
         }
     }
 

@@ -55,7 +55,7 @@ pub fn build(
 impl Destination for Nats {
     fn batch_limits(&self) -> BatchLimits {
         BatchLimits {
-            events_max: NATS_BATCH_EVENTS_MAX,
+            events_cap: NATS_BATCH_EVENTS_MAX,
             ..BatchLimits::default()
         }
     }
