@@ -69,6 +69,7 @@ mod tests {
             events_max,
             bytes_max,
             age_ms,
+            ..BatchLimits::default()
         }
     }
 
