@@ -11,11 +11,15 @@
 #      long while to populate, so it is kept in BENCH_UNIFY_BIG_DIR and reused by later runs.
 #   6. Profile API trait lookups at 5,000 requests/s over HTTP against a server holding ~100K
 #      profiles (`tandem bench profile-api`; reference: the same loop on /healthz)
+#   deliver:
+#   7. batched webhook delivery of a log backlog to a local receiver (`tandem bench deliver`;
+#      reference: the same request bodies POSTed directly), then a 5-minute receiver outage under
+#      steady input (BENCH_DELIVER_OUTAGE seconds) and the rate the backlog drains at
 # and prints the figures side by side with ratios. Not a test: it asserts nothing.
-# Usage: bash scripts/bench.sh [all|collect|unify]
+# Usage: bash scripts/bench.sh [all|collect|unify|deliver]
 set -euo pipefail
 SECTION="${1:-all}"
-case "$SECTION" in all|collect|unify) ;; *) echo "usage: $0 [all|collect|unify]" >&2; exit 2;; esac
+case "$SECTION" in all|collect|unify|deliver) ;; *) echo "usage: $0 [all|collect|unify|deliver]" >&2; exit 2;; esac
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tandem-target}"
 DURATION="${BENCH_SECONDS:-20}"
@@ -29,6 +33,9 @@ UNIFY_BIG_PROFILES="${BENCH_UNIFY_BIG_PROFILES:-10000000}"
 UNIFY_BIG_DIR="${BENCH_UNIFY_BIG_DIR:-$HOME/.cache/tandem-bench-unify-$UNIFY_BIG_PROFILES}"
 PROFILE_USERS="${BENCH_PROFILE_USERS:-100000}"
 PROFILE_RATE="${BENCH_PROFILE_RATE:-5000}"
+DELIVER_EVENTS="${BENCH_DELIVER_EVENTS:-500000}"
+DELIVER_OUTAGE="${BENCH_DELIVER_OUTAGE:-300}"
+DELIVER_RATE="${BENCH_DELIVER_RATE:-2000}"
 cargo build --release --locked --bin tandem >/dev/null
 BIN="$CARGO_TARGET_DIR/release/tandem"
 rm -rf "$WORK"; mkdir -p "$WORK"
@@ -191,8 +198,14 @@ print(f"population of {big['profiles']:,} profiles: " + (f"{pop/60:.1f} min" if 
 PY
 }
 
+deliver_section() {
+echo "== 7. deliver: a backlog of $DELIVER_EVENTS events to a local webhook receiver, then a ${DELIVER_OUTAGE}s outage under $DELIVER_RATE events/s"
+"$BIN" bench deliver --events "$DELIVER_EVENTS" --outage-seconds "$DELIVER_OUTAGE" --arrival-rate "$DELIVER_RATE" --data "$WORK/deliver"
+}
+
 case "$SECTION" in
-  all) collect_section; unify_section;;
+  all) collect_section; unify_section; deliver_section;;
   collect) collect_section;;
   unify) unify_section;;
+  deliver) deliver_section;;
 esac

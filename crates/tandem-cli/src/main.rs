@@ -1,6 +1,7 @@
 //! `tandem`: one binary, one subcommand per job.
 
 mod access_cmd;
+mod bench_deliver;
 mod bench_profile_api;
 mod bench_unify;
 mod deliver_cmd;

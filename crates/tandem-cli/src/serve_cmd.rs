@@ -205,12 +205,16 @@ pub enum BenchCommand {
     Unify(crate::bench_unify::UnifyArgs),
     /// Profile API trait lookups at a fixed rate over HTTP, beside the same loop on /healthz.
     ProfileApi(crate::bench_profile_api::ProfileApiArgs),
+    /// Batched webhook delivery from a log backlog to a local receiver, beside the same requests
+    /// sent directly; then an outage under steady input and the backlog's drain rate.
+    Deliver(crate::bench_deliver::DeliverArgs),
 }
 
 pub fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Unify(args) => return crate::bench_unify::unify(args),
         BenchCommand::ProfileApi(args) => return crate::bench_profile_api::profile_api(args),
+        BenchCommand::Deliver(args) => return crate::bench_deliver::deliver(args),
         BenchCommand::Disk {
             dir,
             record_bytes,

@@ -538,8 +538,11 @@ async fn transformation_shapes_dead_letters_and_can_be_tried_first_and_the_cli_m
     )
     .await;
     assert_eq!(code_status, 200, "{broken}");
-    assert_eq!(broken["compile_error"]["kind"], "syntax", "{broken}");
-    assert_eq!(broken["results"][0]["error"]["kind"], "syntax", "{broken}");
+    assert_eq!(broken["compile_error"]["kind"], "syntax_error", "{broken}");
+    assert_eq!(
+        broken["results"][0]["error"]["kind"], "syntax_error",
+        "{broken}"
+    );
     for (body, problem) in [
         (
             json!({"code": "function transform(e) { return e }", "events": [], "recent": 2}),
