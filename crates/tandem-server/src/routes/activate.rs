@@ -244,6 +244,28 @@ fn patched<T: serde::Serialize>(current: &T, id: &str, patch: &Value) -> ApiResu
     Ok((before, after))
 }
 
+/// The API-managed destination or connection `id` among `definitions`: 404 when absent, 409 when
+/// it is declared in the config file (configuration as code: it changes there).
+fn api_managed<T>(
+    definitions: Vec<(T, ManagedBy)>,
+    id_of: impl Fn(&T) -> &str,
+    kind: &str,
+    workspace: &str,
+    id: &str,
+) -> ApiResult<T> {
+    match definitions
+        .into_iter()
+        .find(|(config, _)| id_of(config) == id)
+    {
+        None => Err(ApiError::not_found(format!("{kind} {workspace}/{id}"))),
+        Some((_, ManagedBy::Config)) => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("{kind} {id} is declared in the config file; change it there"),
+        )),
+        Some((config, _)) => Ok(config),
+    }
+}
+
 async fn patch_destination(
     State(state): State<AppState>,
     auth: Authorized<ManageDestinations>,
@@ -251,20 +273,13 @@ async fn patch_destination(
     Json(patch): Json<Value>,
 ) -> ApiResult<Json<Value>> {
     let activation = activation(&state, &workspace)?;
-    let current = match activation
-        .destinations()?
-        .into_iter()
-        .find(|(config, _)| config.id == id)
-    {
-        None => return Err(ApiError::not_found(format!("destination {workspace}/{id}"))),
-        Some((_, ManagedBy::Config)) => {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!("destination {id} is declared in the config file; change it there"),
-            ))
-        }
-        Some((config, _)) => config,
-    };
+    let current = api_managed(
+        activation.destinations()?,
+        |config| &config.id,
+        "destination",
+        &workspace,
+        &id,
+    )?;
     let (_, after) = patched(&current, &id, &patch)?;
     let config = checked_destination(after)?;
     activation
@@ -331,20 +346,16 @@ async fn delete_destination(
     Path((workspace, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let activation = activation(&state, &workspace)?;
-    let before = match activation
-        .destinations()?
-        .iter()
-        .find(|(config, _)| config.id == id)
-    {
-        None => return Err(ApiError::not_found(format!("destination {workspace}/{id}"))),
-        Some((_, ManagedBy::Config)) => {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!("destination {id} is declared in the config file; change it there"),
-            ))
-        }
-        Some((config, by)) => destination_view(config, *by),
-    };
+    let before = destination_view(
+        &api_managed(
+            activation.destinations()?,
+            |config| &config.id,
+            "destination",
+            &workspace,
+            &id,
+        )?,
+        ManagedBy::Api,
+    );
     if let Some((connection, _)) = activation
         .connections()?
         .iter()
@@ -455,20 +466,13 @@ async fn patch_connection(
     Json(patch): Json<Value>,
 ) -> ApiResult<Json<Value>> {
     let activation = activation(&state, &workspace)?;
-    let current = match activation
-        .connections()?
-        .into_iter()
-        .find(|(config, _)| config.id == id)
-    {
-        None => return Err(ApiError::not_found(format!("connection {workspace}/{id}"))),
-        Some((_, ManagedBy::Config)) => {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!("connection {id} is declared in the config file; change it there"),
-            ))
-        }
-        Some((config, _)) => config,
-    };
+    let current = api_managed(
+        activation.connections()?,
+        |config| &config.id,
+        "connection",
+        &workspace,
+        &id,
+    )?;
     let (before, after) = patched(&current, &id, &patch)?;
     let config = checked_connection(&state, &activation, &workspace, after)?;
     activation
@@ -536,30 +540,24 @@ async fn delete_connection(
     Path((workspace, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let activation = activation(&state, &workspace)?;
-    match activation
-        .connections()?
-        .iter()
-        .find(|(config, _)| config.id == id)
-    {
-        None => Err(ApiError::not_found(format!("connection {workspace}/{id}"))),
-        Some((_, ManagedBy::Config)) => Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("connection {id} is declared in the config file; change it there"),
-        )),
-        Some((config, _)) => {
-            activation.delete_definition("connection", &id).await?;
-            auth.audit(
-                &state,
-                "connection.delete",
-                Some(&workspace),
-                format!("connection {workspace}/{id}"),
-                serde_json::to_value(config).ok(),
-                None,
-            )
-            .await?;
-            Ok(StatusCode::NO_CONTENT)
-        }
-    }
+    let config = api_managed(
+        activation.connections()?,
+        |config| &config.id,
+        "connection",
+        &workspace,
+        &id,
+    )?;
+    activation.delete_definition("connection", &id).await?;
+    auth.audit(
+        &state,
+        "connection.delete",
+        Some(&workspace),
+        format!("connection {workspace}/{id}"),
+        serde_json::to_value(&config).ok(),
+        None,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
