@@ -214,6 +214,15 @@ impl std::fmt::Debug for DestinationType {
 
 /// Parses settings into a type's `#[serde(deny_unknown_fields)]` struct, turning the serde error
 /// into a [`SettingsProblem`] (shared by every destination's `validate` and `build`).
+/// Every problem of a settings object on one line (`field: message; …`), as a build error.
+pub fn describe_problems(problems: &[SettingsProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 pub fn parse_settings<T: serde::de::DeserializeOwned>(
     settings: &serde_json::Value,
 ) -> Result<T, Vec<SettingsProblem>> {

@@ -310,13 +310,8 @@ impl Activation {
     ) -> Result<(Option<Worker>, Arc<Delivery>), String> {
         let kind = crate::registry::find(&destination.kind)
             .ok_or_else(|| format!("unknown destination type `{}`", destination.kind))?;
-        (kind.validate)(&destination.settings).map_err(|problems| {
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        (kind.validate)(&destination.settings)
+            .map_err(|problems| crate::destination::describe_problems(&problems))?;
         let context = BuildContext {
             workspace_id: self.workspace_id.clone(),
             destination_id: destination.id.clone(),

@@ -53,13 +53,8 @@ pub fn build(
     settings: &serde_json::Value,
     context: &BuildContext,
 ) -> Result<Arc<dyn Destination>, String> {
-    let settings = config::parse(settings).map_err(|problems| {
-        problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
+    let settings = config::parse(settings)
+        .map_err(|problems| crate::destination::describe_problems(&problems))?;
     let prefix = settings
         .prefix
         .replace("{workspace}", &context.workspace_id)

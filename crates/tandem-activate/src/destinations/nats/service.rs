@@ -37,13 +37,8 @@ pub fn build(
     settings: &serde_json::Value,
     context: &BuildContext,
 ) -> Result<Arc<dyn Destination>, String> {
-    let settings = config::parse(settings).map_err(|problems| {
-        problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
+    let settings = config::parse(settings)
+        .map_err(|problems| crate::destination::describe_problems(&problems))?;
     Ok(Arc::new(Nats {
         settings,
         workspace_id: context.workspace_id.clone(),

@@ -130,13 +130,8 @@ pub fn build(
 impl Postgres {
     /// A warehouse destination; connects on first use.
     pub fn new(settings: &serde_json::Value, context: &BuildContext) -> Result<Postgres, String> {
-        let settings: PostgresSettings = config::parse(settings).map_err(|problems| {
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        let settings: PostgresSettings = config::parse(settings)
+            .map_err(|problems| crate::destination::describe_problems(&problems))?;
         let manager = Manager::from_config(
             settings.connection()?,
             tokio_postgres::NoTls,
