@@ -48,5 +48,5 @@ mod tests;
 
 pub use error::TransformError;
 pub use limits::TransformLimits;
-pub use test_run::{test_run, test_run_each, test_run_with_limits, TestResult};
+pub use test_run::{test_run, test_run_each, test_run_with_limits, TestResult, TestRun};
 pub use transformer::{TransformContext, Transformer};

@@ -45,15 +45,24 @@ pub fn test_run_with_limits(
 ) -> Vec<TestResult> {
     let events: Vec<(&serde_json::Value, &TransformContext)> =
         events.iter().map(|event| (event, context)).collect();
-    test_run_each(code, &events, limits)
+    test_run_each(code, &events, limits).results
 }
 
-/// [`test_run_with_limits`] with a context per event (recent events of several sources).
+/// A test run of several events: the compilation error, if the code does not compile (then it
+/// is also every event's error), and one result per event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestRun {
+    pub compile_error: Option<TransformError>,
+    pub results: Vec<TestResult>,
+}
+
+/// [`test_run_with_limits`] with a context per event (recent events of several sources), the
+/// code compiled once; the compilation error is reported even when there are no events.
 pub fn test_run_each(
     code: &str,
     events: &[(&serde_json::Value, &TransformContext)],
     limits: TransformLimits,
-) -> Vec<TestResult> {
+) -> TestRun {
     // One runtime is enough for events run one after the other.
     let limits = TransformLimits {
         runtimes_max: 1,
@@ -62,17 +71,20 @@ pub fn test_run_each(
     let transformer = match Transformer::compile(code, limits) {
         Ok(transformer) => transformer,
         Err(error) => {
-            return (0..events.len())
-                .map(|index| TestResult {
-                    index,
-                    output: None,
-                    error: Some(error.clone()),
-                    duration_us: 0,
-                })
-                .collect()
+            return TestRun {
+                results: (0..events.len())
+                    .map(|index| TestResult {
+                        index,
+                        output: None,
+                        error: Some(error.clone()),
+                        duration_us: 0,
+                    })
+                    .collect(),
+                compile_error: Some(error),
+            }
         }
     };
-    events
+    let results = events
         .iter()
         .enumerate()
         .map(|(index, (event, context))| {
@@ -90,5 +102,9 @@ pub fn test_run_each(
                 duration_us,
             }
         })
-        .collect()
+        .collect();
+    TestRun {
+        compile_error: None,
+        results,
+    }
 }

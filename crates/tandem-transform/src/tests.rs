@@ -745,6 +745,42 @@ fn test_run_with_a_compile_error_reports_it_for_every_event() {
 }
 
 #[test]
+fn test_run_each_reports_the_compile_error_even_without_events_and_a_context_per_event() {
+    let broken = crate::test_run_each("function transform(e) {", &[], TransformLimits::default());
+    assert_eq!(broken.results, Vec::new());
+    assert_eq!(broken.compile_error.unwrap().kind(), "syntax_error");
+    let (web, app) = (
+        TransformContext {
+            source_id: Some("web".into()),
+            ..context()
+        },
+        TransformContext {
+            source_id: Some("app".into()),
+            ..context()
+        },
+    );
+    let event = json!({"n": 1});
+    let run = crate::test_run_each(
+        "function transform(e, c) { return { from: c.sourceId }; }",
+        &[(&event, &web), (&event, &app)],
+        TransformLimits::default(),
+    );
+    assert_eq!(run.compile_error, None);
+    let outputs: Vec<_> = run
+        .results
+        .into_iter()
+        .map(|result| result.output)
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            Some(vec![json!({"from": "web"})]),
+            Some(vec![json!({"from": "app"})])
+        ]
+    );
+}
+
+#[test]
 fn a_transformer_serves_many_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Transformer>();

@@ -880,8 +880,7 @@ async fn test_transformation(
         .as_ref()
         .map(|shaper| shaper.destination_type.clone());
     let results = tokio::task::spawn_blocking(move || {
-        use tandem_transform::{TransformContext, TransformLimits, Transformer};
-        let compiled = Transformer::compile(&code, TransformLimits::default()).err();
+        use tandem_transform::{TransformContext, TransformLimits};
         let contexts: Vec<TransformContext> = inputs
             .iter()
             .map(|(source, _)| TransformContext {
@@ -896,7 +895,8 @@ async fn test_transformation(
             .map(|(_, event)| event)
             .zip(contexts.iter())
             .collect();
-        let results = tandem_transform::test_run_each(&code, &runs, TransformLimits::default());
+        let run = tandem_transform::test_run_each(&code, &runs, TransformLimits::default());
+        let results = run.results;
         let summary = json!({
             "events": results.len(),
             "outputs": results.iter().filter_map(|result| result.output.as_ref()).map(Vec::len).sum::<usize>(),
@@ -912,7 +912,7 @@ async fn test_transformation(
                 view
             })
             .collect();
-        json!({ "compile_error": compiled, "summary": summary, "results": results })
+        json!({ "compile_error": run.compile_error, "summary": summary, "results": results })
     })
     .await
     .map_err(ApiError::internal)?;
