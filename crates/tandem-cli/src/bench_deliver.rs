@@ -16,12 +16,15 @@
 //!
 //! Not a test: it asserts nothing; it prints figures side by side with ratios.
 
+use crate::bench_unify::progress;
 use anyhow::{bail, Context};
 use axum::extract::State;
 use axum::http::StatusCode;
 use bytes::Bytes;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +35,7 @@ use tandem_activate::runtime::Activation;
 use tandem_activate::stats::Alerts;
 use tandem_config::{ConnectionConfig, DeliveryConfig, DestinationConfig};
 use tandem_core::{EventEnvelope, EventType};
+use tandem_load::synth::{self, EventKind};
 use tandem_log::{EventLog, FileLog, LogOptions, Record};
 
 /// Records per log append while filling the backlog.
@@ -112,28 +116,25 @@ async fn start_receiver(receiver: Arc<Receiver>) -> anyhow::Result<String> {
     Ok(url)
 }
 
-/// One synthetic track event of about `bytes` bytes of JSON.
-fn event(n: u64, bytes: usize) -> Vec<u8> {
-    let mut event = json!({
-        "type": "track",
-        "event": "Product Viewed",
-        "userId": format!("user-{:06}", n % USERS),
-        "messageId": format!("bench-{n:012}"),
-        "timestamp": "2026-11-23T12:00:00.000Z",
-        "receivedAt": "2026-11-23T12:00:00.010Z",
-        "context": {"library": {"name": "analytics.js", "version": "2.11.1"}, "page": {"path": "/products/42"}},
-        "properties": {"sku": format!("SKU-{}", n % 997), "price": 19.99, "currency": "EUR"},
-    });
-    let so_far = event.to_string().len();
-    if bytes > so_far + 16 {
-        event["properties"]["description"] = Value::String("x".repeat(bytes - so_far - 20));
-    }
-    serde_json::to_vec(&event).expect("a JSON value serializes")
+/// Synthetic track event number `n` of about `bytes` bytes of JSON, as the load generator
+/// makes them (`tandem_load::synth`), with the `receivedAt` collect stamps. Seeded by `n`, so the
+/// reference builds exactly the bodies tandem delivers. Returns the JSON and its messageId.
+fn event(n: u64, bytes: usize) -> (Vec<u8>, String) {
+    let mut rng = StdRng::seed_from_u64(n);
+    let mut event = synth::event(&mut rng, EventKind::Track, n % USERS, bytes);
+    event["receivedAt"] = Value::String("2026-11-23T12:00:00.010Z".to_string());
+    let message_id = event["messageId"]
+        .as_str()
+        .expect("synthetic events carry a messageId")
+        .to_string();
+    (
+        serde_json::to_vec(&event).expect("a JSON value serializes"),
+        message_id,
+    )
 }
 
 fn record(n: u64, bytes: usize) -> Record {
-    let json = event(n, bytes);
-    let message_id = format!("bench-{n:012}");
+    let (json, message_id) = event(n, bytes);
     let payload = EventEnvelope {
         event_type: EventType::Track,
         dedup_key: tandem_core::envelope::dedup_key("bench", &message_id),
@@ -169,21 +170,6 @@ async fn append(log: &Arc<FileLog>, from: u64, to: u64, bytes: usize) -> anyhow:
         next = end;
     }
     Ok(())
-}
-
-fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(what.to_string());
-    bar
 }
 
 async fn wait_until(
@@ -223,7 +209,7 @@ async fn reference(
                 if index > 0 {
                     body.push(b',');
                 }
-                body.extend_from_slice(&event(*n, bytes));
+                body.extend_from_slice(&event(*n, bytes).0);
             }
             body.extend_from_slice(b"]}");
             Bytes::from(body)
@@ -301,7 +287,7 @@ async fn run(args: DeliverArgs) -> anyhow::Result<ExitCode> {
     let url = start_receiver(receiver.clone()).await?;
 
     // 1. Throughput: a backlog of `events`, delivered from the first offset.
-    let filling = bar(args.events, "filling the log", quiet);
+    let filling = progress(args.events, "filling the log", quiet);
     let started = Instant::now();
     append(&log, 0, args.events, args.event_bytes).await?;
     filling.finish_and_clear();
@@ -331,7 +317,7 @@ async fn run(args: DeliverArgs) -> anyhow::Result<ExitCode> {
         ..ConnectionConfig::default()
     };
     let shared_log: Arc<dyn EventLog> = log.clone();
-    let delivering = bar(args.events, "delivering the backlog", quiet);
+    let delivering = progress(args.events, "delivering the backlog", quiet);
     let started = Instant::now();
     let activation = Activation::start(
         "bench",
@@ -395,7 +381,7 @@ async fn run(args: DeliverArgs) -> anyhow::Result<ExitCode> {
                 anyhow::Ok(())
             })
         };
-        let down = bar(args.outage_seconds, "receiver down (s)", quiet);
+        let down = progress(args.outage_seconds, "receiver down (s)", quiet);
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(args.outage_seconds) {
             down.set_position(started.elapsed().as_secs());
@@ -406,7 +392,7 @@ async fn run(args: DeliverArgs) -> anyhow::Result<ExitCode> {
         let refused = receiver.refused.load(Ordering::Relaxed);
         receiver.down.store(false, Ordering::Relaxed);
         let recovered = Instant::now();
-        let draining = bar(backlog, "draining the backlog", quiet);
+        let draining = progress(backlog, "draining the backlog", quiet);
         let mut first_delivery: Option<f64> = None;
         wait_until("draining the backlog", &draining, || {
             let delivered = receiver.events.load(Ordering::Relaxed) - baseline;

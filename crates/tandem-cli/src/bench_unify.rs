@@ -281,7 +281,7 @@ fn population_record(user: u64, time_ms: i64) -> Vec<u8> {
     envelope(EventType::Identify, &message_id, time_ms, json.as_bytes())
 }
 
-fn progress(total: u64, what: &str, quiet: bool) -> ProgressBar {
+pub(crate) fn progress(total: u64, what: &str, quiet: bool) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

@@ -589,34 +589,13 @@ async fn transformation_shapes_dead_letters_and_can_be_tried_first_and_the_cli_m
         "--connection",
         "to-hook",
     ];
-    let listed = run_cli(&[&["dlq", "list"][..], &api[..]].concat());
-    assert!(
-        listed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listed.stderr)
-    );
-    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let listed = run_cli_json(&[&["dlq", "list"][..], &api[..]].concat());
     assert_eq!(listed["entries"][0]["message_id"], "t-5", "{listed}");
-    let discarded = run_cli(&[&["dlq", "discard", "--all"][..], &api[..]].concat());
-    assert!(
-        discarded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&discarded.stderr)
-    );
-    let discarded: Value = serde_json::from_slice(&discarded.stdout).unwrap();
+    let discarded = run_cli_json(&[&["dlq", "discard", "--all"][..], &api[..]].concat());
     assert_eq!(discarded["discarded"], 1, "{discarded}");
-    let missing = run_cli(&[
-        "dlq",
-        "list",
-        "--url",
-        url.as_str(),
-        "--token",
-        ADMIN_TOKEN,
-        "--workspace",
-        "demo",
-        "--connection",
-        "nope",
-    ]);
+    let mut unknown_connection = api;
+    unknown_connection[unknown_connection.len() - 1] = "nope";
+    let missing = run_cli(&[&["dlq", "list"][..], &unknown_connection[..]].concat());
     assert_eq!(
         missing.status.code(),
         Some(1),
@@ -631,7 +610,7 @@ async fn transformation_shapes_dead_letters_and_can_be_tried_first_and_the_cli_m
         .lock()
         .get("t-7")
         .map_or(0, Vec::len);
-    let backfill = run_cli(
+    let job = run_cli_json(
         &[
             &[
                 "backfill",
@@ -645,12 +624,6 @@ async fn transformation_shapes_dead_letters_and_can_be_tried_first_and_the_cli_m
         ]
         .concat(),
     );
-    assert!(
-        backfill.status.success(),
-        "{}",
-        String::from_utf8_lossy(&backfill.stderr)
-    );
-    let job: Value = serde_json::from_slice(&backfill.stdout).unwrap();
     assert_eq!(job["state"], "done", "followed to the end: {job}");
     assert_eq!(
         job["sent"], 29,

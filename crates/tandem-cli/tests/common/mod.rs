@@ -204,6 +204,32 @@ pub fn run_cli(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs the CLI, asserts it succeeded (showing its stderr if not) and returns its stdout.
+#[allow(dead_code)] // not every test binary runs the CLI
+pub fn run_cli_ok(args: &[&str]) -> Vec<u8> {
+    let output = run_cli(args);
+    assert!(
+        output.status.success(),
+        "tandem {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// Runs the CLI, asserts it succeeded and parses its stdout as JSON.
+#[allow(dead_code)] // not every test binary runs the CLI
+pub fn run_cli_json(args: &[&str]) -> serde_json::Value {
+    let stdout = run_cli_ok(args);
+    serde_json::from_slice(&stdout).unwrap_or_else(|error| {
+        panic!(
+            "tandem {}: stdout is not JSON ({error}): {}",
+            args.join(" "),
+            String::from_utf8_lossy(&stdout)
+        )
+    })
+}
+
 pub fn config_text(port: u16, data: &Path, extra: &str) -> String {
     format!(
         r#"[server]
