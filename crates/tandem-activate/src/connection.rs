@@ -328,7 +328,15 @@ impl Connection {
     /// The outbound events of one log record: filtered, mapped and transformed. `Ok(vec![])`
     /// when filtered or dropped; `Err` = the transformation failed (→ DLQ with the message).
     pub fn outbound(&self, record: &RecordView<'_>) -> Result<Vec<OutboundEvent>, String> {
-        let outputs = self.shape(record.event, record.source_id)?;
+        // Without mappings or a transformation the event goes out as it was logged: shared.
+        let outputs: Vec<Arc<Value>> = if self.mappings.is_empty() && self.transform.is_none() {
+            vec![record.event.clone()]
+        } else {
+            self.shape(record.event, record.source_id)?
+                .into_iter()
+                .map(Arc::new)
+                .collect()
+        };
         let message_id = record
             .event
             .get("messageId")
@@ -349,7 +357,9 @@ impl Connection {
                     _ if fanned_out && index > 0 => format!("{message_id}-{index}"),
                     _ => message_id.to_string(),
                 };
-                event["messageId"] = Value::String(message_id.clone());
+                if event.get("messageId").and_then(Value::as_str) != Some(message_id.as_str()) {
+                    Arc::make_mut(&mut event)["messageId"] = Value::String(message_id.clone());
+                }
                 OutboundEvent {
                     offset: record.offset,
                     user_key: user_key(&event),
@@ -371,7 +381,7 @@ pub struct RecordView<'a> {
     pub received_at_ms: i64,
     pub event_type: EventType,
     pub source_id: &'a str,
-    pub event: &'a Value,
+    pub event: &'a Arc<Value>,
 }
 
 /// `userId`, else `anonymousId` (strings or numbers), else empty: the ordering lane key.
@@ -405,7 +415,7 @@ mod tests {
         Connection::compile("ws", &config, &destination(), None).unwrap()
     }
 
-    fn record(event: &Value) -> RecordView<'_> {
+    fn record(event: &Arc<Value>) -> RecordView<'_> {
         RecordView {
             offset: 3,
             received_at_ms: 10,
@@ -587,18 +597,18 @@ mod tests {
         let connection =
             Connection::compile("ws", &config, &destination(), Some(fan_out_compiler)).unwrap();
         let event = json!({"event": "Viewed", "messageId": "m1", "anonymousId": "a1"});
-        let out = connection.outbound(&record(&event)).unwrap();
+        let out = connection.outbound(&record(&Arc::new(event))).unwrap();
         let ids: Vec<_> = out.iter().map(|event| event.message_id.as_str()).collect();
         assert_eq!(ids, ["m1", "m1-1"]);
         assert_eq!(out[1].event["messageId"], "m1-1");
         assert_eq!(out[0].user_key, "a1");
         assert_eq!(out[0].offset, 3);
         assert!(connection
-            .outbound(&record(&json!({"event": "Drop"})))
+            .outbound(&record(&Arc::new(json!({"event": "Drop"}))))
             .unwrap()
             .is_empty());
         assert_eq!(
-            connection.outbound(&record(&json!({"event": "Boom"}))),
+            connection.outbound(&record(&Arc::new(json!({"event": "Boom"})))),
             Err("boom".to_string())
         );
     }

@@ -26,8 +26,9 @@ pub struct OutboundEvent {
     pub received_at_ms: i64,
     /// `userId`, else `anonymousId`: the key of the ordering lane.
     pub user_key: String,
-    /// The Segment-shaped JSON object to send.
-    pub event: serde_json::Value,
+    /// The Segment-shaped JSON object to send. Shared, not copied: retries and bisection clone
+    /// the event for every attempt, and an unmapped event is the log record's parsed JSON itself.
+    pub event: std::sync::Arc<serde_json::Value>,
 }
 
 /// What happened to one event or one batch.

@@ -620,17 +620,17 @@ async fn replay_chunk(delivery: &Delivery, entries: &[DlqEntry], progress: &JobP
     for (position, entry) in entries.iter().enumerate() {
         progress.scanned.fetch_add(1, Ordering::Relaxed);
         let event_type = EventType::parse(&entry.event_type).unwrap_or(EventType::Track);
+        let original = Arc::new(entry.original.clone());
         let view = RecordView {
             offset: entry.offset,
             received_at_ms: entry.received_at_ms,
             event_type,
             source_id: &entry.source_id,
-            event: &entry.original,
+            event: &original,
         };
         match delivery.connection.outbound(&view) {
             Ok(events) if events.is_empty() => removals.push((entry.offset, entry.index)),
             Ok(events) => {
-                let original = Arc::new(entry.original.clone());
                 for event in events {
                     items.push(Item {
                         event,

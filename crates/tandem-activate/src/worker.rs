@@ -565,6 +565,8 @@ pub async fn prepare(
         return Ok(Vec::new());
     }
     let bytes = envelope.json.len();
+    // Shared by the outbound event (when unmapped) and the dead letter, if it comes to that.
+    let original = Arc::new(original);
     let view = RecordView {
         offset,
         received_at_ms,
@@ -572,7 +574,6 @@ pub async fn prepare(
         source_id: envelope.source_id,
         event: &original,
     };
-    let original = Arc::new(original.clone());
     match connection.outbound(&view) {
         Ok(events) if events.is_empty() => {
             delivery.stats.count(Counted::DroppedByTransform, 1);
@@ -602,7 +603,7 @@ pub async fn prepare(
                 source_id: envelope.source_id.to_string(),
                 received_at_ms,
                 user_key: crate::connection::user_key(&original),
-                event: serde_json::Value::Null,
+                event: Arc::new(serde_json::Value::Null),
             };
             delivery
                 .bury(vec![(

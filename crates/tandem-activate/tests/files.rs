@@ -36,7 +36,8 @@ fn event(offset: u64, event_type: EventType, user: &str, received_at_ms: i64) ->
             "timestamp": "2024-03-05T11:59:00.000Z",
             "traits": {"email": format!("{user}@example.com")},
             "properties": {"offset": offset}
-        }),
+        })
+        .into(),
     }
 }
 
@@ -117,7 +118,7 @@ async fn json_lines_are_partitioned_by_type_and_day_and_redelivery_overwrites() 
     assert!(names.iter().all(|name| name.ends_with(".jsonl")));
     assert_eq!(
         jsonl_events(&root.join(&files[1])),
-        vec![batch[0].event.clone(), batch[2].event.clone()]
+        vec![(*batch[0].event).clone(), (*batch[2].event).clone()]
     );
 
     // The same batch again (a redelivery after a crash): the same objects, overwritten.
@@ -169,7 +170,7 @@ async fn parquet_is_written_with_fixed_columns_and_the_event() {
     assert_eq!(rows[0].received_at_ms, MARCH_5_NOON_MS);
     assert_eq!(rows[0].source_id, "web");
     let full: Value = serde_json::from_str(&rows[0].event_json).unwrap();
-    assert_eq!(full, batch[0].event);
+    assert_eq!(full, *batch[0].event);
     assert_eq!(rows[1].user_id.as_deref(), Some("bob"));
 
     // The columns and their types, as any Parquet reader sees them.

@@ -103,7 +103,8 @@ fn event(offset: u64, event_type: EventType, name: &str) -> OutboundEvent {
         received_at_ms: 1_709_640_000_000,
         user_key: "ada".into(),
         event: json!({"type": event_type.as_str(), "messageId": message_id, "userId": "ada",
-            "event": name, "properties": {"offset": offset}}),
+            "event": name, "properties": {"offset": offset}})
+        .into(),
     }
 }
 
@@ -164,17 +165,17 @@ async fn events_are_published_with_subject_body_and_id_and_redeliveries_deduplic
         (
             "tandem.ws1.track.Order_Completed".into(),
             "msg-1".into(),
-            batch[0].event.clone(),
+            (*batch[0].event).clone(),
         ),
         (
             "tandem.ws1.identify.identify".into(),
             "msg-2".into(),
-            batch[1].event.clone(),
+            (*batch[1].event).clone(),
         ),
         (
             "tandem.ws1.track.Signed_Up".into(),
             "msg-3".into(),
-            batch[2].event.clone(),
+            (*batch[2].event).clone(),
         ),
     ];
     assert_eq!(stored(&server.url(), "TANDEM").await, expected);

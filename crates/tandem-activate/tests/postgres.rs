@@ -37,7 +37,7 @@ fn event(json: Value) -> OutboundEvent {
         user_key: text("userId")
             .or_else(|| text("anonymousId"))
             .unwrap_or_default(),
-        event: json,
+        event: json.into(),
     }
 }
 
@@ -480,7 +480,7 @@ async fn users_hold_the_latest_traits() {
     // A replay of the oldest identify must not bring the old plan back.
     let mut replayed = early;
     replayed.message_id = "m1-replayed".into();
-    replayed.event["messageId"] = json!("m1-replayed");
+    std::sync::Arc::make_mut(&mut replayed.event)["messageId"] = json!("m1-replayed");
     assert_eq!(
         send(&destination, &[replayed]).await,
         BatchOutcome::All(Outcome::Delivered)

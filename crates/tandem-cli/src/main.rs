@@ -12,6 +12,12 @@ mod serve_cmd;
 mod tail_cmd;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc rather than the system allocator: the event paths allocate and free many small
+/// JSON values per event, and glibc's malloc spent ~40% of the delivery benchmark's CPU in
+/// `_int_malloc`/`free`/`malloc_consolidate` (ARCHITECTURE.md, "Decisions").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

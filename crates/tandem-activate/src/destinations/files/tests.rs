@@ -32,7 +32,8 @@ fn event(offset: u64, event_type: EventType, user: &str, received_at_ms: i64) ->
             "event": "Order Completed",
             "timestamp": "2024-03-05T11:59:58.500Z",
             "properties": {"total": 12.5}
-        }),
+        })
+        .into(),
     }
 }
 
@@ -104,7 +105,10 @@ fn objects_are_split_by_type_and_day_and_named_by_content() {
         .filter(|line| !line.is_empty())
         .map(|line| serde_json::from_slice(line).unwrap())
         .collect();
-    assert_eq!(lines, vec![batch[0].event.clone(), batch[3].event.clone()]);
+    assert_eq!(
+        lines,
+        vec![(*batch[0].event).clone(), (*batch[3].event).clone()]
+    );
 
     let again = plan_objects(&batch, "ws1", FileFormat::Jsonl).unwrap();
     assert_eq!(again, objects, "same batch, same objects");
@@ -126,7 +130,8 @@ fn days_are_utc() {
 fn parquet_rows_round_trip() {
     let mut anonymous = event(2, EventType::Page, "", MARCH_5_NOON_MS);
     anonymous.event =
-        json!({"type": "page", "anonymousId": "a-9", "name": "Home", "timestamp": "garbage"});
+        json!({"type": "page", "anonymousId": "a-9", "name": "Home", "timestamp": "garbage"})
+            .into();
     let rows = vec![
         FileRow::of(&event(1, EventType::Track, "u1", MARCH_5_NOON_MS)),
         FileRow::of(&anonymous),

@@ -17,7 +17,7 @@ fn event(event_type: EventType, body: serde_json::Value) -> OutboundEvent {
         source_id: "web.app".into(),
         received_at_ms: 0,
         user_key: "u1".into(),
-        event: body,
+        event: body.into(),
     }
 }
 

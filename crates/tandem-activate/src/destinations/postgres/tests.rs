@@ -21,7 +21,7 @@ fn outbound(event_type: EventType, event: Value) -> OutboundEvent {
         source_id: "web".into(),
         received_at_ms: 1_714_557_600_000,
         user_key: "u1".into(),
-        event,
+        event: event.into(),
     }
 }
 

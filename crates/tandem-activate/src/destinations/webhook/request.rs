@@ -40,10 +40,7 @@ pub fn build_requests(
     let mut start = 0;
     while start < batch.len() {
         let end = (start + per_request).min(batch.len());
-        let events: Vec<&serde_json::Value> =
-            batch[start..end].iter().map(|event| &event.event).collect();
-        let body = serde_json::to_vec(&serde_json::json!({ "batch": events }))
-            .expect("JSON values serialize");
+        let body = batch_body(&batch[start..end]);
         requests.push(WebhookRequest {
             body,
             events: start..end,
@@ -52,6 +49,20 @@ pub fn build_requests(
         start = end;
     }
     requests
+}
+
+/// `{"batch": [...]}`, serialized straight from the events (no intermediate JSON value).
+fn batch_body(events: &[OutboundEvent]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64 + events.len() * 512);
+    body.extend_from_slice(b"{\"batch\":[");
+    for (index, event) in events.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        serde_json::to_writer(&mut body, &event.event).expect("JSON values serialize");
+    }
+    body.extend_from_slice(b"]}");
+    body
 }
 
 /// The idempotency key of a batched request: the messageId of a lone event, else a SHA-256 of

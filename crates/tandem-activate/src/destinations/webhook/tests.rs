@@ -17,7 +17,7 @@ fn event(message_id: &str) -> OutboundEvent {
         source_id: "web".into(),
         received_at_ms: 0,
         user_key: "u1".into(),
-        event: json!({"type": "track", "messageId": message_id}),
+        event: json!({"type": "track", "messageId": message_id}).into(),
     }
 }
 
