@@ -112,6 +112,20 @@ impl CompiledPlan {
         self.config.mode
     }
 
+    /// Whether events of `event_type` can violate this plan at all: when not, the collect path
+    /// does not even parse them.
+    pub fn governs(&self, event_type: EventType) -> bool {
+        match event_type {
+            EventType::Track => {
+                !self.events.is_empty()
+                    || self.config.unplanned_events == UnplannedEvents::Violation
+            }
+            EventType::Identify => self.identify_traits.is_some(),
+            EventType::Group => self.group_traits.is_some(),
+            _ => false,
+        }
+    }
+
     /// The violations of `event` (a stored Segment event of type `event_type`), at most
     /// `TRACKING_PLAN_VIOLATIONS_PER_EVENT_MAX`. Page, screen and alias calls are not planned.
     pub fn check(&self, event_type: EventType, event: &Value) -> Vec<Violation> {
