@@ -553,12 +553,14 @@ async fn a_marketer_releases_but_cannot_force_or_change_plans() {
     );
 }
 
+const CURRENCIES: [&str; 2] = ["EUR", "USD"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infer_builds_a_draft_from_sent_events() {
     let server = TestServer::start("");
     let mut batch = Vec::new();
     for index in 0..12 {
-        let mut properties = json!({"order_id": format!("o{index}"), "total": index, "currency": ["EUR", "USD"][index % 2]});
+        let mut properties = json!({"order_id": format!("o{index}"), "total": index, "currency": CURRENCIES[index % 2]});
         if index % 3 == 0 {
             properties["coupon"] = json!(if index % 2 == 0 {
                 json!("SAVE")

@@ -210,3 +210,84 @@ pub(crate) fn check_tracking_plans(
             .map(|(index, plan)| (format!("{workspace_path}.tracking_plans[{index}]"), plan)),
     ));
 }
+
+#[cfg(test)]
+mod tests {
+    const WORKSPACE: &str = r#"
+[[workspaces]]
+id = "demo"
+name = "Demo"
+
+[[workspaces.sources]]
+id = "web"
+name = "Website"
+owner = "web-team@example.test"
+write_key = "test-write-key-0123456789"
+"#;
+
+    fn problems(plans: &str) -> Vec<String> {
+        let text = format!("{WORKSPACE}{plans}");
+        match crate::parse(&text, "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(error) => error.problems().iter().map(|problem| problem.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_plan_in_toml_reads_as_json_schemas() {
+        let text = format!(
+            "{WORKSPACE}{}",
+            r#"
+[[workspaces.tracking_plans]]
+id = "orders"
+name = "Orders"
+mode = "quarantine"
+unplanned_events = "violation"
+[workspaces.tracking_plans.events."Order Completed"]
+type = "object"
+required = ["total"]
+properties.total = { type = "number", minimum = 0 }
+"#
+        );
+        let config = crate::parse(&text, "t.toml").unwrap();
+        let plan = &config.workspaces[0].tracking_plans[0];
+        assert_eq!(plan.mode, super::PlanMode::Quarantine);
+        assert_eq!(plan.unplanned_events, super::UnplannedEvents::Violation);
+        assert_eq!(
+            plan.events["Order Completed"],
+            serde_json::json!({"type": "object", "required": ["total"], "properties": {"total": {"type": "number", "minimum": 0}}})
+        );
+        // And back: the file form round-trips.
+        assert_eq!(crate::parse(&crate::to_toml(&config), "t.toml").unwrap(), config);
+    }
+
+    #[test]
+    fn plan_problems_are_reported_with_their_lines() {
+        let found = problems(
+            r#"
+[[workspaces.tracking_plans]]
+id = "Bad Id"
+name = "A"
+sources = ["nope"]
+events = { "Signed Up" = "not a schema" }
+
+[[workspaces.tracking_plans]]
+id = "b"
+name = "B"
+
+[[workspaces.tracking_plans]]
+id = "c"
+name = "C"
+"#,
+        );
+        let joined = found.join("\n");
+        assert!(joined.contains("tracking_plans[0].id"), "{joined}");
+        assert!(joined.contains("no source `nope`"), "{joined}");
+        assert!(joined.contains("events.Signed Up: a JSON Schema must be an object"), "{joined}");
+        assert!(joined.contains("tracking_plans[2].sources: plan `b` already applies to the whole workspace"), "{joined}");
+        assert!(found.iter().all(|problem| problem.chars().next().is_some_and(|c| c.is_ascii_digit())), "every problem has a line: {joined}");
+        assert_eq!(problems("\n[[workspaces.tracking_plans]]\nid = \"d\"\nname = \"D\"\nmode = \"sometimes\"\n").len(), 1);
+        // A draft overlaps nothing.
+        assert!(problems("\n[[workspaces.tracking_plans]]\nid = \"e\"\nname = \"E\"\n\n[[workspaces.tracking_plans]]\nid = \"f\"\nname = \"F\"\ndraft = true\n").is_empty());
+    }
+}

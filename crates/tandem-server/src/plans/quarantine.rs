@@ -113,6 +113,7 @@ pub struct PendingEntry {
     #[serde(rename = "type")]
     pub event_type: EventType,
     pub event: String,
+    #[serde(rename = "messageId")]
     pub message_id: String,
     pub received_at_ms: i64,
     pub plan: String,
