@@ -229,7 +229,11 @@ write_key = "test-write-key-0123456789"
         let text = format!("{WORKSPACE}{plans}");
         match crate::parse(&text, "t.toml") {
             Ok(_) => Vec::new(),
-            Err(error) => error.problems().iter().map(|problem| problem.to_string()).collect(),
+            Err(error) => error
+                .problems()
+                .iter()
+                .map(|problem| problem.to_string())
+                .collect(),
         }
     }
 
@@ -258,7 +262,10 @@ properties.total = { type = "number", minimum = 0 }
             serde_json::json!({"type": "object", "required": ["total"], "properties": {"total": {"type": "number", "minimum": 0}}})
         );
         // And back: the file form round-trips.
-        assert_eq!(crate::parse(&crate::to_toml(&config), "t.toml").unwrap(), config);
+        assert_eq!(
+            crate::parse(&crate::to_toml(&config), "t.toml").unwrap(),
+            config
+        );
     }
 
     #[test]
@@ -283,10 +290,29 @@ name = "C"
         let joined = found.join("\n");
         assert!(joined.contains("tracking_plans[0].id"), "{joined}");
         assert!(joined.contains("no source `nope`"), "{joined}");
-        assert!(joined.contains("events.Signed Up: a JSON Schema must be an object"), "{joined}");
-        assert!(joined.contains("tracking_plans[2].sources: plan `b` already applies to the whole workspace"), "{joined}");
-        assert!(found.iter().all(|problem| problem.chars().next().is_some_and(|c| c.is_ascii_digit())), "every problem has a line: {joined}");
-        assert_eq!(problems("\n[[workspaces.tracking_plans]]\nid = \"d\"\nname = \"D\"\nmode = \"sometimes\"\n").len(), 1);
+        assert!(
+            joined.contains("events.Signed Up: a JSON Schema must be an object"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(
+                "tracking_plans[2].sources: plan `b` already applies to the whole workspace"
+            ),
+            "{joined}"
+        );
+        assert!(
+            found
+                .iter()
+                .all(|problem| problem.chars().next().is_some_and(|c| c.is_ascii_digit())),
+            "every problem has a line: {joined}"
+        );
+        assert_eq!(
+            problems(
+                "\n[[workspaces.tracking_plans]]\nid = \"d\"\nname = \"D\"\nmode = \"sometimes\"\n"
+            )
+            .len(),
+            1
+        );
         // A draft overlaps nothing.
         assert!(problems("\n[[workspaces.tracking_plans]]\nid = \"e\"\nname = \"E\"\n\n[[workspaces.tracking_plans]]\nid = \"f\"\nname = \"F\"\ndraft = true\n").is_empty());
     }

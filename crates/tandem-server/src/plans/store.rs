@@ -19,14 +19,15 @@ const TOTALS: TableDefinition<&str, &[u8]> = TableDefinition::new("plan_totals")
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Boxed: redb's error is large, and every store call returns this.
     #[error("tracking plan store: {0}")]
-    Redb(#[from] redb::Error),
+    Redb(Box<redb::Error>),
     #[error("tracking plan store: bad JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
 
 fn redb_error(error: impl Into<redb::Error>) -> StoreError {
-    StoreError::Redb(error.into())
+    StoreError::Redb(Box::new(error.into()))
 }
 
 /// An API-managed plan with its version and who made it.

@@ -7,13 +7,13 @@
 //! 3. The write key (Basic username, else `writeKey` in the body) is resolved to a source;
 //!    unknown or disabled keys answer 401 and are counted per key (shadow IT).
 //! 4. Each event is validated and enriched; an invalid event is rejected alone.
-//! 5. Each accepted event is checked against the dedup index; duplicates are acknowledged, not stored.
-//! 5b. When a tracking plan governs the source (`crate::plans`), each event is checked against
+//! 5. When a tracking plan governs the source (`crate::plans`), each event is checked against
 //!    it: allowed and flagged events go on (flagged ones with `context.violations`), quarantined
 //!    ones go to the workspace's quarantine log, blocked ones are dropped; all are counted.
-//! 6. The new events are appended to the workspace log as one group (the quarantined ones to the
+//! 6. Each event to store is checked against the dedup index; duplicates are acknowledged, not stored.
+//! 7. The new events are appended to the workspace log as one group (the quarantined ones to the
 //!    quarantine log); the answer waits for fsync.
-//! 7. 200 `{"success":true}` (with `tracking_plan: {quarantined, blocked}` naming the events a plan
+//! 8. 200 `{"success":true}` (with `tracking_plan: {quarantined, blocked}` naming the events a plan
 //!    held or dropped, when any) — or 400 naming each rejected event, the others being stored.
 
 use crate::catalog::{KeyLookup, RequestOrigin, SourceEntry};
