@@ -7,6 +7,7 @@ mod bench_unify;
 mod deliver_cmd;
 mod import_cmd;
 mod log_cmd;
+mod plans_cmd;
 mod rebuild_cmd;
 mod serve_cmd;
 mod tail_cmd;
@@ -64,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         command: deliver_cmd::BackfillCommand,
     },
+    /// Tracking plans, their violations, inference and the quarantine (over the management API).
+    Plans {
+        #[command(subcommand)]
+        command: plans_cmd::PlansCommand,
+    },
     /// Users who log in (over the management API of a running server).
     Users {
         #[command(subcommand)]
@@ -99,6 +105,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail_cmd::tail(args),
         Command::Dlq { command } => deliver_cmd::dlq(command),
         Command::Backfill { command } => deliver_cmd::backfill(command),
+        Command::Plans { command } => plans_cmd::plans(command),
         Command::Users { command } => access_cmd::users(command),
         Command::Tokens { command } => access_cmd::tokens(command),
         Command::Audit { command } => access_cmd::audit(command),

@@ -16,11 +16,15 @@
 mod env;
 mod error;
 mod locate;
+mod plans;
 mod schema;
 mod validate;
 
 pub use env::{apply_env_and_overrides, Overrides, ENV_VARS};
 pub use error::{ConfigProblem, LoadError};
+pub use plans::{
+    plan_overlaps, tracking_plan_problems, PlanMode, TrackingPlanConfig, UnplannedEvents,
+};
 pub use schema::{
     AdminConfig, CollectConfig, ComputedTraitConfig, Config, ConnectionConfig, DeliveryConfig,
     DestinationConfig, IdentifierConfig, IdentityConfig, LogConfig, MappingConfig,
@@ -138,6 +142,7 @@ pub fn demo_with_write_key(write_key: &str) -> Config {
         computed_traits: Vec::new(),
         destinations: Vec::new(),
         connections: Vec::new(),
+        tracking_plans: Vec::new(),
         policies: Default::default(),
     };
     Config {

@@ -189,6 +189,10 @@ pub struct WorkspaceConfig {
     /// `[[workspaces.connections]]`: which sources' events go to which destination, and how.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub connections: Vec<ConnectionConfig>,
+    /// `[[workspaces.tracking_plans]]`: JSON Schemas of the events of the workspace or of some
+    /// sources, and what happens to an event that breaks them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tracking_plans: Vec<crate::plans::TrackingPlanConfig>,
     /// `[workspaces.policies]`: overrides of overridable organization policies.
     pub policies: std::collections::BTreeMap<String, toml::Value>,
 }

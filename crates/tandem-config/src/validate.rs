@@ -239,6 +239,7 @@ fn check_workspaces(workspaces: &[WorkspaceConfig], problems: &mut Vec<ConfigPro
         check_computed_traits(&workspace.computed_traits, &path, problems);
         check_destinations(&workspace.destinations, &path, problems);
         check_connections(workspace, &path, problems);
+        crate::plans::check_tracking_plans(workspace, &path, problems);
     }
 }
 

@@ -130,6 +130,37 @@ pub const TRANSFORM_TEST_RECENT_DEFAULT: usize = 10;
 /// recent events that pass the connection's filters: bounds the work of one request when the
 /// filters match little (fewer events than asked are returned then).
 pub const TRANSFORM_TEST_SCAN_RECORDS_MAX: usize = 20_000;
+/// Most tracking plans one workspace may have (every collect request of a governed source finds
+/// its plan in a map built from them; each API change rebuilds it).
+pub const TRACKING_PLANS_PER_WORKSPACE_MAX: usize = 100;
+/// Most event schemas one plan may hold (each is compiled once per plan version and kept).
+pub const TRACKING_PLAN_EVENTS_MAX: usize = 2_000;
+/// Most violations recorded for one event (a schema can fail an event in many places; the
+/// counters and `context.violations` keep the first ones).
+pub const TRACKING_PLAN_VIOLATIONS_PER_EVENT_MAX: usize = 20;
+/// Violation counters (plan, event, field, source) one workspace keeps; past it, new
+/// combinations are counted only in `/metrics`, so random field names cannot grow memory.
+pub const TRACKING_PLAN_VIOLATION_COUNTERS_MAX: usize = 10_000;
+/// Recent samples (messageId, message, time) kept per violation counter.
+pub const TRACKING_PLAN_VIOLATION_SAMPLES: usize = 5;
+/// Most events `tracking-plans/infer` reads (each is parsed and its properties kept in memory
+/// for the request).
+pub const TRACKING_PLAN_INFER_EVENTS_MAX: usize = 10_000;
+/// Most log records inference reads backwards looking for the source's events.
+pub const TRACKING_PLAN_INFER_SCAN_RECORDS_MAX: usize = 100_000;
+/// A string property gets an inferred `enum` when it took at most this many distinct values (and
+/// repeated them): a small closed set, like a currency or a plan tier.
+pub const TRACKING_PLAN_INFER_ENUM_VALUES_MAX: usize = 10;
+/// Events waiting in one workspace's quarantine (an index entry of ~200 B each is kept in
+/// memory); past it, quarantined events are refused with 503 + Retry-After until some are
+/// released or discarded.
+pub const QUARANTINE_PENDING_EVENTS_MAX: usize = 100_000;
+/// Quarantined events listed per page by default, and at most.
+pub const QUARANTINE_LISTED_DEFAULT: usize = 50;
+pub const QUARANTINE_LISTED_MAX: usize = 1000;
+/// Most quarantined events one release or discard request handles (it reads each one back from
+/// the quarantine log and appends them to the workspace log as one group).
+pub const QUARANTINE_RELEASE_EVENTS_MAX: usize = 10_000;
 /// Most bytes of a transformation's source code.
 pub const TRANSFORM_CODE_BYTES_MAX: usize = 256 * 1024;
 // ---- Warehouse destination (PostgreSQL)

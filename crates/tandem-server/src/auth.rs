@@ -176,6 +176,18 @@ permissions! {
     ManageDestinations => [OrgAdmin, WorkspaceAdmin, Marketer],
     /// Replay and discard dead letters, start backfills.
     ManageDeliveries => [OrgAdmin, WorkspaceAdmin, Marketer],
+    /// List tracking plans, their schemas and violation counters (field names and samples'
+    /// messages, no event payloads): everyone who reads the catalog.
+    ReadTrackingPlans => [OrgAdmin, WorkspaceAdmin, Marketer, PrivacyOfficer, Analyst, Viewer],
+    /// Create, change and delete tracking plans, infer drafts, and force the release of
+    /// quarantined events that still violate: IT sets the guardrails.
+    ManageTrackingPlans => [OrgAdmin, WorkspaceAdmin],
+    /// Read quarantined events with their payloads (personal data, as dead letters are).
+    ReadQuarantine => [OrgAdmin, WorkspaceAdmin, Marketer],
+    /// Release quarantined events (re-validated against the current plan) and discard them.
+    /// Marketers hold it: they own the sources whose data they fix, and a release lets through
+    /// only what IT's plan now accepts — forcing past the plan needs ManageTrackingPlans.
+    ReleaseQuarantine => [OrgAdmin, WorkspaceAdmin, Marketer],
 }
 
 /// Where a credential may act.

@@ -23,6 +23,11 @@ pub fn spawn(state: AppState) {
         if let Err(error) = state.catalog.flush() {
             tracing::warn!(%error, "catalog activity flush failed");
         }
+        for workspace in state.workspaces.values() {
+            if let Err(error) = workspace.plans.flush() {
+                tracing::warn!(workspace = %workspace.id, %error, "tracking plan counters flush failed");
+            }
+        }
     });
     every(state.clone(), MAINTENANCE_INTERVAL, maintain);
     every(state, SIDECAR_INTERVAL, |state| {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod background;
 pub mod catalog;
 pub mod error;
+pub mod plans;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
@@ -91,6 +92,10 @@ fn finish(state: &AppState) {
         tracing::warn!(%error, "final catalog flush failed");
     }
     for workspace in state.workspaces.values() {
+        if let Err(error) = workspace.plans.flush() {
+            tracing::warn!(workspace = %workspace.id, %error, "final tracking plan counters flush failed");
+        }
+        workspace.plans.quarantine_log.close();
         workspace.file_log.close();
     }
 }
@@ -133,7 +138,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
     for workspace in &config.workspaces {
         let options = log_options(&config, &workspace.id, options.persist);
         let (file_log, recovery) =
-            FileLog::open(&data_dir.join("logs").join(&workspace.id), options)
+            FileLog::open(&data_dir.join("logs").join(&workspace.id), options.clone())
                 .with_context(|| format!("opening the log of workspace {}", workspace.id))?;
         if recovery.truncated_bytes > 0 {
             tracing::warn!(workspace = %workspace.id, bytes = recovery.truncated_bytes, reason = ?recovery.truncation_reason, "log tail truncated at recovery");
@@ -160,6 +165,11 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
         .map_err(|error| {
             anyhow::anyhow!("starting delivery of workspace {}: {error}", workspace.id)
         })?;
+        let plans = Arc::new(
+            plans::WorkspacePlans::open(&data_dir, workspace, options.clone()).with_context(
+                || format!("opening the tracking plans of workspace {}", workspace.id),
+            )?,
+        );
         workspaces.insert(
             workspace.id.clone(),
             Workspace {
@@ -170,6 +180,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
                 dedup_salt,
                 unify,
                 activation,
+                plans,
             },
         );
     }

@@ -27,6 +27,8 @@ pub struct Workspace {
     pub unify: Arc<crate::unify::Unify>,
     /// Destinations, connections and their delivery workers (consumers of `log`).
     pub activation: Arc<tandem_activate::runtime::Activation>,
+    /// Tracking plans, their violation counters and the quarantine (`crate::plans`).
+    pub plans: Arc<crate::plans::WorkspacePlans>,
 }
 
 /// An event as the live debugger shows it: accepted (with its offset) or rejected (with why).

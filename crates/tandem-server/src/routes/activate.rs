@@ -225,7 +225,11 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// The API-managed definition `id` of `kind` patched with `patch` (its `id` may not change).
-fn patched<T: serde::Serialize>(current: &T, id: &str, patch: &Value) -> ApiResult<(Value, Value)> {
+pub(crate) fn patched<T: serde::Serialize>(
+    current: &T,
+    id: &str,
+    patch: &Value,
+) -> ApiResult<(Value, Value)> {
     if !patch.is_object() {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
@@ -921,7 +925,7 @@ async fn test_transformation(
 
 /// Up to `wanted` of the log's most recent events passing `keep`, oldest first, reading at most
 /// `scan_max` records backwards from the end.
-fn recent_events(
+pub(crate) fn recent_events(
     log: &dyn tandem_log::EventLog,
     wanted: usize,
     scan_max: usize,

@@ -7,12 +7,19 @@
 //! 3. The write key (Basic username, else `writeKey` in the body) is resolved to a source;
 //!    unknown or disabled keys answer 401 and are counted per key (shadow IT).
 //! 4. Each event is validated and enriched; an invalid event is rejected alone.
-//! 5. Each accepted event is checked against the dedup index; duplicates are acknowledged, not stored.
-//! 6. The new events are appended to the workspace log as one group; the answer waits for fsync.
-//! 7. 200 `{"success":true}` — or 400 naming each rejected event, the others being stored.
+//! 5. When a tracking plan governs the source (`crate::plans`), each event is checked against
+//!    it: allowed and flagged events go on (flagged ones with `context.violations`), quarantined
+//!    ones go to the workspace's quarantine log, blocked ones are dropped; all are counted.
+//! 6. Each event to store is checked against the dedup index; duplicates are acknowledged, not stored.
+//! 7. The new events are appended to the workspace log as one group (the quarantined ones to the
+//!    quarantine log); the answer waits for fsync.
+//! 8. 200 `{"success":true}` (with `tracking_plan: {quarantined, blocked}` naming the events a plan
+//!    held or dropped, when any) — or 400 naming each rejected event, the others being stored.
 
 use crate::catalog::{KeyLookup, RequestOrigin, SourceEntry};
 use crate::error::{ApiError, ApiResult};
+use crate::plans::quarantine::{HeldEvent, HoldError};
+use crate::plans::Verdict;
 use crate::routes::Routes;
 use crate::state::{AppState, LiveEvent, Workspace};
 use axum::body::Body;
@@ -142,6 +149,8 @@ pub(crate) async fn collect_parsed(
         .retry_after(seconds));
     }
     let context = EnrichContext::new(&source.record.id, received_at_ms, ip, parsed);
+    // Asked once per request: without a plan for this source, nothing below parses an event.
+    let plan = workspace.plans.plan_for(&source.record.id);
     let mut batch = Batch::default();
     for (index, event) in parsed.events.iter().enumerate() {
         match event
@@ -149,13 +158,38 @@ pub(crate) async fn collect_parsed(
             .map_err(Clone::clone)
             .and_then(|event| tandem_collect::enrich(index, event, &context))
         {
-            Ok(enriched) => batch.admit(
-                enriched,
-                workspace,
-                &state.dedup,
-                received_at_ms,
-                &source.record.id,
-            ),
+            Ok(mut enriched) => {
+                let verdict = match &plan {
+                    None => Verdict::Store,
+                    Some(plan) => workspace.plans.enforce(
+                        plan,
+                        &source.record.id,
+                        &mut enriched,
+                        received_at_ms,
+                    ),
+                };
+                match verdict {
+                    Verdict::Store => batch.admit(
+                        enriched,
+                        workspace,
+                        &state.dedup,
+                        received_at_ms,
+                        &source.record.id,
+                    ),
+                    Verdict::Hold(plan, violations) => {
+                        batch.quarantined.push((index, enriched.message_id.clone()));
+                        batch.held.extend(HeldEvent::new(
+                            &enriched,
+                            &source.record.id,
+                            received_at_ms,
+                            plan.id(),
+                            plan.version,
+                            violations,
+                        ));
+                    }
+                    Verdict::Drop => batch.blocked.push((index, enriched.message_id)),
+                }
+            }
             Err(rejection) => batch.rejected.push(rejection),
         }
     }
@@ -163,6 +197,7 @@ pub(crate) async fn collect_parsed(
     metrics::histogram!("tandem_collect_batch_events").record(event_count as f64);
 
     let offsets = store_batch(state, workspace, &mut batch).await?;
+    hold_batch(workspace, &mut batch).await?;
     record_outcome(state, source, &batch, event_count, received_at_ms, offsets);
     Ok(batch)
 }
@@ -178,6 +213,11 @@ pub(crate) struct Batch {
     /// Events already stored (same source and messageId): acknowledged, not stored again.
     pub(crate) duplicates: usize,
     pub(crate) rejected: Vec<Rejection>,
+    /// Events a quarantine plan holds, on their way to the quarantine log.
+    held: Vec<HeldEvent>,
+    /// (index, messageId) of the events a plan quarantined, and of those it blocked.
+    pub(crate) quarantined: Vec<(usize, String)>,
+    pub(crate) blocked: Vec<(usize, String)>,
 }
 
 impl Batch {
@@ -258,6 +298,59 @@ async fn store_batch(
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// Appends the batch's quarantined events to the quarantine log and waits for their fsync. Like
+/// `store_batch`, the wait runs in its own task so a disconnecting client cannot leave the index
+/// behind the log.
+async fn hold_batch(workspace: &Workspace, batch: &mut Batch) -> ApiResult<()> {
+    if batch.held.is_empty() {
+        return Ok(());
+    }
+    let held = std::mem::take(&mut batch.held);
+    let plans = workspace.plans.clone();
+    let outcome = tokio::spawn(async move { plans.quarantine.hold(held).await })
+        .await
+        .map_err(|error| ApiError::internal(format!("quarantine task failed: {error}")))?;
+    match outcome {
+        Ok(_) => Ok(()),
+        Err(HoldError::Full) => Err(ApiError::new(
+            ErrorCode::Overloaded,
+            format!("{}; nothing more can be held until then", HoldError::Full),
+        )),
+        Err(HoldError::Append(error)) => Err(error.into()),
+    }
+}
+
+/// Events released from the quarantine (already enriched and re-checked) through the rest of the
+/// pipeline: dedup (a second release of an event already stored is dropped as a duplicate),
+/// the durable append, the live stream. Answers (stored, duplicates).
+pub(crate) async fn append_released(
+    state: &AppState,
+    source: &Arc<SourceEntry>,
+    events: Vec<Enriched>,
+    now_ms: i64,
+) -> ApiResult<(usize, usize)> {
+    let workspace = state
+        .workspaces
+        .get(&source.record.workspace_id)
+        .ok_or_else(|| ApiError::not_found(format!("workspace {}", source.record.workspace_id)))?;
+    let mut batch = Batch::default();
+    for enriched in events {
+        batch.admit(enriched, workspace, &state.dedup, now_ms, &source.record.id);
+    }
+    let offsets = store_batch(state, workspace, &mut batch).await?;
+    if state.live.receiver_count() > 0 {
+        publish_live(
+            state,
+            &source.record.workspace_id,
+            &source.record.id,
+            &batch,
+            now_ms,
+            offsets,
+        );
+    }
+    Ok((batch.accepted.len(), batch.duplicates))
 }
 
 fn refusal_reason(error: &tandem_log::AppendError) -> &'static str {
@@ -344,9 +437,27 @@ fn publish_live(
     }
 }
 
+/// `{quarantined: [{index, messageId}], blocked: [...]}` when a plan held or dropped events.
+fn plan_report(batch: &Batch) -> Option<serde_json::Value> {
+    if batch.quarantined.is_empty() && batch.blocked.is_empty() {
+        return None;
+    }
+    let list = |events: &[(usize, String)]| -> Vec<serde_json::Value> {
+        events
+            .iter()
+            .map(|(index, message_id)| json!({"index": index, "messageId": message_id}))
+            .collect()
+    };
+    Some(json!({"quarantined": list(&batch.quarantined), "blocked": list(&batch.blocked)}))
+}
+
 fn answer(batch: Batch) -> Response {
+    let report = plan_report(&batch);
     if batch.rejected.is_empty() {
-        return Json(json!({"success": true})).into_response();
+        return match report {
+            None => Json(json!({"success": true})).into_response(),
+            Some(report) => Json(json!({"success": true, "tracking_plan": report})).into_response(),
+        };
     }
     let stored = batch.accepted.len() + batch.duplicates;
     let message = format!(
@@ -355,7 +466,9 @@ fn answer(batch: Batch) -> Response {
         stored
     );
     ApiError::new(ErrorCode::InvalidEvents, message)
-        .with_details(json!({"accepted": stored, "rejected": batch.rejected}))
+        .with_details(
+            json!({"accepted": stored, "rejected": batch.rejected, "tracking_plan": report}),
+        )
         .into_response()
 }
 

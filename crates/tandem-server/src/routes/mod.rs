@@ -17,6 +17,7 @@ pub mod policy;
 pub mod profiles;
 pub mod settings;
 pub mod sources;
+pub mod tracking_plans;
 
 use crate::state::AppState;
 use axum::routing::MethodRouter;
@@ -76,6 +77,7 @@ fn management_routes() -> Routes {
         .merge(imports::router())
         .merge(live::router())
         .merge(policy::router())
+        .merge(tracking_plans::router())
 }
 
 /// Health, metrics and the OpenAPI document: no credentials.
