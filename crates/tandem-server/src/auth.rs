@@ -176,6 +176,15 @@ permissions! {
     ManageDestinations => [OrgAdmin, WorkspaceAdmin, Marketer],
     /// Replay and discard dead letters, start backfills.
     ManageDeliveries => [OrgAdmin, WorkspaceAdmin, Marketer],
+    /// Read change requests (diffs, and dry runs with sample events: personal data) and the
+    /// version history of the configuration.
+    ReadChanges => [OrgAdmin, WorkspaceAdmin, Marketer],
+    /// Propose change requests, comment on them, withdraw one's own, import a config file, roll back.
+    ProposeChanges => [OrgAdmin, WorkspaceAdmin, Marketer],
+    /// Approve (which applies) or reject change requests, never one's own.
+    ApproveChanges => [OrgAdmin, WorkspaceAdmin],
+    /// Export the live configuration as TOML (destination settings included: secrets).
+    ExportConfig => [OrgAdmin, WorkspaceAdmin],
 }
 
 /// Where a credential may act.

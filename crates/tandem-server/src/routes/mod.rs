@@ -7,6 +7,7 @@
 pub mod access;
 pub mod activate;
 pub mod audit;
+pub mod changes;
 pub mod collect;
 pub mod cors;
 pub mod health;
@@ -76,6 +77,7 @@ fn management_routes() -> Routes {
         .merge(imports::router())
         .merge(live::router())
         .merge(policy::router())
+        .merge(changes::router())
 }
 
 /// Health, metrics and the OpenAPI document: no credentials.
