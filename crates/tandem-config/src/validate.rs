@@ -968,23 +968,34 @@ pub const ROLE_NAMES: &[&str] = &[
 ];
 
 /// `change_approval = { required = true, exempt_roles = ["org_admin", "workspace_admin"] }`:
-/// when `required`, a change by a role not in `exempt_roles` becomes a change request that
-/// someone allowed to approve must approve. Absent: no approval needed.
+/// when `required`, a change by a role not in `exempt_roles` (default: the two admin roles)
+/// becomes a change request that someone allowed to approve must approve. `true`/`false` is
+/// short for `required` with the default exemptions. Absent: no approval needed.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeApproval {
     #[serde(default)]
     pub required: bool,
-    #[serde(default)]
+    #[serde(default = "admin_roles")]
     pub exempt_roles: Vec<String>,
+}
+
+fn admin_roles() -> Vec<String> {
+    vec!["org_admin".to_string(), "workspace_admin".to_string()]
 }
 
 impl ChangeApproval {
     pub fn parse(value: &toml::Value) -> Result<ChangeApproval, String> {
+        if let toml::Value::Boolean(required) = value {
+            return Ok(ChangeApproval {
+                required: *required,
+                exempt_roles: admin_roles(),
+            });
+        }
         let policy: ChangeApproval =
             value.clone().try_into().map_err(|error: toml::de::Error| {
                 format!(
-                    "expected {{ required = bool, exempt_roles = [role, …] }}: {}",
+                    "expected true, false or {{ required = bool, exempt_roles = [role, …] }}: {}",
                     error.message()
                 )
             })?;

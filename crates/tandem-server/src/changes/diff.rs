@@ -1,5 +1,6 @@
 //! A readable diff of two JSON documents: the dotted paths that were added, removed or changed
-//! (`settings.url`, `mappings[1].to`), deepest first where both sides are objects or arrays.
+//! (`settings.url`, `mappings[1].to`), in key order (serde_json's maps are sorted), reaching
+//! down to the deepest differing value.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -108,10 +109,10 @@ mod tests {
         assert_eq!(
             paths(Some(before), Some(after)),
             [
+                ("delivery.concurrency".to_string(), "removed"),
                 ("enabled".to_string(), "changed"),
                 ("events[1]".to_string(), "added"),
                 ("mappings[0].to".to_string(), "changed"),
-                ("delivery.concurrency".to_string(), "removed"),
                 ("transformation".to_string(), "added"),
             ]
         );
