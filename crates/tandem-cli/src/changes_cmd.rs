@@ -81,7 +81,12 @@ pub enum ChangesCommand {
 pub fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
     match command {
         ConfigCommand::Export { target, output } => {
-            let (ok, value) = call(&target.api, Method::GET, &target.path("/config/export"), None)?;
+            let (ok, value) = call(
+                &target.api,
+                Method::GET,
+                &target.path("/config/export"),
+                None,
+            )?;
             match (ok, value, output) {
                 (true, Value::String(text), Some(file)) => {
                     std::fs::write(&file, text)
@@ -107,8 +112,15 @@ pub fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
 pub fn changes(command: ChangesCommand) -> anyhow::Result<ExitCode> {
     let (ok, value) = match command {
         ChangesCommand::List { target, status } => {
-            let query = status.map(|status| format!("?status={status}")).unwrap_or_default();
-            call(&target.api, Method::GET, &target.path(&format!("/change-requests{query}")), None)?
+            let query = status
+                .map(|status| format!("?status={status}"))
+                .unwrap_or_default();
+            call(
+                &target.api,
+                Method::GET,
+                &target.path(&format!("/change-requests{query}")),
+                None,
+            )?
         }
         ChangesCommand::Show { target, id } => call(
             &target.api,
@@ -116,13 +128,21 @@ pub fn changes(command: ChangesCommand) -> anyhow::Result<ExitCode> {
             &target.path(&format!("/change-requests/{id}")),
             None,
         )?,
-        ChangesCommand::Approve { target, id, comment } => call(
+        ChangesCommand::Approve {
+            target,
+            id,
+            comment,
+        } => call(
             &target.api,
             Method::POST,
             &target.path(&format!("/change-requests/{id}/approve")),
             Some(json!({ "comment": comment })),
         )?,
-        ChangesCommand::Reject { target, id, comment } => call(
+        ChangesCommand::Reject {
+            target,
+            id,
+            comment,
+        } => call(
             &target.api,
             Method::POST,
             &target.path(&format!("/change-requests/{id}/reject")),

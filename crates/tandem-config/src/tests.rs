@@ -718,7 +718,10 @@ fn change_approval_is_read_through_the_effective_policy_and_checked() {
     assert!(approval.applies_to("marketer") && !approval.applies_to("workspace_admin"));
     assert!(!crate::change_approval(&Config::default(), "de").required);
     assert_problem_naming(
-        &table.replace("exempt_roles = [\"org_admin\"]", "exempt_roles = [\"boss\"]"),
+        &table.replace(
+            "exempt_roles = [\"org_admin\"]",
+            "exempt_roles = [\"boss\"]",
+        ),
         "organization.policies.change_approval.value: unknown role `boss`",
     );
     assert_problem_naming(
@@ -744,7 +747,10 @@ fn a_source_may_give_its_write_key_as_a_sha256() {
         "workspaces[0].sources[0].write_key_sha256: not a SHA-256",
     );
     assert_problem_naming(
-        &text.replace("write_key_sha256", "write_key = \"a-long-enough-write-key\"\nwrite_key_sha256"),
+        &text.replace(
+            "write_key_sha256",
+            "write_key = \"a-long-enough-write-key\"\nwrite_key_sha256",
+        ),
         "give either `write_key` or `write_key_sha256`, not both",
     );
 }
@@ -752,5 +758,9 @@ fn a_source_may_give_its_write_key_as_a_sha256() {
 fn assert_problem_naming(text: &str, expected: &str) {
     let found = problems(text);
     assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(found[0].contains(expected), "expected `{expected}` in `{}`", found[0]);
+    assert!(
+        found[0].contains(expected),
+        "expected `{expected}` in `{}`",
+        found[0]
+    );
 }
