@@ -323,9 +323,12 @@ mod tests {
         );
         assert_eq!(
             dlq.definitions("destination").unwrap(),
-            [destination.clone()]
+            std::slice::from_ref(&destination)
         );
-        assert_eq!(dlq.definitions("connection").unwrap(), [connection.clone()]);
+        assert_eq!(
+            dlq.definitions("connection").unwrap(),
+            std::slice::from_ref(&connection)
+        );
         // Sources' definitions live elsewhere: only their history is here.
         assert!(dlq.definitions("source").unwrap().is_empty());
         let changed = json!({"id": "hook", "url": 2});
