@@ -15,11 +15,12 @@ use std::path::Path;
 
 const DLQ: TableDefinition<(&str, u64, u32), &[u8]> = TableDefinition::new("dlq");
 /// `("destination" | "connection", id)` → JSON of its config.
-const DEFINITIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("definitions");
+pub(crate) const DEFINITIONS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("definitions");
 
 #[derive(Debug, thiserror::Error)]
 #[error("activate store: {0}")]
-pub struct StoreError(String);
+pub struct StoreError(pub(crate) String);
 
 macro_rules! store_error {
     ($($kind:ty),*) => {$(
@@ -106,7 +107,7 @@ impl DlqFilter {
 
 /// The activate store of one workspace: its DLQ and its API-created definitions.
 pub struct Dlq {
-    database: Database,
+    pub(crate) database: Database,
     /// Entries per connection, kept beside the table so status reads are O(1).
     counts: Mutex<HashMap<String, u64>>,
 }
@@ -120,6 +121,7 @@ impl Dlq {
         let write = database.begin_write()?;
         write.open_table(DLQ)?;
         write.open_table(DEFINITIONS)?;
+        crate::history::create_tables(&write)?;
         write.commit()?;
         let mut counts: HashMap<String, u64> = HashMap::new();
         {

@@ -20,6 +20,7 @@ pub mod connection;
 pub mod destination;
 pub mod destinations;
 pub mod dlq;
+pub mod history;
 pub mod registry;
 pub mod retry;
 pub mod runtime;

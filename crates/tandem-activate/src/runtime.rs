@@ -598,6 +598,29 @@ impl Activation {
         self.reconcile()
     }
 
+    /// Applies a change of several objects atomically (see [`Dlq::apply_writes`]): every
+    /// version checked, every definition and version record written in one transaction, then
+    /// the workers reconciled. A stale write is [`ActivateError::Conflict`]; nothing is applied.
+    pub async fn apply_writes(
+        &self,
+        writes: &[crate::history::DefinitionWrite],
+        provenance: &crate::history::Provenance,
+        before_commit: impl FnOnce() -> Result<(), String>,
+    ) -> Result<Vec<crate::history::Version>, ActivateError> {
+        use crate::history::ApplyError;
+        let _guard = self.changes.lock().await;
+        let versions = self
+            .dlq
+            .apply_writes(writes, provenance, before_commit)
+            .map_err(|error| match error {
+                ApplyError::Conflict(message) => ActivateError::Conflict(message),
+                ApplyError::Refused(message) => ActivateError::Internal(message),
+                ApplyError::Store(error) => ActivateError::from(error),
+            })?;
+        self.reconcile()?;
+        Ok(versions)
+    }
+
     pub async fn delete_definition(&self, kind: &str, id: &str) -> Result<bool, ActivateError> {
         let _guard = self.changes.lock().await;
         let existed = self.dlq.delete_definition(kind, id)?;

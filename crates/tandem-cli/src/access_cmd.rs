@@ -17,7 +17,7 @@ use std::process::ExitCode;
 #[derive(Args)]
 pub struct ApiArgs {
     #[arg(long, env = "TANDEM_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
+    pub(crate) url: String,
     /// A management credential (admin token, API token or session).
     #[arg(long, env = "TANDEM_TOKEN")]
     token: Option<String>,

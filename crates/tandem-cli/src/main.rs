@@ -4,6 +4,7 @@ mod access_cmd;
 mod bench_deliver;
 mod bench_profile_api;
 mod bench_unify;
+mod changes_cmd;
 mod deliver_cmd;
 mod import_cmd;
 mod log_cmd;
@@ -70,6 +71,16 @@ enum Command {
         #[command(subcommand)]
         command: plans_cmd::PlansCommand,
     },
+    /// Configuration as code: export the live config of a workspace, import a file as a change request.
+    Config {
+        #[command(subcommand)]
+        command: changes_cmd::ConfigCommand,
+    },
+    /// Change requests: list, show (diff and dry run), approve (applies), reject.
+    Changes {
+        #[command(subcommand)]
+        command: changes_cmd::ChangesCommand,
+    },
     /// Users who log in (over the management API of a running server).
     Users {
         #[command(subcommand)]
@@ -106,6 +117,8 @@ fn main() -> ExitCode {
         Command::Dlq { command } => deliver_cmd::dlq(command),
         Command::Backfill { command } => deliver_cmd::backfill(command),
         Command::Plans { command } => plans_cmd::plans(command),
+        Command::Config { command } => changes_cmd::config(command),
+        Command::Changes { command } => changes_cmd::changes(command),
         Command::Users { command } => access_cmd::users(command),
         Command::Tokens { command } => access_cmd::tokens(command),
         Command::Audit { command } => access_cmd::audit(command),

@@ -444,8 +444,13 @@ pub struct SourceConfig {
     /// Who answers for this source's data (a team address): required, so every event has someone to ask.
     pub owner: String,
     /// The secret senders authenticate with (Basic auth user name); at least 16 characters,
-    /// unique across all workspaces.
+    /// unique across all workspaces. Leave it out when `write_key_sha256` is given.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub write_key: String,
+    /// Instead of `write_key`: the lowercase hex SHA-256 of the key, so the file holds no
+    /// secret (what `GET .../config/export` writes; tandem only ever keeps the hash).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_key_sha256: Option<String>,
     /// Why this source collects data — shown in the catalog, the basis of a processing record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
@@ -460,6 +465,7 @@ impl Default for SourceConfig {
             name: String::new(),
             owner: String::new(),
             write_key: String::new(),
+            write_key_sha256: None,
             purpose: None,
             enabled: true,
         }

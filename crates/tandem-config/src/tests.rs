@@ -696,3 +696,71 @@ fn policy_overrides_are_checked_with_lines() {
         "line 16: workspaces[0].policies.colour: no organization policy `colour`",
     );
 }
+
+#[test]
+fn change_approval_is_read_through_the_effective_policy_and_checked() {
+    let table = POLICIES.replace(
+        "[organization.policies.change_approval]\nvalue = true\n",
+        "[organization.policies.change_approval]\nvalue = { required = true, exempt_roles = [\"org_admin\"] }\noverridable = true\n",
+    );
+    let overridden = table.replace(
+        "name = \"Germany\"\n",
+        "name = \"Germany\"\n\n[workspaces.policies]\nchange_approval = { required = false }\n",
+    );
+    let config = parse(&overridden, "t.toml").unwrap();
+    let france = crate::change_approval(&config, "fr");
+    assert!(france.applies_to("marketer") && france.applies_to("workspace_admin"));
+    assert!(!france.applies_to("org_admin"));
+    assert!(!crate::change_approval(&config, "de").applies_to("marketer"));
+    // `true` is short for required with both admin roles exempt; no policy: nothing required.
+    let short = parse(POLICIES, "t.toml").unwrap();
+    let approval = crate::change_approval(&short, "de");
+    assert!(approval.applies_to("marketer") && !approval.applies_to("workspace_admin"));
+    assert!(!crate::change_approval(&Config::default(), "de").required);
+    assert_problem_naming(
+        &table.replace(
+            "exempt_roles = [\"org_admin\"]",
+            "exempt_roles = [\"boss\"]",
+        ),
+        "organization.policies.change_approval.value: unknown role `boss`",
+    );
+    assert_problem_naming(
+        &table.replace("required = true", "required = \"yes\""),
+        "organization.policies.change_approval.value: expected true, false or",
+    );
+}
+
+#[test]
+fn a_source_may_give_its_write_key_as_a_sha256() {
+    let hash = tandem_core::ids::write_key_hash("a-long-enough-write-key");
+    let text = format!(
+        "[[workspaces]]\nid = \"de\"\nname = \"Germany\"\n\n[[workspaces.sources]]\nid = \"web\"\nname = \"Web\"\nowner = \"o@example.test\"\nwrite_key_sha256 = \"{hash}\"\n"
+    );
+    let config = parse(&text, "t.toml").unwrap();
+    assert_eq!(
+        config.workspaces[0].sources[0].write_key_sha256.as_deref(),
+        Some(hash.as_str())
+    );
+    assert_eq!(parse(&to_toml(&config), "t.toml").unwrap(), config);
+    assert_problem_naming(
+        &text.replace(&hash, "abc"),
+        "workspaces[0].sources[0].write_key_sha256: not a SHA-256",
+    );
+    assert_problem_naming(
+        &text.replace(
+            "write_key_sha256",
+            "write_key = \"a-long-enough-write-key\"\nwrite_key_sha256",
+        ),
+        "give either `write_key` or `write_key_sha256`, not both",
+    );
+}
+
+fn assert_problem_naming(text: &str, expected: &str) {
+    let found = problems(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].contains(expected),
+        "expected `{expected}` in `{}`",
+        found[0]
+    );
+}

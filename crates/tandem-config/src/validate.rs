@@ -711,7 +711,44 @@ fn check_sources<'a>(
             "every source needs an owner",
             problems,
         );
-        check_write_key(&source.write_key, &path, write_keys, problems);
+        match &source.write_key_sha256 {
+            None => check_write_key(&source.write_key, &path, write_keys, problems),
+            Some(_) if !source.write_key.is_empty() => problems.push(ConfigProblem::new(
+                format!("{path}.write_key_sha256"),
+                "give either `write_key` or `write_key_sha256`, not both",
+            )),
+            Some(hash) => check_write_key_hash(hash, &path, write_keys, problems),
+        }
+    }
+}
+
+/// `write_key_sha256`: 64 lowercase hex digits, unique like the keys themselves.
+fn check_write_key_hash<'a>(
+    hash: &'a str,
+    source_path: &str,
+    write_keys: &mut HashMap<&'a str, String>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let path = format!("{source_path}.write_key_sha256");
+    if hash.len() != 64
+        || !hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        problems.push(ConfigProblem::new(
+            path,
+            "not a SHA-256: 64 lowercase hex digits",
+        ));
+        return;
+    }
+    match write_keys.get(hash) {
+        Some(first) => problems.push(ConfigProblem::new(
+            &path,
+            format!("same write key as {first} — every source needs its own"),
+        )),
+        None => {
+            write_keys.insert(hash, source_path.to_string());
+        }
     }
 }
 
@@ -840,6 +877,20 @@ mod tests {
 /// A workspace overrides only organization policies marked `overridable`, with a value of the
 /// same type.
 fn check_policies(config: &Config, problems: &mut Vec<ConfigProblem>) {
+    if let Some(policy) = config.organization.policies.get(CHANGE_APPROVAL_POLICY) {
+        if let Err(message) = ChangeApproval::parse(&policy.value) {
+            let path = format!("organization.policies.{CHANGE_APPROVAL_POLICY}.value");
+            problems.push(ConfigProblem::new(path, message));
+        }
+    }
+    for (index, workspace) in config.workspaces.iter().enumerate() {
+        if let Some(value) = workspace.policies.get(CHANGE_APPROVAL_POLICY) {
+            if let Err(message) = ChangeApproval::parse(value) {
+                let path = format!("workspaces[{index}].policies.{CHANGE_APPROVAL_POLICY}");
+                problems.push(ConfigProblem::new(path, message));
+            }
+        }
+    }
     for (index, workspace) in config.workspaces.iter().enumerate() {
         for (name, value) in &workspace.policies {
             let path = format!("workspaces[{index}].policies.{name}");
@@ -903,4 +954,82 @@ pub fn effective_policies(config: &Config, workspace_id: &str) -> Vec<EffectiveP
             }
         })
         .collect()
+}
+
+/// The policy saying whether API changes of a workspace's configuration need approval.
+pub const CHANGE_APPROVAL_POLICY: &str = "change_approval";
+/// The roles a policy may name (the server's role table).
+pub const ROLE_NAMES: &[&str] = &[
+    "org_admin",
+    "workspace_admin",
+    "marketer",
+    "privacy_officer",
+    "analyst",
+    "viewer",
+];
+
+/// `change_approval = { required = true, exempt_roles = ["org_admin", "workspace_admin"] }`:
+/// when `required`, a change by a role not in `exempt_roles` (default: the two admin roles)
+/// becomes a change request that someone allowed to approve must approve. `true`/`false` is
+/// short for `required` with the default exemptions. Absent: no approval needed.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeApproval {
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default = "admin_roles")]
+    pub exempt_roles: Vec<String>,
+}
+
+fn admin_roles() -> Vec<String> {
+    vec!["org_admin".to_string(), "workspace_admin".to_string()]
+}
+
+impl ChangeApproval {
+    pub fn parse(value: &toml::Value) -> Result<ChangeApproval, String> {
+        if let toml::Value::Boolean(required) = value {
+            return Ok(ChangeApproval {
+                required: *required,
+                exempt_roles: admin_roles(),
+            });
+        }
+        let policy: ChangeApproval =
+            value.clone().try_into().map_err(|error: toml::de::Error| {
+                format!(
+                    "expected true, false or {{ required = bool, exempt_roles = [role, …] }}: {}",
+                    error.message()
+                )
+            })?;
+        if let Some(unknown) = policy
+            .exempt_roles
+            .iter()
+            .find(|role| !ROLE_NAMES.contains(&role.as_str()))
+        {
+            return Err(format!(
+                "unknown role `{unknown}` in exempt_roles (roles: {})",
+                ROLE_NAMES.join(", ")
+            ));
+        }
+        Ok(policy)
+    }
+
+    /// Whether a change made by `role` needs approval.
+    pub fn applies_to(&self, role: &str) -> bool {
+        self.required && !self.exempt_roles.iter().any(|exempt| exempt == role)
+    }
+}
+
+/// The `change_approval` policy a workspace runs with, through [`effective_policies`] (a valid
+/// config: the value was checked; an unreadable one counts as required with no exemption).
+pub fn change_approval(config: &Config, workspace_id: &str) -> ChangeApproval {
+    effective_policies(config, workspace_id)
+        .into_iter()
+        .find(|policy| policy.name == CHANGE_APPROVAL_POLICY)
+        .map(|policy| {
+            ChangeApproval::parse(&policy.value).unwrap_or(ChangeApproval {
+                required: true,
+                exempt_roles: Vec::new(),
+            })
+        })
+        .unwrap_or_default()
 }

@@ -264,3 +264,19 @@ pub const API_TOKEN_EXPIRY_DAYS_MAX: i64 = 365;
 /// Most users and most management API tokens one organization may have (each listing reads them all).
 pub const USERS_MAX: usize = 10_000;
 pub const API_TOKENS_MAX: usize = 10_000;
+
+/// Recent events a change request's dry run puts through a proposed connection (read backwards
+/// from the log's end, at most `TRANSFORM_TEST_SCAN_RECORDS_MAX` records scanned): each costs a
+/// JSON parse, the mappings and one run of the transformation, on every `GET` of the request.
+pub const CHANGE_DRY_RUN_EVENTS: usize = 100;
+/// Sample events kept per outcome (sent, dropped, failed, changed) in a dry run's answer.
+pub const CHANGE_DRY_RUN_SAMPLES: usize = 3;
+/// Operations one change request may hold (an import of a whole workspace is one request): each
+/// is validated, version-checked and written in the one apply transaction.
+pub const CHANGE_REQUEST_OPERATIONS_MAX: usize = 500;
+/// Bytes of one comment on a change request (kept in the request's stored JSON forever).
+pub const CHANGE_REQUEST_COMMENT_BYTES_MAX: usize = 4_096;
+/// Comments one change request may hold; its JSON is rewritten whole on each.
+pub const CHANGE_REQUEST_COMMENTS_MAX: usize = 200;
+/// Bytes of a TOML file given to `POST .../config/import` (parsed whole in memory).
+pub const CONFIG_IMPORT_BYTES_MAX: usize = 1 << 20;

@@ -188,6 +188,15 @@ permissions! {
     /// Marketers hold it: they own the sources whose data they fix, and a release lets through
     /// only what IT's plan now accepts — forcing past the plan needs ManageTrackingPlans.
     ReleaseQuarantine => [OrgAdmin, WorkspaceAdmin, Marketer],
+    /// Read change requests (diffs, and dry runs with sample events: personal data) and the
+    /// version history of the configuration.
+    ReadChanges => [OrgAdmin, WorkspaceAdmin, Marketer],
+    /// Propose change requests, comment on them, withdraw one's own, import a config file, roll back.
+    ProposeChanges => [OrgAdmin, WorkspaceAdmin, Marketer],
+    /// Approve (which applies) or reject change requests, never one's own.
+    ApproveChanges => [OrgAdmin, WorkspaceAdmin],
+    /// Export the live configuration as TOML (destination settings included: secrets).
+    ExportConfig => [OrgAdmin, WorkspaceAdmin],
 }
 
 /// Where a credential may act.

@@ -6,6 +6,7 @@ pub mod access_tokens;
 pub mod auth;
 pub mod background;
 pub mod catalog;
+pub mod changes;
 pub mod error;
 pub mod plans;
 pub mod rate_limit;
@@ -295,7 +296,10 @@ fn declared_sources(config: &Config, now_ms: i64) -> Vec<SourceRecord> {
                 name: source.name.clone(),
                 owner: source.owner.clone(),
                 purpose: source.purpose.clone(),
-                write_key_hash: ids::write_key_hash(&source.write_key),
+                write_key_hash: source
+                    .write_key_sha256
+                    .clone()
+                    .unwrap_or_else(|| ids::write_key_hash(&source.write_key)),
                 enabled: source.enabled,
                 managed_by: ManagedBy::Config,
                 created_at_ms: now_ms,

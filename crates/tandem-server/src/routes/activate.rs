@@ -4,11 +4,13 @@
 use crate::auth::{
     Authorized, ManageDeliveries, ManageDestinations, ReadDeadLetters, ReadDestinations,
 };
+use crate::changes::{self, Kind};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::Routes;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
 use serde::Deserialize;
@@ -178,7 +180,7 @@ fn invalid(problems: Vec<(String, String)>) -> ApiError {
 }
 
 /// A destination definition from JSON, with every problem of its fields and settings.
-fn checked_destination(body: Value) -> ApiResult<DestinationConfig> {
+pub(crate) fn checked_destination(body: Value) -> ApiResult<DestinationConfig> {
     let config: DestinationConfig = serde_json::from_value(body)
         .map_err(|error| ApiError::new(ErrorCode::InvalidRequest, error.to_string()))?;
     let mut problems: Vec<(String, String)> = tandem_config::destination_problems(&config)
@@ -206,7 +208,7 @@ fn checked_destination(body: Value) -> ApiResult<DestinationConfig> {
 }
 
 /// RFC 7396 JSON merge patch: objects merge key by key, `null` removes, anything else replaces.
-fn merge_patch(target: &mut Value, patch: &Value) {
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(patch) = patch else {
         *target = patch.clone();
         return;
@@ -275,7 +277,7 @@ async fn patch_destination(
     auth: Authorized<ManageDestinations>,
     Path((workspace, id)): Path<(String, String)>,
     Json(patch): Json<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let activation = activation(&state, &workspace)?;
     let current = api_managed(
         activation.destinations()?,
@@ -286,13 +288,19 @@ async fn patch_destination(
     )?;
     let (_, after) = patched(&current, &id, &patch)?;
     let config = checked_destination(after)?;
-    activation
-        .put_definition(
-            "destination",
-            &id,
-            serde_json::to_value(&config).map_err(ApiError::internal)?,
-        )
-        .await?;
+    let operation = changes::prepare(
+        &state,
+        &workspace,
+        Kind::Destination,
+        &id,
+        Some(serde_json::to_value(&config).map_err(ApiError::internal)?),
+    )?;
+    let title = format!("update destination {id}");
+    if let Some(accepted) =
+        changes::submit(&state, &auth, &workspace, title, vec![operation]).await?
+    {
+        return Ok(accepted);
+    }
     let view = destination_view(&config, ManagedBy::Api);
     auth.audit(
         &state,
@@ -303,7 +311,7 @@ async fn patch_destination(
         Some(view.clone()),
     )
     .await?;
-    Ok(Json(view))
+    Ok(Json(view).into_response())
 }
 
 async fn create_destination(
@@ -311,26 +319,28 @@ async fn create_destination(
     auth: Authorized<ManageDestinations>,
     Path(workspace): Path<String>,
     Json(body): Json<Value>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let activation = activation(&state, &workspace)?;
+) -> ApiResult<Response> {
+    activation(&state, &workspace)?;
     let config = checked_destination(body)?;
-    if activation
-        .destinations()?
-        .iter()
-        .any(|(existing, _)| existing.id == config.id)
-    {
+    let operation = changes::prepare(
+        &state,
+        &workspace,
+        Kind::Destination,
+        &config.id,
+        Some(serde_json::to_value(&config).map_err(ApiError::internal)?),
+    )?;
+    if operation.action != changes::Action::Create {
         return Err(ApiError::new(
             ErrorCode::Conflict,
             format!("destination {} already exists", config.id),
         ));
     }
-    activation
-        .put_definition(
-            "destination",
-            &config.id,
-            serde_json::to_value(&config).map_err(ApiError::internal)?,
-        )
-        .await?;
+    let title = format!("create destination {}", config.id);
+    if let Some(accepted) =
+        changes::submit(&state, &auth, &workspace, title, vec![operation]).await?
+    {
+        return Ok(accepted);
+    }
     let view = destination_view(&config, ManagedBy::Api);
     auth.audit(
         &state,
@@ -341,14 +351,14 @@ async fn create_destination(
         Some(view.clone()),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
 async fn delete_destination(
     State(state): State<AppState>,
     auth: Authorized<ManageDestinations>,
     Path((workspace, id)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     let activation = activation(&state, &workspace)?;
     let before = destination_view(
         &api_managed(
@@ -373,7 +383,13 @@ async fn delete_destination(
             ),
         ));
     }
-    activation.delete_definition("destination", &id).await?;
+    let operation = changes::prepare(&state, &workspace, Kind::Destination, &id, None)?;
+    let title = format!("delete destination {id}");
+    if let Some(accepted) =
+        changes::submit(&state, &auth, &workspace, title, vec![operation]).await?
+    {
+        return Ok(accepted);
+    }
     auth.audit(
         &state,
         "destination.delete",
@@ -383,7 +399,7 @@ async fn delete_destination(
         None,
     )
     .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn connection_view(
@@ -468,7 +484,7 @@ async fn patch_connection(
     auth: Authorized<ManageDestinations>,
     Path((workspace, id)): Path<(String, String)>,
     Json(patch): Json<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let activation = activation(&state, &workspace)?;
     let current = api_managed(
         activation.connections()?,
@@ -479,13 +495,19 @@ async fn patch_connection(
     )?;
     let (before, after) = patched(&current, &id, &patch)?;
     let config = checked_connection(&state, &activation, &workspace, after)?;
-    activation
-        .put_definition(
-            "connection",
-            &id,
-            serde_json::to_value(&config).map_err(ApiError::internal)?,
-        )
-        .await?;
+    let operation = changes::prepare(
+        &state,
+        &workspace,
+        Kind::Connection,
+        &id,
+        Some(serde_json::to_value(&config).map_err(ApiError::internal)?),
+    )?;
+    let title = format!("update connection {id}");
+    if let Some(accepted) =
+        changes::submit(&state, &auth, &workspace, title, vec![operation]).await?
+    {
+        return Ok(accepted);
+    }
     auth.audit(
         &state,
         "connection.update",
@@ -495,7 +517,7 @@ async fn patch_connection(
         serde_json::to_value(&config).ok(),
     )
     .await?;
-    Ok(Json(connection_view(&activation, &config, ManagedBy::Api)))
+    Ok(Json(connection_view(&activation, &config, ManagedBy::Api)).into_response())
 }
 
 async fn create_connection(
@@ -503,26 +525,28 @@ async fn create_connection(
     auth: Authorized<ManageDestinations>,
     Path(workspace): Path<String>,
     Json(body): Json<Value>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<Response> {
     let activation = activation(&state, &workspace)?;
     let config = checked_connection(&state, &activation, &workspace, body)?;
-    if activation
-        .connections()?
-        .iter()
-        .any(|(existing, _)| existing.id == config.id)
-    {
+    let operation = changes::prepare(
+        &state,
+        &workspace,
+        Kind::Connection,
+        &config.id,
+        Some(serde_json::to_value(&config).map_err(ApiError::internal)?),
+    )?;
+    if operation.action != changes::Action::Create {
         return Err(ApiError::new(
             ErrorCode::Conflict,
             format!("connection {} already exists", config.id),
         ));
     }
-    activation
-        .put_definition(
-            "connection",
-            &config.id,
-            serde_json::to_value(&config).map_err(ApiError::internal)?,
-        )
-        .await?;
+    let title = format!("create connection {}", config.id);
+    if let Some(accepted) =
+        changes::submit(&state, &auth, &workspace, title, vec![operation]).await?
+    {
+        return Ok(accepted);
+    }
     auth.audit(
         &state,
         "connection.create",
@@ -535,14 +559,15 @@ async fn create_connection(
     Ok((
         StatusCode::CREATED,
         Json(connection_view(&activation, &config, ManagedBy::Api)),
-    ))
+    )
+        .into_response())
 }
 
 async fn delete_connection(
     State(state): State<AppState>,
     auth: Authorized<ManageDestinations>,
     Path((workspace, id)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     let activation = activation(&state, &workspace)?;
     let config = api_managed(
         activation.connections()?,
@@ -551,7 +576,13 @@ async fn delete_connection(
         &workspace,
         &id,
     )?;
-    activation.delete_definition("connection", &id).await?;
+    let operation = changes::prepare(&state, &workspace, Kind::Connection, &id, None)?;
+    let title = format!("delete connection {id}");
+    if let Some(accepted) =
+        changes::submit(&state, &auth, &workspace, title, vec![operation]).await?
+    {
+        return Ok(accepted);
+    }
     auth.audit(
         &state,
         "connection.delete",
@@ -561,7 +592,7 @@ async fn delete_connection(
         None,
     )
     .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]

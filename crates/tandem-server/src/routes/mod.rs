@@ -7,6 +7,7 @@
 pub mod access;
 pub mod activate;
 pub mod audit;
+pub mod changes;
 pub mod collect;
 pub mod cors;
 pub mod health;
@@ -78,6 +79,7 @@ fn management_routes() -> Routes {
         .merge(live::router())
         .merge(policy::router())
         .merge(tracking_plans::router())
+        .merge(changes::router())
 }
 
 /// Health, metrics and the OpenAPI document: no credentials.

@@ -7,6 +7,7 @@ use crate::routes::Routes;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -235,8 +236,29 @@ async fn create_source(
         created_by: auth.principal.name(),
         updated_at_ms: now,
     };
-    state.catalog.store().create_source(&record)?;
-    state.catalog.reload()?;
+    // Versioned like every change; creating a source needs no approval (it sends nowhere).
+    let operation = crate::changes::prepare(
+        &state,
+        &workspace,
+        crate::changes::Kind::Source,
+        &record.id,
+        Some(
+            serde_json::to_value(crate::changes::source_document(&record))
+                .map_err(ApiError::internal)?,
+        ),
+    )?;
+    if operation.action != crate::changes::Action::Create {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("source {} already exists", record.id),
+        ));
+    }
+    let provenance = tandem_activate::history::Provenance {
+        by: record.created_by.clone(),
+        change_request: None,
+        at_ms: now,
+    };
+    crate::changes::apply(&state, &workspace, &[operation], &provenance).await?;
     auth.audit(
         &state,
         "source.create",
@@ -254,13 +276,15 @@ async fn create_source(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
+/// Enabling or disabling a source is a change of its definition: versioned, and a change
+/// request when the workspace's `change_approval` policy covers the caller (202).
 async fn set_enabled<P: crate::auth::RequiredPermission>(
     auth: &Authorized<P>,
     state: &AppState,
     workspace: &str,
     source: &str,
     enabled: bool,
-) -> ApiResult<Json<SourceView>> {
+) -> ApiResult<Response> {
     require_workspace(state, workspace)?;
     let store = state.catalog.store();
     let record = store
@@ -272,13 +296,27 @@ async fn set_enabled<P: crate::auth::RequiredPermission>(
             "this source is declared in the config file: change it there (configuration as code)",
         ));
     }
-    let updated = SourceRecord {
+    let document = crate::changes::source_document(&SourceRecord {
         enabled,
-        updated_at_ms: time_util::now_ms(),
         ..record.clone()
-    };
-    store.put_source(&updated)?;
-    state.catalog.reload()?;
+    });
+    let operation = crate::changes::prepare(
+        state,
+        workspace,
+        crate::changes::Kind::Source,
+        source,
+        Some(serde_json::to_value(&document).map_err(ApiError::internal)?),
+    )?;
+    let verb = if enabled { "enable" } else { "disable" };
+    let title = format!("{verb} source {source}");
+    if let Some(accepted) =
+        crate::changes::submit(state, auth, workspace, title, vec![operation]).await?
+    {
+        return Ok(accepted);
+    }
+    let updated = store
+        .source(workspace, source)?
+        .ok_or_else(|| ApiError::not_found(format!("source {workspace}/{source}")))?;
     auth.audit(
         state,
         if enabled {
@@ -293,14 +331,14 @@ async fn set_enabled<P: crate::auth::RequiredPermission>(
     )
     .await?;
     tracing::info!(workspace, source, enabled, "source enabled state changed");
-    Ok(Json(source_view(state, updated, None)))
+    Ok(Json(source_view(state, updated, None)).into_response())
 }
 
 async fn disable_source(
     State(state): State<AppState>,
     auth: Authorized<ManageSources>,
     Path((workspace, source)): Path<(String, String)>,
-) -> ApiResult<Json<SourceView>> {
+) -> ApiResult<Response> {
     set_enabled(&auth, &state, &workspace, &source, false).await
 }
 
@@ -308,7 +346,7 @@ async fn enable_source(
     State(state): State<AppState>,
     auth: Authorized<ManageSources>,
     Path((workspace, source)): Path<(String, String)>,
-) -> ApiResult<Json<SourceView>> {
+) -> ApiResult<Response> {
     set_enabled(&auth, &state, &workspace, &source, true).await
 }
 

@@ -1,0 +1,644 @@
+//! Changes of a workspace's API-managed configuration (sources, destinations, connections):
+//! operations, their validation against the state they would produce, atomic apply with
+//! version history, the `change_approval` policy, and change requests.
+//!
+//! Life of a change (ARCHITECTURE.md has the long form): a handler turns its request into
+//! [`Operation`]s (the object's JSON before and after, and its version when read); [`submit`]
+//! asks the workspace's `change_approval` policy whether the caller's role needs approval. If
+//! not, [`apply`] re-validates and writes everything in one transaction of the activate store,
+//! appending one version per object. If so, a [`ChangeRequest`] holding the operations is stored
+//! and the caller gets 202; approving it applies it the same way, where a version that moved
+//! since is a 409 and nothing is written.
+
+pub mod diff;
+pub mod dry_run;
+
+use crate::auth::{Authorized, Principal, RequiredPermission};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tandem_activate::history::{DefinitionWrite, Provenance, Version};
+use tandem_activate::runtime::{Activation, ManagedBy};
+use tandem_config::{ConnectionConfig, DestinationConfig, SourceConfig};
+use tandem_core::limits::CHANGE_REQUEST_OPERATIONS_MAX;
+use tandem_core::{ids, time_util, ErrorCode};
+use tandem_store::SourceRecord;
+
+/// What an operation changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Source,
+    Destination,
+    Connection,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Source => "source",
+            Kind::Destination => "destination",
+            Kind::Connection => "connection",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        [Kind::Source, Kind::Destination, Kind::Connection]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+}
+
+/// One object's change: its whole JSON before (absent: created) and after (absent: deleted),
+/// and the version it had when the change was prepared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub kind: Kind,
+    pub action: Action,
+    pub id: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub base_version: u64,
+    /// Why, in words; default: the action.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Open,
+    /// Approved and being applied (left so only if the server stopped in between: approving
+    /// again retries the apply).
+    Approved,
+    Rejected,
+    Applied,
+    /// Approved but could not apply (a conflict, or no longer valid); `error` says why.
+    Failed,
+    Withdrawn,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comment {
+    pub by: String,
+    pub at_ms: i64,
+    pub text: String,
+}
+
+/// A proposed change of several objects, applied all together or not at all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRequest {
+    pub id: String,
+    pub workspace: String,
+    pub title: String,
+    pub status: Status,
+    pub proposed_by: String,
+    pub proposed_by_role: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub operations: Vec<Operation>,
+    #[serde(default)]
+    pub comments: Vec<Comment>,
+    #[serde(default)]
+    pub decided_by: Option<String>,
+    #[serde(default)]
+    pub decided_at_ms: Option<i64>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// `{kind, id, version}` of each version the apply recorded.
+    #[serde(default)]
+    pub versions: Vec<Value>,
+}
+
+impl ChangeRequest {
+    pub fn load(activation: &Activation, id: &str) -> ApiResult<ChangeRequest> {
+        let json = activation
+            .dlq
+            .change_request(id)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found(format!("change request {id}")))?;
+        serde_json::from_value(json).map_err(ApiError::internal)
+    }
+
+    pub fn save(&self, activation: &Activation) -> ApiResult<()> {
+        let json = serde_json::to_value(self).map_err(ApiError::internal)?;
+        activation
+            .dlq
+            .put_change_request(&self.id, &json)
+            .map_err(ApiError::internal)
+    }
+
+    /// The request as the API shows it: each operation with its changed paths, settings
+    /// values of destinations redacted.
+    pub fn view(&self) -> Value {
+        let operations: Vec<Value> = self.operations.iter().map(operation_view).collect();
+        let mut view = serde_json::to_value(self).unwrap_or_default();
+        view["operations"] = Value::Array(operations);
+        view["created_at"] = json!(time_util::format_iso8601_ms(self.created_at_ms));
+        view["updated_at"] = json!(time_util::format_iso8601_ms(self.updated_at_ms));
+        view
+    }
+}
+
+/// An operation as the API shows it: before, after (redacted) and the changed paths.
+pub fn operation_view(operation: &Operation) -> Value {
+    let mut view = serde_json::to_value(operation).unwrap_or_default();
+    view["changes"] = serde_json::to_value(diff::changed_paths(
+        operation.before.as_ref(),
+        operation.after.as_ref(),
+    ))
+    .unwrap_or_default();
+    view["before"] = redacted(operation.kind, operation.before.as_ref());
+    view["after"] = redacted(operation.kind, operation.after.as_ref());
+    view
+}
+
+/// A destination's settings are secrets (tokens, passwords): views show a short fingerprint of
+/// each value instead, so a diff still tells which one changed. Exports and the store keep them.
+pub fn redacted(kind: Kind, value: Option<&Value>) -> Value {
+    let Some(value) = value else {
+        return Value::Null;
+    };
+    let mut value = value.clone();
+    if kind == Kind::Destination {
+        if let Some(settings) = value.get_mut("settings").and_then(Value::as_object_mut) {
+            for setting in settings.values_mut() {
+                let text = serde_json::to_string(setting).unwrap_or_default();
+                *setting = json!(format!(
+                    "<redacted sha256:{}>",
+                    &ids::write_key_hash(&text)[..12]
+                ));
+            }
+        }
+    }
+    value
+}
+
+/// The workspace's activation, or 404.
+pub fn activation(state: &AppState, workspace: &str) -> ApiResult<Arc<Activation>> {
+    state
+        .workspaces
+        .get(workspace)
+        .map(|workspace| workspace.activation.clone())
+        .ok_or_else(|| ApiError::not_found(format!("workspace {workspace}")))
+}
+
+/// A source as its versions and exports hold it (the key only as its hash).
+pub fn source_document(record: &SourceRecord) -> SourceConfig {
+    SourceConfig {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        owner: record.owner.clone(),
+        write_key: String::new(),
+        write_key_sha256: Some(record.write_key_hash.clone()),
+        purpose: record.purpose.clone(),
+        enabled: record.enabled,
+    }
+}
+
+/// The live JSON of an object and who manages it, if it exists.
+pub fn current(
+    state: &AppState,
+    workspace: &str,
+    kind: Kind,
+    id: &str,
+) -> ApiResult<Option<(Value, ManagedBy)>> {
+    let activation = activation(state, workspace)?;
+    let to_json = |value: serde_json::Result<Value>| value.map_err(ApiError::internal);
+    Ok(match kind {
+        Kind::Source => match state.store.source(workspace, id)? {
+            None => None,
+            Some(record) => {
+                let by = match record.managed_by {
+                    tandem_store::ManagedBy::Config => ManagedBy::Config,
+                    tandem_store::ManagedBy::Api => ManagedBy::Api,
+                };
+                Some((to_json(serde_json::to_value(source_document(&record)))?, by))
+            }
+        },
+        Kind::Destination => match activation
+            .destinations()?
+            .into_iter()
+            .find(|(config, _)| config.id == id)
+        {
+            None => None,
+            Some((config, by)) => Some((to_json(serde_json::to_value(config))?, by)),
+        },
+        Kind::Connection => match activation
+            .connections()?
+            .into_iter()
+            .find(|(config, _)| config.id == id)
+        {
+            None => None,
+            Some((config, by)) => Some((to_json(serde_json::to_value(config))?, by)),
+        },
+    })
+}
+
+/// An operation on the live state: `after` (absent for a delete) normalised through its type,
+/// checked against what exists (create: must not; update, delete: must, API-managed).
+pub fn prepare(
+    state: &AppState,
+    workspace: &str,
+    kind: Kind,
+    id: &str,
+    after: Option<Value>,
+) -> ApiResult<Operation> {
+    let existing = current(state, workspace, kind, id)?;
+    let what = format!("{} {id}", kind.as_str());
+    let action = match (&existing, &after) {
+        (Some((_, ManagedBy::Config)), _) => {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("{what} is declared in the config file; change it there"),
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::not_found(format!(
+                "{what} in workspace {workspace}"
+            )))
+        }
+        (None, Some(_)) => Action::Create,
+        (Some(_), Some(_)) => Action::Update,
+        (Some(_), None) => Action::Delete,
+    };
+    if kind == Kind::Source && action == Action::Delete {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{what}: sources are disabled, not deleted"),
+        ));
+    }
+    let after = match after {
+        None => None,
+        Some(after) => Some(normalised(kind, id, after)?),
+    };
+    Ok(Operation {
+        kind,
+        action,
+        id: id.to_string(),
+        before: existing.map(|(json, _)| json),
+        after,
+        base_version: activation(state, workspace)?
+            .dlq
+            .latest_version(kind.as_str(), id)
+            .map_err(ApiError::internal)?,
+        reason: String::new(),
+    })
+}
+
+/// `after` through its type (defaults filled, unknown fields refused), its id checked.
+fn normalised(kind: Kind, id: &str, after: Value) -> ApiResult<Value> {
+    let invalid = |error: serde_json::Error| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{} {id}: {error}", kind.as_str()),
+        )
+    };
+    let (json, own_id) = match kind {
+        Kind::Source => {
+            let config: SourceConfig = serde_json::from_value(after).map_err(invalid)?;
+            (serde_json::to_value(&config), config.id)
+        }
+        Kind::Destination => {
+            let config: DestinationConfig = serde_json::from_value(after).map_err(invalid)?;
+            (serde_json::to_value(&config), config.id)
+        }
+        Kind::Connection => {
+            let config: ConnectionConfig = serde_json::from_value(after).map_err(invalid)?;
+            (serde_json::to_value(&config), config.id)
+        }
+    };
+    if own_id != id {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{} {id}: `id` cannot change (it is `{own_id}` in the new definition)",
+                kind.as_str()
+            ),
+        ));
+    }
+    json.map_err(ApiError::internal)
+}
+
+/// Checks `operations` against the state they would produce together (a connection may use a
+/// destination created by the same request; a deleted destination must not be used by any
+/// connection left): every problem at once, as 400 `invalid_request` with `problems`.
+pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> ApiResult<()> {
+    if operations.is_empty() {
+        return Err(ApiError::new(ErrorCode::InvalidRequest, "no operations"));
+    }
+    if operations.len() > CHANGE_REQUEST_OPERATIONS_MAX {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{} operations; at most {CHANGE_REQUEST_OPERATIONS_MAX} per change",
+                operations.len()
+            ),
+        ));
+    }
+    let activation = activation(state, workspace)?;
+    let mut sources: Vec<String> = state
+        .store
+        .sources()?
+        .into_iter()
+        .filter(|source| source.workspace_id == workspace)
+        .map(|source| source.id)
+        .collect();
+    let mut destinations: Vec<(String, Option<DestinationConfig>)> = activation
+        .destinations()?
+        .into_iter()
+        .map(|(config, _)| (config.id.clone(), Some(config)))
+        .collect();
+    let mut connections: Vec<ConnectionConfig> = activation
+        .connections()?
+        .into_iter()
+        .map(|(config, _)| config)
+        .collect();
+    let mut problems: Vec<(String, String)> = Vec::new();
+    for (index, operation) in operations.iter().enumerate() {
+        let at = |field: &str| {
+            format!(
+                "operations[{index}] ({} {}){field}",
+                operation.kind.as_str(),
+                operation.id
+            )
+        };
+        match (operation.kind, &operation.after) {
+            (Kind::Source, Some(after)) => {
+                let source: SourceConfig =
+                    serde_json::from_value(after.clone()).map_err(ApiError::internal)?;
+                if source.name.trim().is_empty() || source.owner.trim().is_empty() {
+                    problems.push((at(""), "`name` and `owner` are required".into()));
+                }
+                if source.write_key_sha256.is_none() {
+                    problems.push((at(".write_key_sha256"), "missing".into()));
+                }
+                if !sources.contains(&source.id) {
+                    sources.push(source.id);
+                }
+            }
+            (Kind::Source, None) => problems.push((at(""), "sources are not deleted".into())),
+            (Kind::Destination, Some(after)) => {
+                match crate::routes::activate::checked_destination(after.clone()) {
+                    Ok(config) => {
+                        destinations.retain(|(id, _)| id != &config.id);
+                        destinations.push((config.id.clone(), Some(config)));
+                    }
+                    Err(error) => problems.extend(error_problems(&error, &at)),
+                }
+            }
+            (Kind::Destination, None) => destinations.retain(|(id, _)| id != &operation.id),
+            (Kind::Connection, Some(after)) => {
+                let config: ConnectionConfig =
+                    serde_json::from_value(after.clone()).map_err(ApiError::internal)?;
+                connections.retain(|connection| connection.id != config.id);
+                connections.push(config);
+            }
+            (Kind::Connection, None) => connections.retain(|c| c.id != operation.id),
+        }
+    }
+    // Connections are checked once every destination and source of the request is known.
+    let source_ids: Vec<&str> = sources.iter().map(String::as_str).collect();
+    let destination_ids: Vec<&str> = destinations.iter().map(|(id, _)| id.as_str()).collect();
+    for connection in &connections {
+        let touched = operations
+            .iter()
+            .any(|op| op.kind == Kind::Connection && op.id == connection.id);
+        let destination_deleted = !destination_ids.contains(&connection.destination.as_str());
+        if !touched && !destination_deleted {
+            continue;
+        }
+        for problem in tandem_config::connection_problems(connection, &source_ids, &destination_ids)
+        {
+            problems.push((
+                format!("connection {}.{}", connection.id, problem.path),
+                problem.message,
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let message = problems
+        .iter()
+        .map(|(field, message)| format!("{field}: {message}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let details: Vec<Value> = problems
+        .into_iter()
+        .map(|(field, message)| json!({"field": field, "message": message}))
+        .collect();
+    Err(ApiError::new(ErrorCode::InvalidRequest, message)
+        .with_details(json!({ "problems": details })))
+}
+
+fn error_problems(error: &ApiError, at: &dyn Fn(&str) -> String) -> Vec<(String, String)> {
+    let listed: Vec<(String, String)> = error
+        .details
+        .as_ref()
+        .and_then(|details| details["problems"].as_array())
+        .map(|problems| {
+            problems
+                .iter()
+                .map(|problem| {
+                    let field = problem["field"].as_str().unwrap_or("");
+                    let field = if field.is_empty() {
+                        String::new()
+                    } else {
+                        format!(".{field}")
+                    };
+                    (
+                        at(&field),
+                        problem["message"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if listed.is_empty() {
+        vec![(at(""), error.message.clone())]
+    } else {
+        listed
+    }
+}
+
+/// Re-validates `operations` and applies them all in one transaction (none on any error),
+/// recording a version per object; a version or definition that moved since they were
+/// prepared is 409 `conflict`. Sources are written to the metadata store inside the same
+/// transaction's commit step, so a refused source write applies nothing either.
+pub async fn apply(
+    state: &AppState,
+    workspace: &str,
+    operations: &[Operation],
+    provenance: &Provenance,
+) -> ApiResult<Vec<Version>> {
+    validate(state, workspace, operations)?;
+    let activation = activation(state, workspace)?;
+    let writes: Vec<DefinitionWrite> = operations
+        .iter()
+        .map(|operation| DefinitionWrite {
+            kind: operation.kind.as_str().to_string(),
+            id: operation.id.clone(),
+            before: operation.before.clone(),
+            after: operation.after.clone(),
+            base_version: operation.base_version,
+            stored: operation.kind != Kind::Source,
+            reason: if operation.reason.is_empty() {
+                format!("{:?}", operation.action).to_lowercase()
+            } else {
+                operation.reason.clone()
+            },
+        })
+        .collect();
+    let source_records = source_records(state, workspace, operations, provenance)?;
+    let store = state.store.clone();
+    let versions = activation
+        .apply_writes(&writes, provenance, || {
+            for (record, create) in &source_records {
+                let written = if *create {
+                    store.create_source(record)
+                } else {
+                    store.put_source(record)
+                };
+                written.map_err(|error| error.to_string())?;
+            }
+            Ok(())
+        })
+        .await?;
+    if !source_records.is_empty() {
+        state.catalog.reload()?;
+    }
+    Ok(versions)
+}
+
+/// The metadata-store records the source operations write, with whether each is new.
+fn source_records(
+    state: &AppState,
+    workspace: &str,
+    operations: &[Operation],
+    provenance: &Provenance,
+) -> ApiResult<Vec<(SourceRecord, bool)>> {
+    let mut records = Vec::new();
+    for operation in operations.iter().filter(|op| op.kind == Kind::Source) {
+        let Some(after) = &operation.after else {
+            continue;
+        };
+        let source: SourceConfig =
+            serde_json::from_value(after.clone()).map_err(ApiError::internal)?;
+        let existing = state.store.source(workspace, &operation.id)?;
+        let record = SourceRecord {
+            workspace_id: workspace.to_string(),
+            id: source.id.clone(),
+            name: source.name.trim().to_string(),
+            owner: source.owner.trim().to_string(),
+            purpose: source.purpose.clone(),
+            write_key_hash: source.write_key_sha256.clone().unwrap_or_default(),
+            enabled: source.enabled,
+            managed_by: tandem_store::ManagedBy::Api,
+            created_at_ms: existing
+                .as_ref()
+                .map_or(provenance.at_ms, |e| e.created_at_ms),
+            created_by: existing
+                .as_ref()
+                .map_or(provenance.by.clone(), |e| e.created_by.clone()),
+            updated_at_ms: provenance.at_ms,
+        };
+        records.push((record, existing.is_none()));
+    }
+    Ok(records)
+}
+
+/// Whether `principal`'s changes in `workspace` need approval (the `change_approval` policy,
+/// inherited from the organization unless the workspace overrides it).
+pub fn needs_approval(state: &AppState, principal: &Principal, workspace: &str) -> bool {
+    tandem_config::change_approval(&state.config, workspace).applies_to(principal.role.as_str())
+}
+
+/// A change request of `operations` by the caller, stored (status open) and audited.
+pub async fn propose<P: RequiredPermission>(
+    state: &AppState,
+    auth: &Authorized<P>,
+    workspace: &str,
+    title: String,
+    operations: Vec<Operation>,
+) -> ApiResult<ChangeRequest> {
+    validate(state, workspace, &operations)?;
+    let now = time_util::now_ms();
+    let request = ChangeRequest {
+        id: format!(
+            "cr_{now:013}_{}",
+            ids::random_secret(6)
+                .to_lowercase()
+                .replace(['-', '_'], "x")
+        ),
+        workspace: workspace.to_string(),
+        title,
+        status: Status::Open,
+        proposed_by: auth.principal.name(),
+        proposed_by_role: auth.principal.role.as_str().to_string(),
+        created_at_ms: now,
+        updated_at_ms: now,
+        operations,
+        comments: Vec::new(),
+        decided_by: None,
+        decided_at_ms: None,
+        error: None,
+        versions: Vec::new(),
+    };
+    let activation = activation(state, workspace)?;
+    request.save(&activation)?;
+    auth.audit(
+        state,
+        "change_request.create",
+        Some(workspace),
+        format!("change_request {workspace}/{}", request.id),
+        None,
+        Some(request.view()),
+    )
+    .await?;
+    Ok(request)
+}
+
+/// The 202 a change that needs approval answers: the change request it became.
+pub fn accepted(request: &ChangeRequest) -> Response {
+    let mut view = request.view();
+    view["note"] = json!(
+        "this change needs approval (policy change_approval): it was not applied; a role with ApproveChanges approves it"
+    );
+    (StatusCode::ACCEPTED, Json(view)).into_response()
+}
+
+/// What a handler's change becomes: applied now (`None`; the handler answers as before) or,
+/// when the caller's role needs approval, a change request (`Some(202)`).
+pub async fn submit<P: RequiredPermission>(
+    state: &AppState,
+    auth: &Authorized<P>,
+    workspace: &str,
+    title: String,
+    operations: Vec<Operation>,
+) -> ApiResult<Option<Response>> {
+    if needs_approval(state, &auth.principal, workspace) {
+        let request = propose(state, auth, workspace, title, operations).await?;
+        return Ok(Some(accepted(&request)));
+    }
+    let provenance = Provenance {
+        by: auth.principal.name(),
+        change_request: None,
+        at_ms: time_util::now_ms(),
+    };
+    apply(state, workspace, &operations, &provenance).await?;
+    Ok(None)
+}
