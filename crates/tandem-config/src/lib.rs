@@ -13,6 +13,7 @@
 //!
 //! See `tandem.example.toml` at the repository root for every setting, commented.
 
+mod audiences;
 mod env;
 mod error;
 mod locate;
@@ -20,6 +21,12 @@ mod plans;
 mod schema;
 mod validate;
 
+pub use audiences::{
+    audience_order, audience_problems, audience_set_problems, canonical_operator, is_pii_trait,
+    personalization_problems, since_ms, AudienceConfig, ConditionConfig, ConditionKind,
+    FilterConfig, PersonalizationConfig, RuleConfig, AUDIENCE_EVENT_TYPES, AUDIENCE_OPERATORS,
+    PII_TRAIT_NAMES,
+};
 pub use env::{apply_env_and_overrides, Overrides, ENV_VARS};
 pub use error::{ConfigProblem, LoadError};
 pub use plans::{
@@ -145,6 +152,8 @@ pub fn demo_with_write_key(write_key: &str) -> Config {
         connections: Vec::new(),
         tracking_plans: Vec::new(),
         policies: Default::default(),
+        audiences: Vec::new(),
+        personalization: None,
     };
     Config {
         workspaces: vec![workspace],

@@ -195,6 +195,12 @@ pub struct WorkspaceConfig {
     pub tracking_plans: Vec<crate::plans::TrackingPlanConfig>,
     /// `[workspaces.policies]`: overrides of overridable organization policies.
     pub policies: std::collections::BTreeMap<String, toml::Value>,
+    /// `[[workspaces.audiences]]`: sets of profiles kept up to date as events arrive.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<crate::audiences::AudienceConfig>,
+    /// `[workspaces.personalization]`: what the browser-facing personalization API may answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub personalization: Option<crate::audiences::PersonalizationConfig>,
 }
 
 /// `[[workspaces.destinations]]`: one place events are delivered to.

@@ -240,6 +240,7 @@ fn check_workspaces(workspaces: &[WorkspaceConfig], problems: &mut Vec<ConfigPro
         check_destinations(&workspace.destinations, &path, problems);
         check_connections(workspace, &path, problems);
         crate::plans::check_tracking_plans(workspace, &path, problems);
+        crate::audiences::check_audiences(workspace, &path, problems);
     }
 }
 
@@ -386,7 +387,8 @@ pub fn connection_problems(
         ));
     }
     for (index, source) in connection.sources.iter().enumerate() {
-        if source != "*" && !source_ids.contains(&source.as_str()) {
+        let built_in = source == tandem_core::envelope::AUDIENCES_SOURCE_ID;
+        if source != "*" && !built_in && !source_ids.contains(&source.as_str()) {
             let message = format!("no source `{source}` in this workspace");
             problems.push(ConfigProblem::new(format!("sources[{index}]"), message));
         }

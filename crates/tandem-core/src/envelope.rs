@@ -96,6 +96,11 @@ pub enum EnvelopeError {
     BadSourceId,
 }
 
+/// The source id of the events tandem itself writes into a workspace log for its audiences
+/// (`Audience Entered`, `Audience Exited`): a built-in source of every workspace, which
+/// connections may name (and `"*"` includes) like any other.
+pub const AUDIENCES_SOURCE_ID: &str = "tandem-audiences";
+
 /// The dedup key of a (source, messageId) pair.
 pub fn dedup_key(source_id: &str, message_id: &str) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();

@@ -280,3 +280,52 @@ pub const CHANGE_REQUEST_COMMENT_BYTES_MAX: usize = 4_096;
 pub const CHANGE_REQUEST_COMMENTS_MAX: usize = 200;
 /// Bytes of a TOML file given to `POST .../config/import` (parsed whole in memory).
 pub const CONFIG_IMPORT_BYTES_MAX: usize = 1 << 20;
+
+// Audiences (tandem-audiences) and the personalization API.
+
+/// Most audiences one workspace defines (config file and API together). Every unify batch
+/// evaluates the audiences of each profile it touched, so the count multiplies that work.
+pub const AUDIENCES_PER_WORKSPACE_MAX: usize = 200;
+/// Most condition nodes (leaves and all/any/not) in one audience definition.
+pub const AUDIENCE_CONDITIONS_MAX: usize = 64;
+/// Deepest nesting of all/any/not in one audience definition (evaluation recurses).
+pub const AUDIENCE_CONDITION_DEPTH_MAX: usize = 8;
+/// Most `where` filters on one event condition.
+pub const AUDIENCE_EVENT_FILTERS_MAX: usize = 16;
+/// Most values of one `in` list.
+pub const AUDIENCE_IN_VALUES_MAX: usize = 1_000;
+/// Longest `within_days` of an event condition: its hidden counter keeps up to one day bucket
+/// per active day in the window, per profile (~24 B each).
+pub const AUDIENCE_WINDOW_DAYS_MAX: u32 = 730;
+/// Most distinct hidden event counters a workspace keeps (identical event conditions of several
+/// audiences share one). Each costs one read-modify-write per matching event in unify.
+pub const AUDIENCE_COUNTERS_MAX: usize = 256;
+/// Profiles one backfill step evaluates in one store transaction, between unify batches: bounds
+/// how long a backfill delays real-time evaluation (a few ms per step).
+pub const AUDIENCE_BACKFILL_PROFILES_PER_STEP: usize = 500;
+/// Profiles one preview reads per snapshot chunk (its progress moves in these steps).
+pub const AUDIENCE_PREVIEW_CHUNK_PROFILES: usize = 5_000;
+/// Sample members a preview (or a dry run) shows.
+pub const AUDIENCE_PREVIEW_SAMPLES: usize = 20;
+/// How long `POST …/audiences/preview` waits for its answer before answering 202 with the job
+/// to poll (a preview over millions of profiles takes longer).
+pub const AUDIENCE_PREVIEW_WAIT_MS: u64 = 10_000;
+/// Finished previews kept per workspace for polling (oldest dropped first).
+pub const AUDIENCE_PREVIEW_JOBS_KEPT: usize = 32;
+/// Most members one page of `GET …/audiences/{id}/members` lists.
+pub const AUDIENCE_MEMBERS_PAGE_MAX: usize = 1_000;
+/// Identifiers of a profile an `Audience Entered`/`Exited` event carries in
+/// `context.externalIds` (destinations match users by them).
+pub const AUDIENCE_EVENT_IDENTIFIERS_MAX: usize = 25;
+/// Outbox entries the drain appends to the log in one group (one fsync).
+pub const AUDIENCE_OUTBOX_DRAIN_EVENTS_MAX: usize = 2_000;
+/// Most profiles the personalization cache of one workspace holds (~1 KiB each with a few
+/// allow-listed traits and memberships); beyond it the least recently used are evicted and
+/// answered from the store on their next request (the documented miss path).
+pub const PERSONALIZE_CACHE_PROFILES_MAX: usize = 200_000;
+/// Most traits a workspace may allow-list for the personalization API.
+pub const PERSONALIZE_TRAITS_MAX: usize = 50;
+/// Most decision rules of one workspace (every request evaluates them all, in order).
+pub const PERSONALIZE_RULES_MAX: usize = 100;
+/// Most public (browser) keys of one workspace.
+pub const PERSONALIZE_KEYS_MAX: usize = 100;

@@ -66,6 +66,23 @@ struct Filter {
     value: Value,
 }
 
+/// Which events another stage counts with a hidden counter (audiences): its own test, so the
+/// comparison rules stay the owner's.
+#[derive(Clone)]
+pub struct EventPredicate(pub std::sync::Arc<dyn Fn(&Value) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for EventPredicate {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("EventPredicate")
+    }
+}
+
+impl PartialEq for EventPredicate {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// A computed trait, compiled.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ComputedDef {
@@ -76,6 +93,13 @@ pub struct ComputedDef {
     property: Option<Vec<String>>,
     filters: Vec<Filter>,
     pub window_days: Option<u32>,
+    /// A hidden counter another stage reads (audience event conditions): kept, merged, expired
+    /// like a computed trait, but not shown on the profile.
+    pub hidden: bool,
+    /// Only events at or after this time count.
+    pub since_ms: Option<i64>,
+    /// Replaces `event`/`filters` matching (after the event type check) when set.
+    predicate: Option<EventPredicate>,
 }
 
 fn toml_to_json(value: &toml::Value) -> Value {
@@ -132,7 +156,39 @@ impl ComputedDef {
             property: config.property.as_deref().map(path),
             filters,
             window_days: config.window_days,
+            hidden: false,
+            since_ms: None,
+            predicate: None,
         })
+    }
+
+    /// A hidden counter: counts the events of `event_type` (call type name) that `predicate`
+    /// accepts, at or after `since_ms`, over the last `window_days` whole days (or all time).
+    pub fn hidden_counter(
+        name: &str,
+        event_type: &str,
+        predicate: EventPredicate,
+        window_days: Option<u32>,
+        since_ms: Option<i64>,
+    ) -> Result<ComputedDef, String> {
+        Ok(ComputedDef {
+            name: name.to_string(),
+            function: Function::Count,
+            event_type: EventType::parse(event_type)
+                .ok_or_else(|| format!("unknown type `{event_type}`"))?,
+            event: None,
+            property: None,
+            filters: Vec::new(),
+            window_days,
+            hidden: true,
+            since_ms,
+            predicate: Some(predicate),
+        })
+    }
+
+    /// Whether an event of `event_type` at `time_ms` counts toward this trait.
+    pub fn counts(&self, event_type: EventType, event: &Value, time_ms: i64) -> bool {
+        self.since_ms.is_none_or(|since| time_ms >= since) && self.matches(event_type, event)
     }
 
     fn payload<'a>(&self, event: &'a Value) -> Option<&'a Value> {
@@ -146,6 +202,9 @@ impl ComputedDef {
     pub fn matches(&self, event_type: EventType, event: &Value) -> bool {
         if event_type != self.event_type {
             return false;
+        }
+        if let Some(predicate) = &self.predicate {
+            return (predicate.0)(event);
         }
         if let Some(wanted) = &self.event {
             let field = if event_type == EventType::Track {

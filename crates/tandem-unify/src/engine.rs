@@ -29,6 +29,8 @@ pub trait RecordSource {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     pub profile: Option<ProfileId>,
+    /// Profiles merged into `profile` by this record (they no longer exist).
+    pub absorbed: Vec<ProfileId>,
     pub created: bool,
     pub merged: u32,
     pub refused: u32,
@@ -70,7 +72,11 @@ pub fn control_outcome_key(offset: u64) -> Vec<u8> {
 
 pub struct Engine {
     pub rules: IdentityRules,
+    /// Computed traits, then hidden counters (`ComputedDef::hidden`).
     pub computed: Vec<ComputedDef>,
+    /// Records of these sources are skipped (tandem's own derived events, e.g. audience
+    /// changes, which must not feed identity resolution back).
+    pub skip_sources: Vec<String>,
 }
 
 fn new_profile_id(offset: u64, identity: &Identity) -> ProfileId {
@@ -92,7 +98,11 @@ impl Engine {
     }
 
     pub fn with_computed(rules: IdentityRules, computed: Vec<ComputedDef>) -> Engine {
-        Engine { rules, computed }
+        Engine {
+            rules,
+            computed,
+            skip_sources: Vec::new(),
+        }
     }
 
     /// Applies the record at `offset` (its payload is an envelope).
@@ -111,6 +121,13 @@ impl Engine {
         };
         if event.envelope.event_type == EventType::Control {
             return self.apply_control(kv, source, &event);
+        }
+        if self
+            .skip_sources
+            .iter()
+            .any(|skipped| skipped == event.envelope.source_id)
+        {
+            return Ok(Applied::default());
         }
         self.apply_event(kv, &event)
     }
@@ -249,6 +266,7 @@ impl Engine {
                 event_type: event_type_name.clone(),
                 through: vec![through_survivor, through_absorbed],
             };
+            applied.absorbed.push(absorbed.id);
             self.merge_into(kv, &mut survivor, absorbed, &merge)?;
             applied.merged += 1;
         }
@@ -693,7 +711,11 @@ impl Engine {
         event: &Event,
     ) -> KvResult<()> {
         for def in &self.computed {
-            if !def.matches(event.envelope.event_type, &event.json) {
+            if !def.counts(
+                event.envelope.event_type,
+                &event.json,
+                event.provenance.time_ms,
+            ) {
                 continue;
             }
             let key = computed_key(profile.id, &def.name);
@@ -733,6 +755,8 @@ impl Engine {
         if state.is_empty() {
             kv.delete(Table::Computed, &key)?;
             profile.computed.remove(&def.name);
+        } else if def.hidden {
+            model::put(kv, Table::Computed, &key, state)?;
         } else {
             model::put(kv, Table::Computed, &key, state)?;
             let now = tandem_core::time_util::now_ms();
@@ -778,6 +802,17 @@ impl Engine {
         now_ms: i64,
         limit: usize,
     ) -> KvResult<usize> {
+        self.expire_windows_into(kv, now_ms, limit, &mut Vec::new())
+    }
+
+    /// [`Engine::expire_windows`], also listing the profiles it changed in `changed`.
+    pub fn expire_windows_into(
+        &self,
+        kv: &mut impl KvWrite,
+        now_ms: i64,
+        limit: usize,
+        changed_profiles: &mut Vec<ProfileId>,
+    ) -> KvResult<usize> {
         let due = kv.scan(Table::Expiry, &[], None, false, limit)?;
         let mut changed = 0;
         for (key, _) in due {
@@ -804,6 +839,7 @@ impl Engine {
             // The old index entry is gone already: store as if there was none.
             self.store_computed(kv, &mut profile, def, &state, None)?;
             model::put(kv, Table::Profiles, &profile_id.to_be_bytes(), &profile)?;
+            changed_profiles.push(profile_id);
             changed += 1;
         }
         Ok(changed)

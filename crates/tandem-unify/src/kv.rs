@@ -43,6 +43,10 @@ pub enum Table {
     /// expiry time, profile id, trait name → (): when a windowed computed trait's oldest day
     /// leaves its window
     Expiry = 15,
+    /// Audience memberships, their outbox and bookkeeping, owned by `tandem-audiences` (its
+    /// keys start with a sub-table byte): in this store so that a batch, the memberships it
+    /// changes and the events announcing them commit in one transaction.
+    Audiences = 16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +287,27 @@ impl RedbKv {
             let mut table = RedbTable(table);
             work(&mut table)?
         };
+        txn.commit().map_err(KvError::store)?;
+        Ok(result)
+    }
+
+    /// Runs `work` in a write transaction that decides itself whether its commit fsyncs: it
+    /// returns its result and `true` for a durable commit.
+    pub fn write_deciding<T>(
+        &self,
+        work: impl FnOnce(
+            &mut RedbTable<redb::Table<'_, &'static [u8], &'static [u8]>>,
+        ) -> KvResult<(T, bool)>,
+    ) -> KvResult<T> {
+        let mut txn = self.db.begin_write().map_err(KvError::store)?;
+        let (result, durable) = {
+            let table = txn.open_table(KV).map_err(KvError::store)?;
+            let mut table = RedbTable(table);
+            work(&mut table)?
+        };
+        if !durable {
+            txn.set_durability(redb::Durability::None);
+        }
         txn.commit().map_err(KvError::store)?;
         Ok(result)
     }

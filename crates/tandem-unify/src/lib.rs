@@ -20,4 +20,4 @@ pub mod store;
 
 pub use engine::{Applied, Control, ControlOutcome, Engine, RecordSource};
 pub use identity::{Identity, IdentityRules};
-pub use store::{BatchStats, UnifyStore};
+pub use store::{AfterBatch, BatchStats, Changed, DynKv, UnifyStore};

@@ -2,7 +2,9 @@
 //! a batch of records and the offset after it, so state and position can never disagree.
 
 use crate::engine::{Applied, Engine, RecordSource};
-use crate::kv::{KvRead, KvResult, MemoryKv, RedbKv, RedbTable, Table};
+use crate::kv::{KvRead, KvResult, KvWrite, MemoryKv, RedbKv, RedbTable, Table};
+use crate::model::ProfileId;
+use std::collections::BTreeSet;
 use std::path::Path;
 
 const OFFSET_KEY: &[u8] = b"offset";
@@ -50,6 +52,42 @@ impl std::ops::AddAssign<&BatchStats> for BatchStats {
     }
 }
 
+/// The profiles a batch (or a window sweep) changed, for a stage that follows profiles in the
+/// same transaction (audiences).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// Profiles that exist after the batch and were created, changed or re-resolved by it.
+    pub profiles: BTreeSet<ProfileId>,
+    /// (absorbed, survivor) of each merge, in order: the absorbed profile no longer exists.
+    pub merged: Vec<(ProfileId, ProfileId)>,
+    /// Profiles a split re-resolved (they may exist again under the same id, or not).
+    pub split: Vec<ProfileId>,
+}
+
+impl Changed {
+    pub fn add(&mut self, applied: &Applied) {
+        if let Some(profile) = applied.profile {
+            self.profiles.insert(profile);
+            for absorbed in &applied.absorbed {
+                self.merged.push((*absorbed, profile));
+                self.profiles.remove(absorbed);
+            }
+        }
+        if let Some(split) = &applied.split {
+            self.split.push(split.profile);
+            self.profiles.extend(split.result.iter().copied());
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.profiles.is_empty() && self.merged.is_empty() && self.split.is_empty()
+    }
+}
+
+/// What follows a batch inside its transaction: called with the store and what the batch
+/// changed; answers whether the commit must be durable (e.g. it wrote events to announce).
+pub type AfterBatch<'a> = &'a mut dyn FnMut(&mut dyn KvWrite, &Changed) -> KvResult<bool>;
+
 /// The next offset to apply, as stored.
 pub fn stored_offset(kv: &impl KvRead) -> KvResult<Option<u64>> {
     Ok(kv
@@ -84,6 +122,57 @@ impl UnifyStore {
     ) -> KvResult<BatchStats> {
         self.kv
             .write(durable, |kv| apply_all(kv, engine, source, records))
+    }
+
+    /// [`UnifyStore::apply_batch`], then `after` in the same transaction; the commit is durable
+    /// when `durable` or when `after` asks for it.
+    pub fn apply_batch_with(
+        &self,
+        engine: &Engine,
+        source: &dyn RecordSource,
+        records: &[(u64, Vec<u8>)],
+        durable: bool,
+        after: AfterBatch<'_>,
+    ) -> KvResult<(BatchStats, bool)> {
+        self.kv.write_deciding(|kv| {
+            let mut changed = Changed::default();
+            let stats = apply_all_into(kv, engine, source, records, &mut changed)?;
+            let wanted = after(&mut DynKv(kv), &changed)?;
+            Ok(((stats, durable || wanted), durable || wanted))
+        })
+    }
+
+    /// Moves windowed computed traits forward like [`UnifyStore::expire_windows`], then runs
+    /// `after` on the profiles it changed, in the same transaction (always durable).
+    pub fn expire_windows_with(
+        &self,
+        engine: &Engine,
+        now_ms: i64,
+        limit: usize,
+        after: AfterBatch<'_>,
+    ) -> KvResult<usize> {
+        self.kv.write(true, |kv| {
+            let mut profiles = Vec::new();
+            let count = engine.expire_windows_into(kv, now_ms, limit, &mut profiles)?;
+            let changed = Changed {
+                profiles: profiles.into_iter().collect(),
+                ..Changed::default()
+            };
+            if !changed.is_empty() {
+                after(&mut DynKv(kv), &changed)?;
+            }
+            Ok(count)
+        })
+    }
+
+    /// Runs `work` in a write transaction of its own (`durable`: fsync at commit). Writers take
+    /// turns: this waits for a batch in progress.
+    pub fn write<T>(
+        &self,
+        durable: bool,
+        work: impl FnOnce(&mut dyn KvWrite) -> KvResult<T>,
+    ) -> KvResult<T> {
+        self.kv.write(durable, |kv| work(&mut DynKv(kv)))
     }
 
     /// The fingerprint of the rules the state was built with.
@@ -128,15 +217,58 @@ pub fn apply_all<K: crate::kv::KvWrite>(
     source: &dyn RecordSource,
     records: &[(u64, Vec<u8>)],
 ) -> KvResult<BatchStats> {
+    apply_all_into(kv, engine, source, records, &mut Changed::default())
+}
+
+/// [`apply_all`], also noting what changed.
+pub fn apply_all_into<K: crate::kv::KvWrite>(
+    kv: &mut K,
+    engine: &Engine,
+    source: &dyn RecordSource,
+    records: &[(u64, Vec<u8>)],
+    changed: &mut Changed,
+) -> KvResult<BatchStats> {
     let mut stats = BatchStats::default();
     let Some(last) = records.last() else {
         return Ok(stats);
     };
     for (offset, payload) in records {
-        stats.add(&engine.apply(kv, source, *offset, payload)?);
+        let applied = engine.apply(kv, source, *offset, payload)?;
+        stats.add(&applied);
+        changed.add(&applied);
     }
     kv.put(Table::Meta, OFFSET_KEY, &(last.0 + 1).to_be_bytes())?;
     Ok(stats)
+}
+
+/// Any store as a `dyn KvWrite`, and back as a sized `KvWrite` for the generic helpers.
+pub struct DynKv<'a, K: ?Sized>(pub &'a mut K);
+
+impl<K: KvWrite + ?Sized> KvRead for DynKv<'_, K> {
+    fn get(&self, table: Table, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
+        self.0.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> KvResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.0.scan(table, prefix, after, reverse, limit)
+    }
+}
+
+impl<K: KvWrite + ?Sized> KvWrite for DynKv<'_, K> {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> KvResult<()> {
+        self.0.put(table, key, value)
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) -> KvResult<()> {
+        self.0.delete(table, key)
+    }
 }
 
 /// The in-memory equivalent, for tests and dry runs.
