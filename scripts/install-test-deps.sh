@@ -9,6 +9,9 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # /usr/lib/postgresql/<version>/bin themselves).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 fc-list 2>/dev/null | grep -qi dejavu || missing+=(fonts-dejavu-core)
+# libfaketime: the audience tests start a server a few seconds before midnight (UTC) to watch a
+# window's edge pass (LD_PRELOAD; the monotonic clock stays real).
+compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null || missing+=(libfaketime)
 # nats-server (JetStream) for the NATS destination tests: Debian's package lives in /usr/sbin.
 if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ] \
   && apt-cache show nats-server >/dev/null 2>&1; then

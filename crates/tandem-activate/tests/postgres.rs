@@ -590,9 +590,12 @@ async fn deleting_a_user_removes_their_rows_everywhere() {
     destination
         .upsert_audience_memberships(&[MembershipChange {
             audience: "buyers".into(),
-            user_id: "u1".into(),
+            profile_id: "prof_0000000000000001".into(),
+            user_id: Some("u1".into()),
+            anonymous_id: None,
             entered: true,
             at_ms: 1_714_557_600_000,
+            continues: Vec::new(),
         }])
         .await
         .unwrap();
@@ -659,9 +662,12 @@ async fn audience_memberships_keep_the_latest_change() {
     let client = server.client().await;
     let change = |user_id: &str, entered: bool, at: &str| MembershipChange {
         audience: "high-value".into(),
-        user_id: user_id.into(),
+        profile_id: format!("prof-of-{user_id}"),
+        user_id: Some(user_id.into()),
+        anonymous_id: None,
         entered,
         at_ms: parse_iso8601_ms(at).unwrap(),
+        continues: Vec::new(),
     };
     destination
         .upsert_audience_memberships(&[
@@ -714,6 +720,143 @@ async fn audience_memberships_keep_the_latest_change() {
         .unwrap()
         .get(0);
     assert_eq!(exited, None);
+}
+
+/// An `Audience Entered`/`Exited` event as the audience outbox drain writes it.
+fn audience_event(
+    message_id: &str,
+    entered: bool,
+    audience: &str,
+    profile: &str,
+    user: Option<&str>,
+    at: &str,
+    merged: &[&str],
+) -> OutboundEvent {
+    let mut json = json!({
+        "type": "track", "messageId": message_id,
+        "event": if entered { "Audience Entered" } else { "Audience Exited" },
+        "anonymousId": format!("anon-{profile}"), "timestamp": at, "receivedAt": at,
+        "properties": {"audience_key": audience, audience: entered, "profile_id": profile},
+        "context": {"audience": {"id": audience, "profile_id": profile, "reason": "event",
+                                 "merged_profile_ids": merged}},
+    });
+    if let Some(user) = user {
+        json["userId"] = json!(user);
+    }
+    let mut event = event(json);
+    event.source_id = tandem_core::envelope::AUDIENCES_SOURCE_ID.into();
+    event
+}
+
+#[tokio::test]
+async fn audience_events_keep_the_membership_table_in_their_batch() {
+    let server = PgServer::start();
+    let destination = warehouse(&server, "audience-sync");
+    let client = server.client().await;
+    let batch = vec![
+        audience_event(
+            "e1",
+            true,
+            "vip",
+            "prof_a",
+            Some("u1"),
+            "2024-05-01T10:00:00Z",
+            &[],
+        ),
+        audience_event(
+            "e2",
+            true,
+            "vip",
+            "prof_b",
+            None,
+            "2024-05-01T11:00:00Z",
+            &[],
+        ),
+        audience_event(
+            "e3",
+            true,
+            "buyers",
+            "prof_b",
+            None,
+            "2024-05-01T11:00:00Z",
+            &[],
+        ),
+        audience_event(
+            "e4",
+            false,
+            "buyers",
+            "prof_b",
+            None,
+            "2024-05-02T11:00:00Z",
+            &[],
+        ),
+        // prof_b merged into prof_c: the entry continues prof_b's membership.
+        audience_event(
+            "e5",
+            true,
+            "vip",
+            "prof_c",
+            Some("u3"),
+            "2024-05-03T11:00:00Z",
+            &["prof_b"],
+        ),
+        order("o1", "u1", json!({"total": 5})),
+    ];
+    assert_eq!(
+        send(&destination, &batch).await,
+        BatchOutcome::All(Outcome::Delivered)
+    );
+    // Redelivered: nothing changes.
+    assert_eq!(
+        send(&destination, &batch).await,
+        BatchOutcome::All(Outcome::Delivered)
+    );
+    let rows = client
+        .query(
+            &format!("SELECT audience, profile_id, user_id, exited_at IS NOT NULL FROM {SCHEMA}.audience_memberships ORDER BY audience, profile_id"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, Option<String>, bool)> = rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("buyers".into(), "prof_b".into(), None, true),
+            ("vip".into(), "prof_a".into(), Some("u1".into()), false),
+            ("vip".into(), "prof_c".into(), Some("u3".into()), false),
+        ]
+    );
+    // The events are also rows of their own, like any track call.
+    assert_eq!(count(&client, "audience_entered").await, 4);
+    assert_eq!(count(&client, "audience_exited").await, 1);
+    // Events of other sources with the same name are only events.
+    let mut forged = audience_event(
+        "f1",
+        true,
+        "vip",
+        "prof_z",
+        None,
+        "2024-05-04T10:00:00Z",
+        &[],
+    );
+    forged.source_id = "web".into();
+    assert_eq!(
+        send(&destination, &[forged]).await,
+        BatchOutcome::All(Outcome::Delivered)
+    );
+    let members: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {SCHEMA}.audience_memberships"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(members, 3);
 }
 
 #[tokio::test]

@@ -103,16 +103,27 @@ impl AudienceEngine {
     /// progress), and stores the job that makes them catch up — new and changed audiences and
     /// those referring to them evaluated over every profile, new counters counted from history,
     /// deleted audiences' members exited. A job in progress restarts from the first profile
-    /// with the union of its work (re-evaluating is idempotent). Returns whether a job runs.
+    /// with the union of its work (re-evaluating is idempotent). `rebuilt`: the profiles were
+    /// rebuilt from the log with every counter of `set` (counted whole): every audience is
+    /// evaluated again and memberships of profiles that no longer exist exit. Returns whether
+    /// a job runs.
     pub fn plan(
         &mut self,
         kv: &mut (impl KvWrite + ?Sized),
         set: Arc<AudienceSet>,
         reason: &str,
         now_ms: i64,
-        sweep_orphans: bool,
+        rebuilt: bool,
     ) -> KvResult<bool> {
-        let stored = state::state(&*kv)?;
+        let mut stored = state::state(&*kv)?;
+        if rebuilt {
+            stored.active.clear();
+            stored.complete_counters = set.counters.iter().map(|c| c.name.clone()).collect();
+            if let Some(job) = stored.job.as_mut() {
+                job.counters.clear();
+            }
+        }
+        let sweep_orphans = rebuilt;
         let running = stored.job.clone().unwrap_or_default();
         let needed: BTreeSet<String> = set.counters.iter().map(|c| c.name.clone()).collect();
         let complete: BTreeSet<String> = stored
@@ -382,29 +393,7 @@ impl AudienceEngine {
     }
 
     fn view(&self, profile: &ProfileRow, row: &ProfileAudiences) -> ProfileView {
-        let mut traits = BTreeMap::new();
-        for name in &self.capture_traits {
-            let value = profile
-                .traits
-                .get(name)
-                .map(|t| t.json.as_str())
-                .or_else(|| profile.computed.get(name).map(String::as_str))
-                .and_then(|json| serde_json::from_str::<Value>(json).ok());
-            if let Some(value) = value {
-                traits.insert(name.clone(), value);
-            }
-        }
-        ProfileView {
-            id: profile.id,
-            identities: profile
-                .identities
-                .iter()
-                .filter(|(i, _)| i.kind == "user_id" || i.kind == "anonymous_id")
-                .map(|(i, _)| (i.kind.clone(), i.value.clone()))
-                .collect(),
-            traits,
-            audiences: row.memberships.iter().map(|(id, _)| id.clone()).collect(),
-        }
+        profile_view(profile, row, &self.capture_traits)
     }
 
     /// Exits every membership of a profile that no longer exists.
@@ -572,6 +561,17 @@ impl AudienceEngine {
         !job.audiences.is_empty() || !job.counters.is_empty() || !job.retired_counters.is_empty()
     }
 
+    /// Counters counted over every profile's whole history (a preview may read them).
+    pub fn complete_counters(&self) -> Vec<String> {
+        self.set
+            .counters
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !self.pending_counters[*index])
+            .map(|(_, counter)| counter.name.clone())
+            .collect()
+    }
+
     /// Whether a job is running.
     pub fn busy(&self) -> bool {
         self.state.job.is_some()
@@ -581,6 +581,38 @@ impl AudienceEngine {
 fn retire_named(kv: &mut (impl KvWrite + ?Sized), profile: ProfileId, name: &str) -> KvResult<()> {
     let key = model::computed_key(profile, name);
     kv.delete(Table::Computed, &key)
+}
+
+/// A profile as the personalization cache keeps it: user and anonymous ids, the `capture`d
+/// traits (or computed traits) it has, its memberships.
+pub fn profile_view(
+    profile: &ProfileRow,
+    row: &ProfileAudiences,
+    capture: &[String],
+) -> ProfileView {
+    let mut traits = BTreeMap::new();
+    for name in capture {
+        let value = profile
+            .traits
+            .get(name)
+            .map(|t| t.json.as_str())
+            .or_else(|| profile.computed.get(name).map(String::as_str))
+            .and_then(|json| serde_json::from_str::<Value>(json).ok());
+        if let Some(value) = value {
+            traits.insert(name.clone(), value);
+        }
+    }
+    ProfileView {
+        id: profile.id,
+        identities: profile
+            .identities
+            .iter()
+            .filter(|(i, _)| i.kind == "user_id" || i.kind == "anonymous_id")
+            .map(|(i, _)| (i.kind.clone(), i.value.clone()))
+            .collect(),
+        traits,
+        audiences: row.memberships.iter().map(|(id, _)| id.clone()).collect(),
+    }
 }
 
 /// The memberships of `profile` after evaluating the audiences `selected` (by index; the

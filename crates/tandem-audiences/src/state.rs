@@ -553,6 +553,21 @@ impl<'a, K: KvWrite + ?Sized> Writer<'a, K> {
     }
 }
 
+/// Marks memberships as needing reconciliation after the profiles were rebuilt offline (`tandem
+/// rebuild`) with `counted` hidden counters: the next plan evaluates every audience again,
+/// sweeps memberships of profiles that no longer exist, and trusts only those counters.
+pub fn mark_rebuilt(kv: &mut (impl KvWrite + ?Sized), counted: &[String]) -> KvResult<()> {
+    let mut state = state(&*kv)?;
+    state.active.clear();
+    state.complete_counters = counted.to_vec();
+    let mut job = state.job.take().unwrap_or_default();
+    job.counters.retain(|name| !counted.contains(name));
+    job.sweep_orphans = true;
+    job.reason = "profiles rebuilt".into();
+    state.job = Some(job);
+    put_state(kv, &state)
+}
+
 /// Copies every audience row of `from` into `to` (a store rebuilt from the log takes over the
 /// memberships, the outbox and its sequence, so nothing announced is announced again).
 pub fn carry_over(

@@ -1,6 +1,7 @@
 //! `tandem`: one binary, one subcommand per job.
 
 mod access_cmd;
+mod audiences_cmd;
 mod bench_deliver;
 mod bench_profile_api;
 mod bench_unify;
@@ -66,6 +67,11 @@ enum Command {
         #[command(subcommand)]
         command: deliver_cmd::BackfillCommand,
     },
+    /// Audiences: list, show, preview a definition, members (over the management API).
+    Audiences {
+        #[command(subcommand)]
+        command: audiences_cmd::AudiencesCommand,
+    },
     /// Tracking plans, their violations, inference and the quarantine (over the management API).
     Plans {
         #[command(subcommand)]
@@ -116,6 +122,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail_cmd::tail(args),
         Command::Dlq { command } => deliver_cmd::dlq(command),
         Command::Backfill { command } => deliver_cmd::backfill(command),
+        Command::Audiences { command } => audiences_cmd::audiences(command),
         Command::Plans { command } => plans_cmd::plans(command),
         Command::Config { command } => changes_cmd::config(command),
         Command::Changes { command } => changes_cmd::changes(command),

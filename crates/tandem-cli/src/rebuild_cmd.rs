@@ -70,8 +70,10 @@ pub fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let rules = effective_rules(metadata.as_ref(), workspace)?;
+        let counters = audience_counters(&data_dir, workspace, &rules)?;
+        let counted: Vec<String> = counters.iter().map(|c| c.name.clone()).collect();
         let engine = rules
-            .engine()
+            .engine_with(counters)
             .map_err(|error| anyhow::anyhow!("unify rules of {}: {error}", workspace.id))?;
         let options = tandem_server::log_options(&config, &workspace.id, true);
         let (log, _) = FileLog::open(&log_dir, options).map_err(|error| {
@@ -124,6 +126,21 @@ pub fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         store
             .set_fingerprint(&rules.fingerprint())
             .map_err(|error| anyhow::anyhow!("{error}"))?;
+        // Audience memberships and their outbox go over to the new state; the server
+        // reconciles them with the rebuilt profiles at its next start.
+        if target.exists() {
+            let old = UnifyStore::open(&target).map_err(|error| anyhow::anyhow!("{error}"))?;
+            store
+                .write(true, |kv| {
+                    old.read(|previous| tandem_audiences::state::carry_over(previous, kv))
+                })
+                .map_err(|error| anyhow::anyhow!("carrying audience memberships over: {error}"))?;
+        }
+        store
+            .write(true, |kv| {
+                tandem_audiences::state::mark_rebuilt(kv, &counted)
+            })
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
         store.sync().map_err(|error| anyhow::anyhow!("{error}"))?;
         drop(store);
         std::fs::rename(&side, &target)?;
@@ -146,4 +163,36 @@ pub fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The hidden counters of the workspace's audiences (config file and API), so the rebuilt
+/// profiles count them from the start.
+fn audience_counters(
+    data_dir: &std::path::Path,
+    workspace: &tandem_config::WorkspaceConfig,
+    rules: &tandem_server::unify::UnifyRules,
+) -> anyhow::Result<Vec<tandem_unify::computed::ComputedDef>> {
+    let mut definitions = workspace.audiences.clone();
+    let path = data_dir
+        .join("activate")
+        .join(format!("{}.redb", workspace.id));
+    if path.exists() {
+        let store = tandem_activate::dlq::Dlq::open(&path).map_err(|error| {
+            anyhow::anyhow!(
+                "opening {} (is the server still running?): {error}",
+                path.display()
+            )
+        })?;
+        for json in store
+            .definitions(tandem_server::audiences::AUDIENCE_KIND)
+            .map_err(|error| anyhow::anyhow!("{error}"))?
+        {
+            definitions.push(serde_json::from_value(json)?);
+        }
+    }
+    let names = rules.computed_trait_names();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let set = tandem_audiences::AudienceSet::compile(&definitions, &names)
+        .map_err(|error| anyhow::anyhow!("audiences of {}: {error}", workspace.id))?;
+    Ok(set.counter_defs())
 }

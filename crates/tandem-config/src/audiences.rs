@@ -214,6 +214,12 @@ pub fn audience_problems(
             ),
         ));
     }
+    if ["preview", "previews"].contains(&audience.id.as_str()) {
+        problems.push(ConditionProblem::new(
+            "id",
+            format!("`{}` is reserved (the API's preview routes)", audience.id),
+        ));
+    }
     if audience.name.trim().is_empty() {
         problems.push(ConditionProblem::new("name", "every audience needs a name"));
     }

@@ -694,6 +694,12 @@ fn check_sources<'a>(
     for (index, source) in sources.iter().enumerate() {
         let path = format!("{workspace_path}.sources[{index}]");
         check_id(&source.id, &format!("{path}.id"), "source", problems);
+        if source.id == tandem_core::envelope::AUDIENCES_SOURCE_ID {
+            problems.push(ConfigProblem::new(
+                format!("{path}.id"),
+                "`tandem-audiences` is the built-in source of audience events; choose another id",
+            ));
+        }
         if let Some(first) = earlier_index(&mut source_ids, &source.id, index) {
             let message = format!(
                 "`{}` is already the id of sources[{first}] in this workspace",

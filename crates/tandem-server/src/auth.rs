@@ -51,7 +51,7 @@ pub enum Role {
     OrgAdmin,
     /// Everything inside one workspace except users and the audit log.
     WorkspaceAdmin,
-    /// Sources, imports, live debugging, profiles, destinations and connections, deliveries (audiences to come).
+    /// Sources, imports, live debugging, profiles, destinations and connections, deliveries, audiences, personalization.
     Marketer,
     /// Profiles (for DSR), the catalog and the audit log (consent and DSR to come).
     PrivacyOfficer,
@@ -197,6 +197,14 @@ permissions! {
     ApproveChanges => [OrgAdmin, WorkspaceAdmin],
     /// Export the live configuration as TOML (destination settings included: secrets).
     ExportConfig => [OrgAdmin, WorkspaceAdmin],
+    /// List audiences, their definitions, sizes and backfill progress, and preview a
+    /// definition's size (no personal data: members and samples need ReadProfiles).
+    ReadAudiences => [OrgAdmin, WorkspaceAdmin, Marketer, PrivacyOfficer, Analyst, Viewer],
+    /// Create, change and delete audiences (versioned; under change approval like destinations).
+    ManageAudiences => [OrgAdmin, WorkspaceAdmin, Marketer],
+    /// Set the personalization policy (allow-listed traits and audiences, decision rules) and
+    /// create or revoke its public browser keys.
+    ManagePersonalization => [OrgAdmin, WorkspaceAdmin, Marketer],
 }
 
 /// Where a credential may act.

@@ -3,11 +3,13 @@
 //! `tandem serve` command and the black-box tests both go through it.
 
 pub mod access_tokens;
+pub mod audiences;
 pub mod auth;
 pub mod background;
 pub mod catalog;
 pub mod changes;
 pub mod error;
+pub mod personalize;
 pub mod plans;
 pub mod rate_limit;
 pub mod routes;
@@ -149,7 +151,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
         let log: Arc<dyn tandem_log::EventLog> = file_log.clone();
         let rules = unify::effective_rules(store.as_ref(), workspace)?;
         let (unify, unify_open) = unify::Unify::open(&data_dir, &workspace.id, rules)?;
-        if let unify::UnifyOpen::Rebuilding { previous_next } = unify_open {
+        if let unify::UnifyOpen::Rebuilding { previous_next } = &unify_open {
             tracing::warn!(workspace = %workspace.id, previous_next, "profiles are being rebuilt from the log");
         }
         let unify = Arc::new(unify);
@@ -171,6 +173,22 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
                 || format!("opening the tracking plans of workspace {}", workspace.id),
             )?,
         );
+        let personalization = Arc::new(
+            personalize::WorkspacePersonalization::load(store.as_ref(), workspace).with_context(
+                || format!("loading the personalization of workspace {}", workspace.id),
+            )?,
+        );
+        let audiences = Arc::new(audiences::WorkspaceAudiences::open(
+            workspace,
+            &activation,
+            &unify.store(),
+            &unify.rules().computed_trait_names(),
+            Arc::new(personalize::PersonalizeCache::default()),
+        )?);
+        audiences.engine.lock().capture_traits = personalization.get().captured_traits();
+        if let unify::UnifyOpen::Rebuilding { previous_next } = unify_open {
+            audiences.hold_until(previous_next);
+        }
         workspaces.insert(
             workspace.id.clone(),
             Workspace {
@@ -182,6 +200,8 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
                 unify,
                 activation,
                 plans,
+                audiences,
+                personalization,
             },
         );
     }
@@ -199,6 +219,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
     );
     let catalog = Catalog::load(store.clone())?;
     let access_tokens = Arc::new(access_tokens::AccessTokens::load(store.clone())?);
+    let public_keys = Arc::new(personalize::PublicKeys::load(store.clone())?);
     let demo_access_token = match &demo_write_key {
         Some(_) => Some(access_tokens.demo_token("demo")?),
         None => None,
@@ -219,6 +240,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
         live,
         admin_tokens,
         access_tokens,
+        public_keys,
         audit,
         metrics: telemetry::prometheus(),
         imports: Arc::new(routes::imports::Imports::open(&data_dir)?),
@@ -233,7 +255,9 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
             workspace.id.clone(),
             workspace.log.clone(),
             workspace.unify.clone(),
+            workspace.audiences.clone(),
         ));
+        tokio::spawn(audiences::drain::run(state.clone(), workspace.id.clone()));
     }
 
     let app = routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

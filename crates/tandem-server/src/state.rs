@@ -29,6 +29,11 @@ pub struct Workspace {
     pub activation: Arc<tandem_activate::runtime::Activation>,
     /// Tracking plans, their violation counters and the quarantine (`crate::plans`).
     pub plans: Arc<crate::plans::WorkspacePlans>,
+    /// Audiences: definitions, the engine the unify task drives, previews, the outbox drain's
+    /// signal and the personalization cache (`crate::audiences`).
+    pub audiences: Arc<crate::audiences::WorkspaceAudiences>,
+    /// What the personalization API may answer and its rules (`crate::personalize`).
+    pub personalization: Arc<crate::personalize::WorkspacePersonalization>,
 }
 
 /// An event as the live debugger shows it: accepted (with its offset) or rejected (with why).
@@ -57,6 +62,8 @@ pub struct Inner {
     pub admin_tokens: Arc<AdminTokens>,
     /// Workspace access tokens of the Profile API.
     pub access_tokens: Arc<crate::access_tokens::AccessTokens>,
+    /// Public (browser) keys of the personalization API.
+    pub public_keys: Arc<crate::personalize::PublicKeys>,
     /// The hash-chained audit log (`DATA/audit/`).
     pub audit: Arc<tandem_audit::AuditLog>,
     pub metrics: PrometheusHandle,

@@ -13,6 +13,7 @@ use tandem_core::envelope::{EventEnvelope, EventType};
 use tandem_core::limits::{UNIFY_BATCH_RECORDS_MAX, UNIFY_DURABLE_COMMIT_MS};
 use tandem_log::{EventLog, ReadError};
 use tandem_unify::computed::ComputedDef;
+use tandem_unify::kv::KvRead;
 use tandem_unify::{BatchStats, Engine, IdentityRules, RecordSource, UnifyStore};
 use tokio::sync::watch;
 
@@ -51,15 +52,34 @@ impl UnifyRules {
         )
     }
 
-    /// Compiles the rules into an engine.
+    /// Compiles the rules into an engine (without hidden counters).
     pub fn engine(&self) -> Result<Engine, String> {
+        self.engine_with(Vec::new())
+    }
+
+    /// Compiles the rules into an engine that also keeps `hidden` counters (audiences' event
+    /// conditions). Hidden counters are not part of the rules' fingerprint: adding one does not
+    /// rebuild the profiles (its job counts it from history instead). tandem's own audience
+    /// events are skipped: derived facts never feed identity resolution back.
+    pub fn engine_with(&self, hidden: Vec<ComputedDef>) -> Result<Engine, String> {
         let rules = IdentityRules::from_config(&self.identity)?;
-        let computed = self
+        let mut computed = self
             .computed_traits
             .iter()
             .map(ComputedDef::from_config)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Engine::with_computed(rules, computed))
+        computed.extend(hidden);
+        let mut engine = Engine::with_computed(rules, computed);
+        engine.skip_sources = vec![tandem_core::envelope::AUDIENCES_SOURCE_ID.to_string()];
+        Ok(engine)
+    }
+
+    /// The names of the computed traits (audience conditions may use them).
+    pub fn computed_trait_names(&self) -> Vec<String> {
+        self.computed_traits
+            .iter()
+            .map(|t| t.name.clone())
+            .collect()
     }
 }
 
@@ -93,8 +113,6 @@ pub fn save_rules(
     store.put_setting(&rules_setting(workspace_id), &json)
 }
 
-/// How often windowed computed traits are moved forward.
-pub const WINDOW_SWEEP_SECONDS: u64 = 60;
 /// Most windowed computed traits moved forward per sweep transaction.
 pub const WINDOW_SWEEP_BATCH: usize = 10_000;
 
@@ -114,6 +132,8 @@ pub struct RebuildProgress {
 pub struct Unify {
     path: PathBuf,
     current: RwLock<(Arc<UnifyStore>, Arc<Engine>, UnifyRules)>,
+    /// The audiences' hidden counters the engine keeps besides the rules' computed traits.
+    hidden: RwLock<Vec<ComputedDef>>,
     /// Rules waiting to be applied by a rebuild (set by the API, taken by the consumer).
     pending: Mutex<Option<UnifyRules>>,
     pub rebuild: RwLock<Option<RebuildProgress>>,
@@ -155,8 +175,20 @@ impl Unify {
         let mut opened = UnifyOpen::Resumed { next };
         if next > 0 && stored.as_deref() != Some(fingerprint.as_str()) {
             tracing::warn!(workspace = %workspace_id, "identity rules or computed traits changed: rebuilding profiles from the log");
+            // The new state starts empty but takes the audience memberships and outbox over:
+            // what was announced stays announced, and the rebuild's reconciliation announces
+            // only real differences.
+            let fresh = path.with_extension("redb.fresh");
+            let _ = std::fs::remove_file(&fresh);
+            {
+                let new = UnifyStore::open(&fresh).map_err(store_error)?;
+                new.write(true, |kv| {
+                    store.read(|old| tandem_audiences::state::carry_over(old, kv))
+                })
+                .map_err(store_error)?;
+            }
             drop(store);
-            std::fs::remove_file(&path)?;
+            std::fs::rename(&fresh, &path)?;
             store = UnifyStore::open(&path).map_err(store_error)?;
             opened = UnifyOpen::Rebuilding {
                 previous_next: next,
@@ -168,6 +200,7 @@ impl Unify {
             Unify {
                 path,
                 current: RwLock::new((Arc::new(store), Arc::new(engine), rules)),
+                hidden: RwLock::new(Vec::new()),
                 pending: Mutex::new(None),
                 rebuild: RwLock::new(None),
                 applied: watch::channel(next).0,
@@ -187,6 +220,16 @@ impl Unify {
 
     pub fn rules(&self) -> UnifyRules {
         self.current.read().2.clone()
+    }
+
+    /// Makes the engine keep `hidden` counters (audiences' event conditions) from the next
+    /// batch on; called by the unify task between batches.
+    pub fn set_hidden_counters(&self, hidden: Vec<ComputedDef>) -> Result<(), String> {
+        let mut current = self.current.write();
+        let engine = current.2.engine_with(hidden.clone())?;
+        current.1 = Arc::new(engine);
+        *self.hidden.write() = hidden;
+        Ok(())
     }
 
     /// Asks the consumer to rebuild the profiles under `rules` (online: the current state keeps
@@ -246,7 +289,12 @@ async fn rebuild_online(
     log: &Arc<dyn EventLog>,
     rules: UnifyRules,
 ) -> anyhow::Result<(Arc<UnifyStore>, Arc<Engine>, UnifyRules, u64)> {
-    let engine = Arc::new(rules.engine().map_err(|error| anyhow::anyhow!(error))?);
+    let hidden = unify.hidden.read().clone();
+    let engine = Arc::new(
+        rules
+            .engine_with(hidden)
+            .map_err(|error| anyhow::anyhow!(error))?,
+    );
     let side = unify.path.with_extension("redb.rebuild");
     let _ = std::fs::remove_file(&side);
     let store = Arc::new(UnifyStore::open(&side).map_err(store_error)?);
@@ -281,6 +329,15 @@ async fn rebuild_online(
     store
         .set_fingerprint(&rules.fingerprint())
         .map_err(store_error)?;
+    // The audience memberships and outbox go over to the new state (the reconciliation after
+    // the swap announces only real differences). No batch runs meanwhile: this task is the
+    // one that applies them.
+    let current = unify.store();
+    store
+        .write(true, |kv| {
+            current.read(|old| tandem_audiences::state::carry_over(old, kv))
+        })
+        .map_err(store_error)?;
     store.sync().map_err(store_error)?;
     std::fs::rename(&side, &unify.path)?;
     if let Some(dir) = unify.path.parent() {
@@ -289,13 +346,45 @@ async fn rebuild_online(
     Ok((store, engine, rules, next))
 }
 
-/// Runs the consumer of one workspace until the process ends.
-pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>) {
+/// How often, at most, the task looks whether a window edge is due (one read of the first
+/// key of the expiry index): time-based audience exits come within about this long.
+pub const EXPIRY_CHECK_MS: u64 = 1000;
+
+/// Whether the oldest entry of the expiry index is due at `now_ms`.
+fn window_edge_due(store: &UnifyStore, now_ms: i64) -> bool {
+    store
+        .read(|kv| {
+            Ok(kv
+                .scan(tandem_unify::kv::Table::Expiry, &[], None, false, 1)?
+                .first()
+                .is_some_and(|(key, _)| {
+                    key.len() >= 8 && key[..8] <= tandem_unify::model::time_key(now_ms)[..]
+                }))
+        })
+        .unwrap_or(false)
+}
+
+/// Runs the consumer of one workspace until the process ends: batches from the log, each with
+/// its audience evaluation in the same transaction; between batches, definitions taken, job
+/// steps and window sweeps (this task owns every write to the unify store).
+pub async fn run(
+    workspace_id: String,
+    log: Arc<dyn EventLog>,
+    unify: Arc<Unify>,
+    audiences: Arc<crate::audiences::WorkspaceAudiences>,
+) {
+    use crate::audiences::task;
+    // The counters of the audiences in force count from the first batch on, even while the
+    // profiles are being rebuilt from the log (their job waits until that is done).
+    if let Err(error) = unify.set_hidden_counters(audiences.set().counter_defs()) {
+        tracing::error!(workspace = %workspace_id, %error, "audience counters refused");
+    }
     let mut next = *unify.applied.borrow();
     let mut last_durable = Instant::now();
-    let mut last_sweep = Instant::now();
+    let mut last_expiry_check = Instant::now();
     let mut dirty = false;
     let durable_every = Duration::from_millis(UNIFY_DURABLE_COMMIT_MS);
+    let source = LogRecords(log.clone());
     loop {
         let pending = unify.pending.lock().take();
         if let Some(rules) = pending {
@@ -305,6 +394,8 @@ pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>
                     *unify.current.write() = (store, engine, rules);
                     next = rebuilt_next;
                     unify.applied.send_replace(next);
+                    audiences.cache.clear();
+                    audiences.rebuilt("profiles rebuilt under new rules");
                     tracing::info!(workspace = %workspace_id, next, "profiles rebuilt");
                 }
                 Err(error) => {
@@ -313,6 +404,10 @@ pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>
             }
             *unify.rebuild.write() = None;
             continue;
+        }
+        let held = audiences.held_at(next);
+        if !held {
+            task::take_definitions(&workspace_id, &unify, &audiences).await;
         }
         let records = match log.read(next, UNIFY_BATCH_RECORDS_MAX) {
             Ok(records) => records,
@@ -328,22 +423,37 @@ pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>
             }
         };
         let (store, engine) = (unify.store(), unify.engine());
-        if last_sweep.elapsed() >= Duration::from_secs(WINDOW_SWEEP_SECONDS)
+        if last_expiry_check.elapsed() >= Duration::from_millis(EXPIRY_CHECK_MS)
             && !engine.computed.is_empty()
         {
-            last_sweep = Instant::now();
-            let (store, engine) = (store.clone(), engine.clone());
-            let now = tandem_core::time_util::now_ms();
-            match tokio::task::spawn_blocking(move || {
-                store.expire_windows(&engine, now, WINDOW_SWEEP_BATCH)
+            last_expiry_check = Instant::now();
+            let (store, engine, audiences, source) = (
+                store.clone(),
+                engine.clone(),
+                audiences.clone(),
+                LogRecords(log.clone()),
+            );
+            let workspace = workspace_id.clone();
+            let swept = tokio::task::spawn_blocking(move || {
+                let now = tandem_core::time_util::now_ms();
+                if !window_edge_due(&store, now) {
+                    return Ok(0);
+                }
+                if held {
+                    return store.expire_windows(&engine, now, WINDOW_SWEEP_BATCH);
+                }
+                let (moved, effects) =
+                    task::sweep(&store, &engine, &audiences, &source, WINDOW_SWEEP_BATCH)?;
+                task::publish(&workspace, &store, &audiences, &effects);
+                Ok(moved)
             })
-            .await
-            {
+            .await;
+            match swept {
                 Ok(Ok(changed)) => {
                     metrics::counter!("tandem_unify_window_updates_total", "workspace" => workspace_id.clone())
                         .increment(changed as u64);
                     if changed == WINDOW_SWEEP_BATCH {
-                        last_sweep -= Duration::from_secs(WINDOW_SWEEP_SECONDS);
+                        last_expiry_check -= Duration::from_millis(EXPIRY_CHECK_MS);
                     }
                 }
                 Ok(Err(error)) => {
@@ -355,6 +465,10 @@ pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>
             }
         }
         let Some(last) = records.last().map(|record| record.offset) else {
+            if !held && audiences.engine.lock().busy() {
+                run_job_step(&workspace_id, &store, &audiences, &source).await;
+                continue;
+            }
             if dirty {
                 if let Ok(Err(error)) = tokio::task::spawn_blocking(move || store.sync()).await {
                     tracing::error!(workspace = %workspace_id, %error, "unify store sync failed");
@@ -364,6 +478,7 @@ pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>
             }
             tokio::select! {
                 _ = log.wait_for(next) => {}
+                _ = audiences.work.notified() => {}
                 _ = tokio::time::sleep(durable_every) => {}
             }
             continue;
@@ -373,25 +488,51 @@ pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>
             .into_iter()
             .map(|record| (record.offset, record.payload.to_vec()))
             .collect();
-        let source = LogRecords(log.clone());
         let started = Instant::now();
+        let (work_store, work_audiences, work_source, workspace) = (
+            store.clone(),
+            audiences.clone(),
+            LogRecords(log.clone()),
+            workspace_id.clone(),
+        );
         let result = tokio::task::spawn_blocking(move || {
-            store.apply_batch(&engine, &source, &batch, durable)
+            if held {
+                let stats = work_store.apply_batch(&engine, &work_source, &batch, durable)?;
+                return Ok((stats, durable));
+            }
+            let (stats, durable, effects) = task::apply_batch(
+                &work_store,
+                &engine,
+                &work_audiences,
+                &work_source,
+                &batch,
+                durable,
+            )?;
+            task::publish(&workspace, &work_store, &work_audiences, &effects);
+            Ok((stats, durable))
         })
         .await;
         match result {
-            Ok(Ok(stats)) => {
+            Ok(Ok((stats, committed_durably))) => {
                 record_metrics(&workspace_id, &stats, started.elapsed());
                 next = last + 1;
                 unify.applied.send_replace(next);
-                if durable {
+                if committed_durably {
                     last_durable = Instant::now();
                     dirty = false;
                 } else {
                     dirty = true;
                 }
+                if held && !audiences.held_at(next) {
+                    tracing::info!(workspace = %workspace_id, "profiles rebuilt from the log: reconciling audience memberships");
+                    audiences.cache.clear();
+                    audiences.rebuilt("profiles rebuilt from the log");
+                } else if !held && audiences.engine.lock().busy() {
+                    run_job_step(&workspace_id, &store, &audiences, &source).await;
+                }
             }
             Ok(Err(error)) => {
+                let error: tandem_unify::kv::KvError = error;
                 tracing::error!(workspace = %workspace_id, %error, offset = next, "unify could not apply a batch; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -399,6 +540,41 @@ pub async fn run(workspace_id: String, log: Arc<dyn EventLog>, unify: Arc<Unify>
                 tracing::error!(workspace = %workspace_id, %error, "unify worker failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+async fn run_job_step(
+    workspace_id: &str,
+    store: &Arc<UnifyStore>,
+    audiences: &Arc<crate::audiences::WorkspaceAudiences>,
+    source: &LogRecords,
+) {
+    let (store, audiences, source, workspace) = (
+        store.clone(),
+        audiences.clone(),
+        LogRecords(source.0.clone()),
+        workspace_id.to_string(),
+    );
+    let stepped = tokio::task::spawn_blocking(move || {
+        let effects = crate::audiences::task::job_step(&store, &audiences, &source)?;
+        if let Some(effects) = &effects {
+            crate::audiences::task::publish(&workspace, &store, &audiences, effects);
+        }
+        Ok::<_, tandem_unify::kv::KvError>(effects.is_some_and(|e| e.job_finished))
+    })
+    .await;
+    match stepped {
+        Ok(Ok(true)) => {
+            tracing::info!(workspace = %workspace_id, "audience memberships caught up (job done)")
+        }
+        Ok(Ok(false)) => {}
+        Ok(Err(error)) => {
+            tracing::error!(workspace = %workspace_id, %error, "audience job step failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Err(error) => {
+            tracing::error!(workspace = %workspace_id, %error, "audience job step failed")
         }
     }
 }

@@ -32,6 +32,7 @@ pub struct TestServer {
     pub port: u16,
     child: Option<Child>,
     pub starts: usize,
+    env: Vec<(String, String)>,
 }
 
 impl TestServer {
@@ -43,6 +44,16 @@ impl TestServer {
     }
 
     pub fn start_in(dir: tempfile::TempDir, data: PathBuf, extra: &str) -> TestServer {
+        Self::start_with_env(dir, data, extra, &[])
+    }
+
+    /// A server whose process also gets `env` (e.g. libfaketime's variables).
+    pub fn start_with_env(
+        dir: tempfile::TempDir,
+        data: PathBuf,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> TestServer {
         let port = free_port();
         let config = dir.path().join("tandem.toml");
         std::fs::write(&config, config_text(port, &data, extra)).unwrap();
@@ -53,6 +64,10 @@ impl TestServer {
             port,
             child: None,
             starts: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.spawn();
         server
@@ -73,6 +88,7 @@ impl TestServer {
             .arg(&self.config)
             .env("TANDEM_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("TANDEM_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -334,4 +350,46 @@ pub fn by_message_id<'a>(events: &'a [serde_json::Value], id: &str) -> Vec<&'a s
         .iter()
         .filter(|event| event["messageId"] == id)
         .collect()
+}
+
+/// A webhook receiver on a free loopback port keeping every event it is sent (single events
+/// and `{"batch": [...]}` bodies alike).
+pub struct Receiver {
+    pub port: u16,
+    pub events: std::sync::Arc<parking_lot::Mutex<Vec<serde_json::Value>>>,
+}
+
+async fn receive(
+    axum::extract::State(events): axum::extract::State<
+        std::sync::Arc<parking_lot::Mutex<Vec<serde_json::Value>>>,
+    >,
+    body: String,
+) -> axum::http::StatusCode {
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    match body.get("batch") {
+        Some(batch) => events
+            .lock()
+            .extend(batch.as_array().unwrap().iter().cloned()),
+        None => events.lock().push(body),
+    }
+    axum::http::StatusCode::OK
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let events: std::sync::Arc<parking_lot::Mutex<Vec<serde_json::Value>>> = Default::default();
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(events.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { port, events }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
 }

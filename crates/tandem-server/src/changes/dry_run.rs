@@ -58,7 +58,7 @@ pub async fn impact(
                         .push(serde_json::from_value(after.clone()).map_err(ApiError::internal)?);
                 }
             }
-            Kind::Source => {}
+            Kind::Source | Kind::Audience => {}
         }
     }
     let mut impacts = Vec::with_capacity(operations.len());
@@ -77,6 +77,7 @@ pub async fn impact(
             Kind::Source => json!({
                 "connections_reading_it": users(&|c| c.sources.iter().any(|s| s == "*" || s == &operation.id)),
             }),
+            Kind::Audience => audience_impact(state, workspace, operation).await?,
             Kind::Connection => {
                 let find_destination = |config: &ConnectionConfig| {
                     destinations
@@ -123,6 +124,47 @@ pub async fn impact(
         impacts.push(entry);
     }
     Ok(impacts)
+}
+
+/// An audience change's impact: its members now, and a preview of the proposed definition over
+/// every current profile (which may still be running: the answer names the preview to poll).
+async fn audience_impact(
+    state: &AppState,
+    workspace: &str,
+    operation: &Operation,
+) -> ApiResult<Value> {
+    let target = state
+        .workspaces
+        .get(workspace)
+        .ok_or_else(|| ApiError::not_found(format!("workspace {workspace}")))?;
+    let current_size = target
+        .unify
+        .store()
+        .read(|kv| tandem_audiences::state::size(kv, &operation.id))
+        .map_err(ApiError::internal)?;
+    let proposed = match &operation.after {
+        None => json!({"size": 0, "note": "deleted: every member exits"}),
+        Some(after) => {
+            let config: tandem_config::AudienceConfig =
+                serde_json::from_value(after.clone()).map_err(ApiError::internal)?;
+            match crate::audiences::start_preview(target, config) {
+                Ok(job) => {
+                    crate::audiences::wait_preview(&job).await;
+                    let view = job.view();
+                    json!({
+                        "size": view.size, "status": view.status, "progress": view.progress,
+                        "profiles_scanned": view.profiles_scanned, "preview": view.id,
+                        "error": view.error,
+                    })
+                }
+                Err(error) => json!({"error": error.message}),
+            }
+        }
+    };
+    Ok(json!({
+        "current_size": if operation.before.is_some() { json!(current_size) } else { Value::Null },
+        "proposed": proposed,
+    }))
 }
 
 /// What `config` would do with the workspace's most recent events of its sources.

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tandem_activate::history::{DefinitionWrite, Provenance, Version};
 use tandem_activate::runtime::{Activation, ManagedBy};
-use tandem_config::{ConnectionConfig, DestinationConfig, SourceConfig};
+use tandem_config::{AudienceConfig, ConnectionConfig, DestinationConfig, SourceConfig};
 use tandem_core::limits::CHANGE_REQUEST_OPERATIONS_MAX;
 use tandem_core::{ids, time_util, ErrorCode};
 use tandem_store::SourceRecord;
@@ -36,6 +36,7 @@ pub enum Kind {
     Source,
     Destination,
     Connection,
+    Audience,
 }
 
 impl Kind {
@@ -44,13 +45,19 @@ impl Kind {
             Kind::Source => "source",
             Kind::Destination => "destination",
             Kind::Connection => "connection",
+            Kind::Audience => "audience",
         }
     }
 
     pub fn parse(text: &str) -> Option<Kind> {
-        [Kind::Source, Kind::Destination, Kind::Connection]
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
+        [
+            Kind::Source,
+            Kind::Destination,
+            Kind::Connection,
+            Kind::Audience,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
     }
 }
 
@@ -245,7 +252,26 @@ pub fn current(
             None => None,
             Some((config, by)) => Some((to_json(serde_json::to_value(config))?, by)),
         },
+        Kind::Audience => match workspace_of(state, workspace)?
+            .audiences
+            .definitions()
+            .into_iter()
+            .find(|(config, _)| config.id == id)
+        {
+            None => None,
+            Some((config, by)) => Some((to_json(serde_json::to_value(config))?, by)),
+        },
     })
+}
+
+fn workspace_of<'a>(
+    state: &'a AppState,
+    workspace: &str,
+) -> ApiResult<&'a crate::state::Workspace> {
+    state
+        .workspaces
+        .get(workspace)
+        .ok_or_else(|| ApiError::not_found(format!("workspace {workspace}")))
 }
 
 /// An operation on the live state: `after` (absent for a delete) normalised through its type,
@@ -320,6 +346,10 @@ fn normalised(kind: Kind, id: &str, after: Value) -> ApiResult<Value> {
             let config: ConnectionConfig = serde_json::from_value(after).map_err(invalid)?;
             (serde_json::to_value(&config), config.id)
         }
+        Kind::Audience => {
+            let config: AudienceConfig = serde_json::from_value(after).map_err(invalid)?;
+            (serde_json::to_value(&config), config.id)
+        }
     };
     if own_id != id {
         return Err(ApiError::new(
@@ -367,6 +397,13 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
         .into_iter()
         .map(|(config, _)| config)
         .collect();
+    let mut audiences: Vec<AudienceConfig> = workspace_of(state, workspace)?
+        .audiences
+        .definitions()
+        .into_iter()
+        .map(|(config, _)| config)
+        .collect();
+    let audiences_touched = operations.iter().any(|op| op.kind == Kind::Audience);
     let mut problems: Vec<(String, String)> = Vec::new();
     for (index, operation) in operations.iter().enumerate() {
         let at = |field: &str| {
@@ -408,6 +445,37 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
                 connections.push(config);
             }
             (Kind::Connection, None) => connections.retain(|c| c.id != operation.id),
+            (Kind::Audience, Some(after)) => {
+                let config: AudienceConfig =
+                    serde_json::from_value(after.clone()).map_err(ApiError::internal)?;
+                audiences.retain(|audience| audience.id != config.id);
+                audiences.push(config);
+            }
+            (Kind::Audience, None) => audiences.retain(|a| a.id != operation.id),
+        }
+    }
+    if audiences_touched {
+        let computed = workspace_of(state, workspace)?
+            .unify
+            .rules()
+            .computed_trait_names();
+        let label = |config: &AudienceConfig| match operations
+            .iter()
+            .position(|op| op.kind == Kind::Audience && op.id == config.id)
+        {
+            Some(index) => format!("operations[{index}] (audience {})", config.id),
+            None => format!("audience {}", config.id),
+        };
+        problems.extend(crate::audiences::set_problems(
+            &audiences, &computed, &label,
+        ));
+        // The personalization rules may name audiences too.
+        let policy = workspace_of(state, workspace)?.personalization.get();
+        let ids: Vec<&str> = audiences.iter().map(|a| a.id.as_str()).collect();
+        for problem in tandem_config::personalization_problems(&policy.config, &ids, None) {
+            if problem.message.starts_with("no audience") {
+                problems.push((format!("personalization.{}", problem.path), problem.message));
+            }
         }
     }
     // Connections are checked once every destination and source of the request is known.
@@ -520,6 +588,19 @@ pub async fn apply(
         .await?;
     if !source_records.is_empty() {
         state.catalog.reload()?;
+    }
+    if operations.iter().any(|op| op.kind == Kind::Audience) {
+        let target = workspace_of(state, workspace)?;
+        let ids: Vec<&str> = operations
+            .iter()
+            .filter(|op| op.kind == Kind::Audience)
+            .map(|op| op.id.as_str())
+            .collect();
+        target.audiences.reload(
+            &activation,
+            &target.unify.rules().computed_trait_names(),
+            &format!("changed audience {}", ids.join(", ")),
+        )?;
     }
     Ok(versions)
 }

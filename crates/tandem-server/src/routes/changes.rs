@@ -627,6 +627,18 @@ pub fn live_config(state: &AppState, workspace: &str) -> ApiResult<Config> {
         .into_iter()
         .map(|(config, _)| config)
         .collect();
+    if let Some(target) = state.workspaces.get(workspace) {
+        own.audiences = target
+            .audiences
+            .definitions()
+            .into_iter()
+            .map(|(config, _)| config)
+            .collect();
+        let policy = target.personalization.get();
+        if policy.declared || policy.config != Default::default() {
+            own.personalization = Some(policy.config.clone());
+        }
+    }
     Ok(Config {
         server: state.config.server.clone(),
         admin: Default::default(),
@@ -756,6 +768,21 @@ async fn import(
         &mut operations,
         &mut problems,
     )?;
+    let audiences = to_pairs(
+        wanted
+            .audiences
+            .iter()
+            .map(|a| (a.id.clone(), serde_json::to_value(a)))
+            .collect(),
+    )?;
+    diff_kind(
+        &state,
+        &workspace,
+        Kind::Audience,
+        audiences.clone(),
+        &mut operations,
+        &mut problems,
+    )?;
     // What the file leaves out is deleted (sources excepted).
     let absent =
         |kind: Kind, live_ids: Vec<String>, wanted: &[(String, Value)]| -> Vec<(Kind, String)> {
@@ -774,6 +801,11 @@ async fn import(
         Kind::Destination,
         live.destinations.iter().map(|d| d.id.clone()).collect(),
         &destinations,
+    ));
+    removed.extend(absent(
+        Kind::Audience,
+        live.audiences.iter().map(|a| a.id.clone()).collect(),
+        &audiences,
     ));
     for (kind, id) in removed {
         match changes::prepare(&state, &workspace, kind, &id, None) {

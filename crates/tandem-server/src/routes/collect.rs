@@ -335,20 +335,27 @@ pub(crate) async fn append_released(
         .workspaces
         .get(&source.record.workspace_id)
         .ok_or_else(|| ApiError::not_found(format!("workspace {}", source.record.workspace_id)))?;
+    append_enriched(state, workspace, &source.record.id, events, now_ms).await
+}
+
+/// Events tandem made itself (or released) as `source_id`'s, through dedup, the durable append
+/// and the live stream: what `append_released` and the audience outbox drain share. Answers
+/// (stored, duplicates); an event whose (source, messageId) the log already holds within the
+/// dedup window is a duplicate, not stored again.
+pub(crate) async fn append_enriched(
+    state: &AppState,
+    workspace: &Workspace,
+    source_id: &str,
+    events: Vec<Enriched>,
+    now_ms: i64,
+) -> ApiResult<(usize, usize)> {
     let mut batch = Batch::default();
     for enriched in events {
-        batch.admit(enriched, workspace, &state.dedup, now_ms, &source.record.id);
+        batch.admit(enriched, workspace, &state.dedup, now_ms, source_id);
     }
     let offsets = store_batch(state, workspace, &mut batch).await?;
     if state.live.receiver_count() > 0 {
-        publish_live(
-            state,
-            &source.record.workspace_id,
-            &source.record.id,
-            &batch,
-            now_ms,
-            offsets,
-        );
+        publish_live(state, &workspace.id, source_id, &batch, now_ms, offsets);
     }
     Ok((batch.accepted.len(), batch.duplicates))
 }

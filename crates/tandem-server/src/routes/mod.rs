@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod activate;
+pub mod audiences;
 pub mod audit;
 pub mod changes;
 pub mod collect;
@@ -14,6 +15,7 @@ pub mod health;
 pub mod imports;
 pub mod live;
 pub mod openapi;
+pub mod personalize;
 pub mod policy;
 pub mod profiles;
 pub mod settings;
@@ -64,7 +66,9 @@ impl Routes {
 
 /// The Segment-compatible collect API (write keys; CORS for browsers).
 fn segment_routes() -> Routes {
-    collect::router().merge(settings::router())
+    collect::router()
+        .merge(settings::router())
+        .merge(personalize::public_router())
 }
 
 /// Everything a management credential opens (`Authorized<P>`; the Profile API's access tokens).
@@ -80,6 +84,8 @@ fn management_routes() -> Routes {
         .merge(policy::router())
         .merge(tracking_plans::router())
         .merge(changes::router())
+        .merge(audiences::router())
+        .merge(personalize::router())
 }
 
 /// Health, metrics and the OpenAPI document: no credentials.

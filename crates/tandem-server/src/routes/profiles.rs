@@ -274,7 +274,25 @@ fn user_resource(
 ) -> ApiResult<Json<Value>> {
     match resource {
         "traits" => {
-            let all = with_computed(profile);
+            let mut all = with_computed(profile);
+            // Like Segment's audiences, memberships show as boolean traits named by the
+            // audience key (members only).
+            let memberships = workspace
+                .unify
+                .store()
+                .read(|kv| tandem_audiences::state::profile_audiences(kv, profile.id))
+                .map_err(store_error)?;
+            for (audience, entered_at_ms) in memberships.memberships {
+                all.entry(audience).or_insert(TraitRow {
+                    json: "true".into(),
+                    provenance: Provenance {
+                        source: tandem_core::envelope::AUDIENCES_SOURCE_ID.into(),
+                        message_id: String::new(),
+                        time_ms: entered_at_ms,
+                        offset: 0,
+                    },
+                });
+            }
             let (traits, next) = trait_page(
                 &all,
                 params.include.as_deref(),
@@ -512,16 +530,29 @@ fn find_profile(workspace: &Workspace, id: &str) -> ApiResult<ProfileRow> {
 
 /// The 360° view of a profile.
 fn profile_json(workspace: &Workspace, profile: &ProfileRow) -> ApiResult<Value> {
-    let (merges, timeline) = workspace
+    let (merges, timeline, memberships) = workspace
         .unify
         .store()
         .read(|kv| {
             Ok((
                 query::merges(kv, profile.id, PROFILE_API_LIMIT_MAX)?,
                 query::timeline(kv, profile.id, None, PROFILE_API_LIMIT_DEFAULT)?,
+                tandem_audiences::state::profile_audiences(kv, profile.id)?,
             ))
         })
         .map_err(store_error)?;
+    let set = workspace.audiences.set();
+    let audiences: Vec<Value> = memberships
+        .memberships
+        .iter()
+        .map(|(id, entered_at_ms)| {
+            json!({
+                "id": id,
+                "name": set.get(id).map(|a| a.name.clone()),
+                "entered_at": format_iso8601_ms(*entered_at_ms),
+            })
+        })
+        .collect();
     let traits: Map<String, Value> = profile
         .traits
         .iter()
@@ -541,6 +572,7 @@ fn profile_json(workspace: &Workspace, profile: &ProfileRow) -> ApiResult<Value>
             (name.clone(), serde_json::from_str::<Value>(json).unwrap_or(Value::Null))
         }).collect::<Map<String, Value>>(),
         "accounts": profile.groups,
+        "audiences": audiences,
         "metadata": {
             "created_at": format_iso8601_ms(profile.created.time_ms),
             "first_message_at": format_iso8601_ms(profile.first_message_ms),

@@ -206,6 +206,12 @@ async fn create_source(
         ));
     }
     let id = match new.id {
+        Some(id) if id == tandem_core::envelope::AUDIENCES_SOURCE_ID => {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("`{id}` is the built-in source of audience events"),
+            ))
+        }
         Some(id) if valid_source_id(&id) => id,
         Some(id) => {
             return Err(ApiError::new(

@@ -4,8 +4,8 @@
 //! - Tables (in the schema `tandem_<workspace>` unless set, names optionally prefixed):
 //!   `tracks` (every track), one table per track event name (snake_case), `pages`, `screens`,
 //!   `identifies`, `groups`, `aliases`, `users` (latest traits per userId, upserted),
-//!   `schema_problems`, and `audience_memberships` (written by audience sync through
-//!   [`Postgres::upsert_audience_memberships`]).
+//!   `schema_problems`, and `audience_memberships` (audience sync: one row per audience and
+//!   profile, kept from the `Audience Entered`/`Exited` events of each batch, in its transaction).
 //! - Columns: `id` (messageId, primary key), `received_at`, `sent_at`, `timestamp`,
 //!   `original_timestamp`, `user_id`, `anonymous_id`, `source_id`, `loaded_at`, `context_*`,
 //!   and the properties or traits flattened with `_` (arrays and deep objects as JSON text).
@@ -26,7 +26,7 @@ mod tests;
 pub use config::PostgresSettings;
 pub use request::FIXED_TABLES;
 pub use schema::{schema_problems, ColumnType, ReportedProblem, SchemaProblem};
-pub use service::{Failure, MembershipChange, Postgres};
+pub use service::{membership_change, membership_changes, Failure, MembershipChange, Postgres};
 
 use crate::destination::DestinationType;
 

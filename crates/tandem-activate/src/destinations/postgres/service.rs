@@ -190,6 +190,12 @@ impl Postgres {
     }
 
     pub(super) async fn send_batch(&self, batch: &[OutboundEvent]) -> BatchOutcome {
+        let memberships = membership_changes(batch);
+        if !memberships.is_empty() {
+            if let Err(failure) = self.ensure_memberships_table().await {
+                return BatchOutcome::All(self.fail(failure));
+            }
+        }
         let rows: Vec<(usize, Row)> = batch
             .iter()
             .enumerate()
@@ -206,12 +212,14 @@ impl Postgres {
             Ok(plan) => plan,
             Err(failure) => return BatchOutcome::All(self.fail(failure)),
         };
-        match self.load(&plan).await {
+        match self.load(&plan, &memberships).await {
             Ok(()) => {
                 self.report(&plan.problems);
                 BatchOutcome::All(Outcome::Delivered)
             }
-            Err(Failure::Reject(_)) if batch.len() > 1 => self.isolate(&plan, batch.len()).await,
+            Err(Failure::Reject(_)) if batch.len() > 1 => {
+                self.isolate(&plan, batch.len(), &memberships).await
+            }
             Err(failure) => BatchOutcome::All(self.fail(failure)),
         }
     }
@@ -303,8 +311,13 @@ impl Postgres {
         Ok(catalog)
     }
 
-    /// Step 3: every row of the plan in one transaction.
-    async fn load(&self, plan: &Plan) -> Result<(), Failure> {
+    /// Step 3: every row of the plan in one transaction, with the audience memberships the
+    /// batch's audience events announce.
+    async fn load(
+        &self,
+        plan: &Plan,
+        memberships: &[(usize, MembershipChange)],
+    ) -> Result<(), Failure> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(|e| classify(&e))?;
         let mut by_table: BTreeMap<(&str, bool), Vec<&LoadRow>> = BTreeMap::new();
@@ -324,18 +337,30 @@ impl Postgres {
             }
         }
         self.record_problems(&transaction, &plan.problems).await?;
+        let changes: Vec<MembershipChange> = memberships.iter().map(|(_, c)| c.clone()).collect();
+        self.write_memberships(&transaction, &changes).await?;
         transaction.commit().await.map_err(|e| classify(&e))
     }
 
     /// Step 4: each event under its own savepoint; the ones PostgreSQL refuses are rejected.
-    async fn isolate(&self, plan: &Plan, events: usize) -> BatchOutcome {
-        match self.isolate_events(plan, events).await {
+    async fn isolate(
+        &self,
+        plan: &Plan,
+        events: usize,
+        memberships: &[(usize, MembershipChange)],
+    ) -> BatchOutcome {
+        match self.isolate_events(plan, events, memberships).await {
             Ok(outcomes) => BatchOutcome::PerEvent(outcomes),
             Err(failure) => BatchOutcome::All(self.fail(failure)),
         }
     }
 
-    async fn isolate_events(&self, plan: &Plan, events: usize) -> Result<Vec<Outcome>, Failure> {
+    async fn isolate_events(
+        &self,
+        plan: &Plan,
+        events: usize,
+        memberships: &[(usize, MembershipChange)],
+    ) -> Result<Vec<Outcome>, Failure> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(|e| classify(&e))?;
         let mut outcomes = vec![Outcome::Delivered; events];
@@ -385,6 +410,12 @@ impl Postgres {
             .cloned()
             .collect();
         self.record_problems(&transaction, &problems).await?;
+        let changes: Vec<MembershipChange> = memberships
+            .iter()
+            .filter(|(index, _)| outcomes[*index].is_delivered())
+            .map(|(_, change)| change.clone())
+            .collect();
+        self.write_memberships(&transaction, &changes).await?;
         transaction.commit().await.map_err(|e| classify(&e))?;
         self.report(&problems);
         Ok(outcomes)
@@ -570,10 +601,12 @@ impl Postgres {
         Ok(deleted)
     }
 
-    /// Records audience entries and exits in `audience_memberships(audience, user_id,
-    /// entered_at, exited_at)`, in order, in one transaction. A change older than the row's
-    /// latest is ignored (redeliveries and replays cannot undo a newer state). The hook audience
-    /// sync (the Analyze issue) calls.
+    /// Records audience entries and exits in `audience_memberships` (one row per audience and
+    /// profile: `user_id`, `anonymous_id`, `entered_at`, `exited_at`), in order, in one
+    /// transaction. A change older than the row's latest is ignored (redeliveries and replays
+    /// cannot undo a newer state); an entry that continues merged-away profiles' memberships
+    /// removes their rows. Audience sync calls it for the `Audience Entered`/`Exited` events of
+    /// each batch (see [`membership_changes`]), inside the batch's own transaction.
     pub async fn upsert_audience_memberships(
         &self,
         changes: &[MembershipChange],
@@ -581,42 +614,72 @@ impl Postgres {
         if changes.is_empty() {
             return Ok(());
         }
-        let table = self.table("audience_memberships");
+        self.ensure_memberships_table().await?;
         let mut client = self.client().await?;
-        if !self.memberships_ready.load(Ordering::Acquire) {
-            let sql = format!(
-                "CREATE SCHEMA IF NOT EXISTS {};
-                 CREATE TABLE IF NOT EXISTS {table} (
-                     audience text NOT NULL, user_id text NOT NULL,
-                     entered_at timestamptz, exited_at timestamptz,
-                     updated_at timestamptz NOT NULL DEFAULT now(),
-                     PRIMARY KEY (audience, user_id))",
-                quote(&self.schema)
-            );
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| ddl_failure(&e))?;
-            self.memberships_ready.store(true, Ordering::Release);
-        }
         let transaction = client.transaction().await.map_err(|e| classify(&e))?;
+        self.write_memberships(&transaction, changes).await?;
+        transaction.commit().await.map_err(|e| classify(&e))
+    }
+
+    async fn ensure_memberships_table(&self) -> Result<(), Failure> {
+        if self.memberships_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let sql = format!(
+            "CREATE SCHEMA IF NOT EXISTS {};
+             CREATE TABLE IF NOT EXISTS {} (
+                 audience text NOT NULL, profile_id text NOT NULL,
+                 user_id text, anonymous_id text,
+                 entered_at timestamptz, exited_at timestamptz,
+                 updated_at timestamptz NOT NULL DEFAULT now(),
+                 PRIMARY KEY (audience, profile_id))",
+            quote(&self.schema),
+            self.table("audience_memberships")
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| ddl_failure(&e))?;
+        self.memberships_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn write_memberships(
+        &self,
+        transaction: &tokio_postgres::Transaction<'_>,
+        changes: &[MembershipChange],
+    ) -> Result<(), Failure> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let table = self.table("audience_memberships");
         let latest =
             "GREATEST(COALESCE(m.entered_at, '-infinity'), COALESCE(m.exited_at, '-infinity'))";
         let enter = transaction
             .prepare(&format!(
-                "INSERT INTO {table} AS m (audience, user_id, entered_at) VALUES ($1, $2, $3::text::timestamptz)
-                 ON CONFLICT (audience, user_id) DO UPDATE SET entered_at = EXCLUDED.entered_at,
-                     exited_at = NULL, updated_at = now()
+                "INSERT INTO {table} AS m (audience, profile_id, user_id, anonymous_id, entered_at)
+                 VALUES ($1, $2, $3, $4, $5::text::timestamptz)
+                 ON CONFLICT (audience, profile_id) DO UPDATE SET entered_at = EXCLUDED.entered_at,
+                     exited_at = NULL, user_id = COALESCE(EXCLUDED.user_id, m.user_id),
+                     anonymous_id = COALESCE(EXCLUDED.anonymous_id, m.anonymous_id), updated_at = now()
                  WHERE {latest} <= EXCLUDED.entered_at"
             ))
             .await
             .map_err(|e| classify(&e))?;
         let exit = transaction
             .prepare(&format!(
-                "INSERT INTO {table} AS m (audience, user_id, exited_at) VALUES ($1, $2, $3::text::timestamptz)
-                 ON CONFLICT (audience, user_id) DO UPDATE SET exited_at = EXCLUDED.exited_at,
+                "INSERT INTO {table} AS m (audience, profile_id, user_id, anonymous_id, exited_at)
+                 VALUES ($1, $2, $3, $4, $5::text::timestamptz)
+                 ON CONFLICT (audience, profile_id) DO UPDATE SET exited_at = EXCLUDED.exited_at,
                      updated_at = now()
                  WHERE {latest} <= EXCLUDED.exited_at"
+            ))
+            .await
+            .map_err(|e| classify(&e))?;
+        let continued = transaction
+            .prepare(&format!(
+                "DELETE FROM {table} WHERE audience = $1 AND profile_id = ANY($2::text[])"
             ))
             .await
             .map_err(|e| classify(&e))?;
@@ -624,22 +687,95 @@ impl Postgres {
             let at = format_iso8601_ms(change.at_ms);
             let statement = if change.entered { &enter } else { &exit };
             transaction
-                .execute(statement, &[&change.audience, &change.user_id, &at])
+                .execute(
+                    statement,
+                    &[
+                        &change.audience,
+                        &change.profile_id,
+                        &change.user_id,
+                        &change.anonymous_id,
+                        &at,
+                    ],
+                )
                 .await
                 .map_err(|e| classify(&e))?;
+            if change.entered && !change.continues.is_empty() {
+                transaction
+                    .execute(&continued, &[&change.audience, &change.continues])
+                    .await
+                    .map_err(|e| classify(&e))?;
+            }
         }
-        transaction.commit().await.map_err(|e| classify(&e))
+        Ok(())
     }
 }
 
-/// One audience entry or exit of one user.
+/// One audience entry or exit of one profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MembershipChange {
     pub audience: String,
-    pub user_id: String,
+    /// tandem's profile id (`prof_…`): the row's key with the audience.
+    pub profile_id: String,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
     /// true: entered; false: exited.
     pub entered: bool,
     pub at_ms: i64,
+    /// Profiles merged into this one whose membership this entry continues (their rows go).
+    pub continues: Vec<String>,
+}
+
+/// The membership changes an audience event announces: `Audience Entered`/`Exited` track calls
+/// of the built-in source `tandem-audiences` carrying `context.audience`.
+pub fn membership_change(event: &OutboundEvent) -> Option<MembershipChange> {
+    if event.source_id != tandem_core::envelope::AUDIENCES_SOURCE_ID
+        || event.event_type != tandem_core::EventType::Track
+    {
+        return None;
+    }
+    let json = &event.event;
+    let entered = match json.get("event")?.as_str()? {
+        "Audience Entered" => true,
+        "Audience Exited" => false,
+        _ => return None,
+    };
+    let audience = json.pointer("/context/audience")?;
+    let text =
+        |value: Option<&serde_json::Value>| value.and_then(|v| v.as_str()).map(str::to_string);
+    Some(MembershipChange {
+        audience: text(audience.get("id"))?,
+        profile_id: text(audience.get("profile_id"))?,
+        user_id: text(json.get("userId")),
+        anonymous_id: text(json.get("anonymousId")),
+        entered,
+        at_ms: json
+            .get("timestamp")
+            .and_then(|v| v.as_str())
+            .and_then(tandem_core::time_util::parse_iso8601_ms)
+            .unwrap_or(event.received_at_ms),
+        continues: if entered {
+            audience
+                .get("merged_profile_ids")
+                .and_then(|v| v.as_array())
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(|id| id.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// The membership changes of a batch's events, in order (with the index of each event).
+pub fn membership_changes(batch: &[OutboundEvent]) -> Vec<(usize, MembershipChange)> {
+    batch
+        .iter()
+        .enumerate()
+        .filter_map(|(index, event)| Some((index, membership_change(event)?)))
+        .collect()
 }
 
 impl Destination for Postgres {
