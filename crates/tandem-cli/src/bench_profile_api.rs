@@ -15,7 +15,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, AUTHORIZATION, HOST, USER_AGENT};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST, USER_AGENT};
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
@@ -94,7 +94,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Percent-encodes a path segment (RFC 3986 `pchar` kept as is).
-fn encode_segment(text: &str) -> String {
+pub(crate) fn encode_segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         let keep = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&byte);
@@ -109,15 +109,15 @@ fn encode_segment(text: &str) -> String {
 
 /// Where requests go.
 #[derive(Clone)]
-struct Target {
+pub(crate) struct Target {
     host: String,
     port: u16,
     host_header: HeaderValue,
-    base_path: String,
+    pub(crate) base_path: String,
 }
 
 impl Target {
-    fn parse(url: &str) -> anyhow::Result<Target> {
+    pub(crate) fn parse(url: &str) -> anyhow::Result<Target> {
         let uri: Uri = url
             .parse()
             .with_context(|| format!("`{url}` is not a URL"))?;
@@ -136,7 +136,7 @@ impl Target {
     }
 }
 
-async fn connect(target: &Target) -> std::io::Result<SendRequest<Empty<Bytes>>> {
+pub(crate) async fn connect(target: &Target) -> std::io::Result<SendRequest<Empty<Bytes>>> {
     let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
     stream.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -147,19 +147,19 @@ async fn connect(target: &Target) -> std::io::Result<SendRequest<Empty<Bytes>>> 
 }
 
 /// One GET; the status, or why there was none.
-async fn get(
+pub(crate) async fn get(
     sender: &mut SendRequest<Empty<Bytes>>,
     target: &Target,
     path: &str,
-    authorization: Option<&HeaderValue>,
+    credential: Option<&(HeaderName, HeaderValue)>,
 ) -> Result<(u16, Bytes), String> {
     let exchange = async {
         sender.ready().await?;
         let mut request = Request::get(path)
             .header(HOST, target.host_header.clone())
             .header(USER_AGENT, "tandem-bench");
-        if let Some(value) = authorization {
-            request = request.header(AUTHORIZATION, value.clone());
+        if let Some((name, value)) = credential {
+            request = request.header(name.clone(), value.clone());
         }
         let request = request.body(Empty::new()).expect("a valid request");
         let response = sender.send_request(request).await?;
@@ -175,7 +175,7 @@ async fn get(
 }
 
 /// What one phase measured.
-struct PhaseReport {
+pub(crate) struct PhaseReport {
     /// Responses to requests due in the measured window.
     responses: u64,
     ok: u64,
@@ -184,7 +184,7 @@ struct PhaseReport {
     transport_sample: Option<String>,
     seconds: f64,
     /// Due time to the response of a 2xx, µs.
-    latency_us: Histogram<u64>,
+    pub(crate) latency_us: Histogram<u64>,
     /// Due time to the request being handed to the connection, µs.
     lag_us: Histogram<u64>,
 }
@@ -217,7 +217,7 @@ impl PhaseReport {
         self.lag_us.add(&other.lag_us).expect("same bounds");
     }
 
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         if self.seconds > 0.0 {
             self.responses as f64 / self.seconds
         } else {
@@ -225,14 +225,14 @@ impl PhaseReport {
         }
     }
 
-    fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+    pub(crate) fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
         if histogram.is_empty() {
             return 0.0;
         }
         histogram.value_at_quantile(quantile) as f64 / 1000.0
     }
 
-    fn errors(&self) -> String {
+    pub(crate) fn errors(&self) -> String {
         let mut parts: Vec<String> = self
             .failed_by_status
             .iter()
@@ -248,7 +248,7 @@ impl PhaseReport {
         }
     }
 
-    fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let failed: BTreeMap<String, u64> = self
             .failed_by_status
             .iter()
@@ -277,13 +277,22 @@ impl PhaseReport {
     }
 }
 
-struct Phase {
-    paths: Arc<Vec<String>>,
-    authorization: Option<HeaderValue>,
+/// What a phase asks: one of `paths` per request, with `credential` as a header.
+pub(crate) struct Phase {
+    pub(crate) paths: Arc<Vec<String>>,
+    pub(crate) credential: Option<(HeaderName, HeaderValue)>,
+}
+
+/// How fast and how long a phase runs.
+pub(crate) struct Schedule {
+    pub(crate) rate: u64,
+    pub(crate) duration: Duration,
+    pub(crate) warmup: Duration,
+    pub(crate) concurrency: usize,
 }
 
 /// Runs `phase` at `args.rate` for warm-up plus duration.
-async fn run_phase(target: &Target, phase: &Phase, args: &ProfileApiArgs) -> PhaseReport {
+pub(crate) async fn run_phase(target: &Target, phase: &Phase, args: &Schedule) -> PhaseReport {
     // Connect first, so connection setup is not part of the schedule.
     let mut senders = Vec::with_capacity(args.concurrency);
     for _ in 0..args.concurrency {
@@ -318,7 +327,7 @@ async fn run_phase(target: &Target, phase: &Phase, args: &ProfileApiArgs) -> Pha
         let queue = queue.clone();
         let target = target.clone();
         let paths = phase.paths.clone();
-        let authorization = phase.authorization.clone();
+        let credential = phase.credential.clone();
         workers.push(tokio::spawn(async move {
             let mut report = PhaseReport::new();
             let mut sender = sender;
@@ -349,7 +358,7 @@ async fn run_phase(target: &Target, phase: &Phase, args: &ProfileApiArgs) -> Pha
                     .wrapping_add(1442695040888963407);
                 let path = &paths[((picked >> 33) % paths.len() as u64) as usize];
                 let sent = Instant::now();
-                let outcome = get(connection, &target, path, authorization.as_ref()).await;
+                let outcome = get(connection, &target, path, credential.as_ref()).await;
                 let done = Instant::now();
                 if !measured {
                     if outcome.is_err() {
@@ -446,17 +455,17 @@ pub fn profile_api(args: ProfileApiArgs) -> anyhow::Result<ExitCode> {
     let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{}:", args.token));
     let authorization = HeaderValue::from_str(&format!("Basic {credentials}"))
         .context("the token is not a valid header value")?;
+    let credential = (AUTHORIZATION, authorization);
     let profile = Phase {
         paths: Arc::new(paths),
-        authorization: Some(authorization.clone()),
+        credential: Some(credential.clone()),
     };
-    let reference = Phase {
-        paths: Arc::new(vec![format!(
-            "{}/{}",
-            target.base_path,
-            args.reference_path.trim_start_matches('/')
-        )]),
-        authorization: None,
+    let reference = reference_phase(&target, &args.reference_path);
+    let schedule = Schedule {
+        rate: args.rate,
+        duration: args.duration,
+        warmup: args.warmup,
+        concurrency: args.concurrency,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -467,7 +476,7 @@ pub fn profile_api(args: ProfileApiArgs) -> anyhow::Result<ExitCode> {
         let mut sender = connect(&target)
             .await
             .with_context(|| format!("connecting to {}", args.url))?;
-        let (status, body) = get(&mut sender, &target, &profile.paths[0], Some(&authorization))
+        let (status, body) = get(&mut sender, &target, &profile.paths[0], Some(&credential))
             .await
             .map_err(|error| anyhow::anyhow!("GET {}: {error}", profile.paths[0]))?;
         if matches!(status, 401 | 403) || status >= 500 {
@@ -484,8 +493,8 @@ pub fn profile_api(args: ProfileApiArgs) -> anyhow::Result<ExitCode> {
             );
         }
         drop(sender);
-        let profile_report = run_phase(&target, &profile, &args).await;
-        let reference_report = run_phase(&target, &reference, &args).await;
+        let profile_report = run_phase(&target, &profile, &schedule).await;
+        let reference_report = run_phase(&target, &reference, &schedule).await;
         Ok((profile_report, reference_report))
     })?;
     if profile_report.ok == 0 {
@@ -520,45 +529,72 @@ pub fn profile_api(args: ProfileApiArgs) -> anyhow::Result<ExitCode> {
             args.rate,
             args.warmup.as_secs_f64()
         );
-        println!(
-            "{:<36}{:>14}{:>14}{:>8}",
-            "figure", "profile API", &args.reference_path, "ratio"
+        print_comparison(
+            "profile API",
+            &args.reference_path,
+            &profile_report,
+            &reference_report,
         );
-        let (p, r) = (&profile_report, &reference_report);
-        println!(
-            "{:<36}{:>14.0}{:>14.0}{:>8.2}",
-            "requests/s achieved",
-            p.rate(),
-            r.rate(),
-            ratio(p.rate(), r.rate())
-        );
-        for (name, quantile) in [
-            ("latency p50 ms", 0.5),
-            ("latency p99 ms", 0.99),
-            ("latency p99.9 ms", 0.999),
-        ] {
-            let (a, b) = (
-                PhaseReport::ms(&p.latency_us, quantile),
-                PhaseReport::ms(&r.latency_us, quantile),
-            );
-            println!("{name:<36}{a:>14.2}{b:>14.2}{:>8.2}", ratio(a, b));
-        }
-        println!(
-            "{:<36}{:>14.2}{:>14.2}",
-            "client lag p99 ms (due → sent)",
-            PhaseReport::ms(&p.lag_us, 0.99),
-            PhaseReport::ms(&r.lag_us, 0.99)
-        );
-        println!("{:<36}{:>14}{:>14}", "errors", p.errors(), r.errors());
-        if let Some(sample) = &p.transport_sample {
-            println!("  transport: {sample}");
-        }
     }
     println!("{summary}");
     Ok(ExitCode::SUCCESS)
 }
 
-fn profile_report_reference(report: &PhaseReport, path: &str) -> Value {
+/// The reference phase: the same loop on the server's cheapest route.
+pub(crate) fn reference_phase(target: &Target, path: &str) -> Phase {
+    Phase {
+        paths: Arc::new(vec![format!(
+            "{}/{}",
+            target.base_path,
+            path.trim_start_matches('/')
+        )]),
+        credential: None,
+    }
+}
+
+/// The figures of a measured phase `p` beside its reference `r`, with ratios.
+pub(crate) fn print_comparison(
+    label: &str,
+    reference_path: &str,
+    p: &PhaseReport,
+    r: &PhaseReport,
+) {
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    println!(
+        "{:<36}{:>14}{:>14}{:>8}",
+        "figure", label, reference_path, "ratio"
+    );
+    println!(
+        "{:<36}{:>14.0}{:>14.0}{:>8.2}",
+        "requests/s achieved",
+        p.rate(),
+        r.rate(),
+        ratio(p.rate(), r.rate())
+    );
+    for (name, quantile) in [
+        ("latency p50 ms", 0.5),
+        ("latency p99 ms", 0.99),
+        ("latency p99.9 ms", 0.999),
+    ] {
+        let (a, b) = (
+            PhaseReport::ms(&p.latency_us, quantile),
+            PhaseReport::ms(&r.latency_us, quantile),
+        );
+        println!("{name:<36}{a:>14.2}{b:>14.2}{:>8.2}", ratio(a, b));
+    }
+    println!(
+        "{:<36}{:>14.2}{:>14.2}",
+        "client lag p99 ms (due → sent)",
+        PhaseReport::ms(&p.lag_us, 0.99),
+        PhaseReport::ms(&r.lag_us, 0.99)
+    );
+    println!("{:<36}{:>14}{:>14}", "errors", p.errors(), r.errors());
+    if let Some(sample) = &p.transport_sample {
+        println!("  transport: {sample}");
+    }
+}
+
+pub(crate) fn profile_report_reference(report: &PhaseReport, path: &str) -> Value {
     let mut value = report.to_json();
     value["path"] = json!(path);
     value

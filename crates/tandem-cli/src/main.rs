@@ -2,7 +2,9 @@
 
 mod access_cmd;
 mod audiences_cmd;
+mod bench_audiences;
 mod bench_deliver;
+mod bench_personalize;
 mod bench_profile_api;
 mod bench_unify;
 mod changes_cmd;

@@ -208,6 +208,11 @@ pub enum BenchCommand {
     /// Batched webhook delivery from a log backlog to a local receiver, beside the same requests
     /// sent directly; then an outage under steady input and the backlog's drain rate.
     Deliver(crate::bench_deliver::DeliverArgs),
+    /// Audiences: ack → `Audience Entered` in the log under load (beside the ack latency), and
+    /// a five-condition audience counted over many profiles (beside one pass over them).
+    Audiences(crate::bench_audiences::AudiencesArgs),
+    /// Personalization API answers at a fixed rate over HTTP, beside the same loop on /healthz.
+    Personalize(crate::bench_personalize::PersonalizeArgs),
 }
 
 pub fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -215,6 +220,8 @@ pub fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Unify(args) => return crate::bench_unify::unify(args),
         BenchCommand::ProfileApi(args) => return crate::bench_profile_api::profile_api(args),
         BenchCommand::Deliver(args) => return crate::bench_deliver::deliver(args),
+        BenchCommand::Audiences(args) => return crate::bench_audiences::audiences(args),
+        BenchCommand::Personalize(args) => return crate::bench_personalize::personalize(args),
         BenchCommand::Disk {
             dir,
             record_bytes,

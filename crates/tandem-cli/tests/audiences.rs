@@ -157,6 +157,8 @@ async fn wait_job_done(server: &TestServer) {
 async fn audiences_enter_exit_sync_preview_backfill_and_survive_kill_9() {
     let receiver = Receiver::start().await;
     let mut server = TestServer::start(&config(&receiver));
+    // The file's audience is new to this data directory: its (empty) backfill runs first.
+    wait_job_done(&server).await;
 
     // Two qualifying orders (one of 50 does not count): u1 enters.
     track(
@@ -541,6 +543,16 @@ async fn audiences_enter_exit_sync_preview_backfill_and_survive_kill_9() {
         "{history}"
     );
     // Every webhook delivery of an audience event names the change it announces.
+    wait_until("the webhook receiving the exits", || {
+        let delivered = receiver.events.lock();
+        (delivered
+            .iter()
+            .filter(|e| e["event"] == "Audience Exited" && e["properties"]["audience_key"] == "pro-shoppers")
+            .count()
+            >= 4)
+            .then_some(())
+    })
+    .await;
     let delivered = receiver.events.lock().clone();
     assert!(
         delivered

@@ -316,3 +316,26 @@ pub async fn wait_preview(job: &preview::PreviewJob) -> bool {
     }
     true
 }
+
+/// Creates or replaces an API-managed audience as an administrative change (no principal, no
+/// approval): what the benchmark and tools use; versioned like every change.
+pub async fn save_api_definition(
+    state: &crate::state::AppState,
+    workspace: &str,
+    config: &AudienceConfig,
+) -> ApiResult<()> {
+    let operation = crate::changes::prepare(
+        state,
+        workspace,
+        crate::changes::Kind::Audience,
+        &config.id,
+        Some(serde_json::to_value(config).map_err(ApiError::internal)?),
+    )?;
+    let provenance = tandem_activate::history::Provenance {
+        by: "tandem".into(),
+        change_request: None,
+        at_ms: tandem_core::time_util::now_ms(),
+    };
+    crate::changes::apply(state, workspace, &[operation], &provenance).await?;
+    Ok(())
+}

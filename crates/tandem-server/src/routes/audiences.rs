@@ -245,7 +245,12 @@ async fn patch_audience(
     let Json(patch) =
         body.map_err(|rejection| ApiError::new(ErrorCode::InvalidRequest, rejection.body_text()))?;
     let current = api_managed(workspace, &workspace_id, &id)?;
-    let (before, after) = patched(&current, &id, &patch)?;
+    let (before, mut after) = patched(&current, &id, &patch)?;
+    // A condition is one tree: a patch that gives one replaces it whole (merging two trees
+    // would mix their kinds).
+    if let Some(condition) = patch.get("condition").filter(|c| !c.is_null()) {
+        after["condition"] = condition.clone();
+    }
     let config: AudienceConfig = serde_json::from_value(after).map_err(|error| {
         ApiError::new(ErrorCode::InvalidRequest, format!("audience {id}: {error}"))
     })?;
