@@ -12,49 +12,9 @@
 
 mod common;
 
-use axum::extract::State;
-use axum::http::StatusCode;
 use common::*;
-use parking_lot::Mutex;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A webhook receiver keeping every event it is sent.
-struct Receiver {
-    port: u16,
-    events: Arc<Mutex<Vec<Value>>>,
-}
-
-async fn hook(State(events): State<Arc<Mutex<Vec<Value>>>>, body: String) -> StatusCode {
-    let body: Value = serde_json::from_str(&body).unwrap();
-    match body.get("batch") {
-        Some(batch) => events
-            .lock()
-            .extend(batch.as_array().unwrap().iter().cloned()),
-        None => events.lock().push(body),
-    }
-    StatusCode::OK
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let events: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(hook))
-            .with_state(events.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { port, events }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
-    }
-}
 
 const FREE_WRITE_KEY: &str = "free-write-key-0123456789";
 

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod activate;
 pub mod audit;
+pub mod catalog;
 pub mod changes;
 pub mod collect;
 pub mod cors;
@@ -73,6 +74,7 @@ fn management_routes() -> Routes {
         .merge(access::router())
         .merge(audit::router())
         .merge(sources::router())
+        .merge(catalog::router())
         .merge(activate::router())
         .merge(profiles::router())
         .merge(imports::router())
