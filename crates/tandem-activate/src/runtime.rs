@@ -67,6 +67,9 @@ pub struct ConnectionStatus {
     pub dropped_by_transform: u64,
     pub dlq_size: u64,
     pub lag_records: u64,
+    /// When an event was last delivered since the server started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_delivered_at: Option<String>,
     pub latency_p50_ms: u64,
     pub latency_p99_ms: u64,
     pub circuit: &'static str,
@@ -404,6 +407,10 @@ impl Activation {
                     dropped_by_transform: stats.get(Counted::DroppedByTransform),
                     dlq_size,
                     lag_records,
+                    last_delivered_at: match stats.last_delivered_ms.load(Ordering::Relaxed) {
+                        0 => None,
+                        at_ms => Some(tandem_core::time_util::format_iso8601_ms(at_ms)),
+                    },
                     latency_p50_ms: stats.latency_ms(0.5),
                     latency_p99_ms: stats.latency_ms(0.99),
                     circuit: delivery.breaker.state_name(),
@@ -421,6 +428,7 @@ impl Activation {
                 dropped_by_transform: 0,
                 dlq_size,
                 lag_records,
+                last_delivered_at: None,
                 latency_p50_ms: 0,
                 latency_p99_ms: 0,
                 circuit: "closed",

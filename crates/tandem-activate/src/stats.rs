@@ -5,7 +5,7 @@
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use tandem_core::limits::{ALERTS_KEPT, DELIVERY_LAST_ERRORS_KEPT};
 use tandem_core::time_util::{format_iso8601_ms, now_ms};
 
@@ -69,6 +69,9 @@ pub struct ConnectionStats {
     dropped_by_transform: AtomicU64,
     /// Events currently waiting for a retry.
     pub retrying: AtomicU64,
+    /// When an event was last delivered (ms since the epoch; 0 = not since start): the catalog's
+    /// "last seen" of a destination.
+    pub last_delivered_ms: AtomicI64,
     latency_ms: Mutex<hdrhistogram::Histogram<u64>>,
     last_errors: Mutex<VecDeque<LastError>>,
     window: Mutex<ErrorWindow>,
@@ -89,6 +92,7 @@ impl ConnectionStats {
             filtered: AtomicU64::new(0),
             dropped_by_transform: AtomicU64::new(0),
             retrying: AtomicU64::new(0),
+            last_delivered_ms: AtomicI64::new(0),
             latency_ms: Mutex::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 7 * 24 * 3600 * 1000, 2)
                     .expect("valid bounds"),
@@ -127,6 +131,9 @@ impl ConnectionStats {
     pub fn delivered(&self, received_at_ms: &[i64]) {
         self.count(Counted::Delivered, received_at_ms.len() as u64);
         let now = now_ms();
+        if !received_at_ms.is_empty() {
+            self.last_delivered_ms.fetch_max(now, Ordering::Relaxed);
+        }
         let histogram = metrics::histogram!("tandem_delivery_latency_seconds", &self.labels);
         let mut latency = self.latency_ms.lock();
         for received in received_at_ms {

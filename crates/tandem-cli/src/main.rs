@@ -12,6 +12,7 @@ mod deliver_cmd;
 mod import_cmd;
 mod log_cmd;
 mod plans_cmd;
+mod catalog_cmd;
 mod rebuild_cmd;
 mod serve_cmd;
 mod tail_cmd;
@@ -79,6 +80,12 @@ enum Command {
         #[command(subcommand)]
         command: plans_cmd::PlansCommand,
     },
+    /// The catalog (owners, purposes, data categories, activity, findings) and the record of
+    /// processing (GDPR Art. 30), over the management API.
+    Catalog {
+        #[command(subcommand)]
+        command: catalog_cmd::CatalogCommand,
+    },
     /// Configuration as code: export the live config of a workspace, import a file as a change request.
     Config {
         #[command(subcommand)]
@@ -126,6 +133,7 @@ fn main() -> ExitCode {
         Command::Backfill { command } => deliver_cmd::backfill(command),
         Command::Audiences { command } => audiences_cmd::audiences(command),
         Command::Plans { command } => plans_cmd::plans(command),
+        Command::Catalog { command } => catalog_cmd::catalog(command),
         Command::Config { command } => changes_cmd::config(command),
         Command::Changes { command } => changes_cmd::changes(command),
         Command::Users { command } => access_cmd::users(command),

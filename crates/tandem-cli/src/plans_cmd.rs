@@ -11,13 +11,13 @@ use std::process::ExitCode;
 #[derive(Args)]
 pub struct WorkspaceArgs {
     #[command(flatten)]
-    api: ApiArgs,
+    pub(crate) api: ApiArgs,
     #[arg(long, default_value = "default")]
-    workspace: String,
+    pub(crate) workspace: String,
 }
 
 impl WorkspaceArgs {
-    fn path(&self, rest: &str) -> String {
+    pub(crate) fn path(&self, rest: &str) -> String {
         format!("/api/v1/workspaces/{}{rest}", self.workspace)
     }
 }

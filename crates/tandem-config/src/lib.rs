@@ -39,9 +39,10 @@ pub use schema::{
     WorkspaceConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
 };
 pub use validate::{
-    change_approval, check_destination_settings, connection_problems, destination_problems,
+    change_approval, check_data_categories, check_destination_settings, connection_problems,
+    destination_problems,
     effective_policies, fill_derived_ids, is_slug, slug_from_name, validate, validate_unify_rules,
-    ChangeApproval, EffectivePolicy, SettingsValidator, ADMIN_TOKEN_CHARS_MIN,
+    ChangeApproval, EffectivePolicy, SettingsValidator, ADMIN_TOKEN_CHARS_MIN, DATA_CATEGORIES,
     CHANGE_APPROVAL_POLICY, COMPUTED_FUNCTIONS, DEDUP_WINDOW_HOURS_HIGHEST, FILTER_OPERATORS,
     MAPPING_OPS, QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST, SEGMENT_BYTES_MAX_HIGHEST,
     SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX, TRANSFORMATION_BYTES_MAX, WRITE_KEY_CHARS_MIN,
@@ -140,6 +141,7 @@ pub fn demo_with_write_key(write_key: &str) -> Config {
         write_key: write_key.to_string(),
         write_key_sha256: None,
         purpose: Some("trying tandem out: events sent with the demo write key".to_string()),
+        data_categories: vec!["identifiers".to_string(), "behavioral".to_string()],
         enabled: true,
     };
     let workspace = WorkspaceConfig {

@@ -265,6 +265,13 @@ pub struct ConnectionConfig {
     /// Consent categories the destination needs (carried now, enforced by the privacy layer).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub consent_categories: Vec<String>,
+    /// Who answers for this flow, when not the destination's owner (the catalog).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Why these events go there, when narrower than the destination's purpose (the catalog, the
+    /// record of processing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
     /// JavaScript `function transform(event, ctx) { … }` run per event after the mappings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transformation: Option<String>,
@@ -287,6 +294,8 @@ impl Default for ConnectionConfig {
             events: Vec::new(),
             exclude_events: Vec::new(),
             consent_categories: Vec::new(),
+            owner: None,
+            purpose: None,
             transformation: None,
             enabled: true,
             mappings: Vec::new(),
@@ -460,6 +469,10 @@ pub struct SourceConfig {
     /// Why this source collects data — shown in the catalog, the basis of a processing record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
+    /// Categories of personal data the source collects (`contact`, `behavioral`, `device`, …):
+    /// the catalog and the record of processing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub data_categories: Vec<String>,
     /// A disabled source's write key is refused with 401. Default true.
     pub enabled: bool,
 }
@@ -473,6 +486,7 @@ impl Default for SourceConfig {
             write_key: String::new(),
             write_key_sha256: None,
             purpose: None,
+            data_categories: Vec::new(),
             enabled: true,
         }
     }

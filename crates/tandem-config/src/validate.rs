@@ -300,6 +300,38 @@ fn check_destinations(
     }
 }
 
+/// The categories of personal data a source collects or a destination receives, as the
+/// catalog and the record of processing (GDPR Art. 30 (1)(c)) name them. A closed list, so the
+/// record groups the same data under the same word in every workspace.
+pub const DATA_CATEGORIES: &[(&str, &str)] = &[
+    ("identifiers", "user ids, anonymous ids, device and advertising ids"),
+    ("contact", "email addresses, phone numbers, postal addresses"),
+    ("demographic", "name, age, gender, language"),
+    ("behavioral", "pages viewed, events performed, products browsed"),
+    ("transactions", "orders, payments, revenue"),
+    ("device", "device, browser, operating system, IP address"),
+    ("location", "country, city, coordinates"),
+    ("preferences", "consent choices, interests, settings"),
+    ("special", "GDPR Art. 9 special categories (health, beliefs, …)"),
+];
+
+/// Each entry must be one of [`DATA_CATEGORIES`], named once.
+pub fn check_data_categories(categories: &[String], path: &str, problems: &mut Vec<ConfigProblem>) {
+    for (index, category) in categories.iter().enumerate() {
+        if !DATA_CATEGORIES.iter().any(|(known, _)| known == category) {
+            let known: Vec<&str> = DATA_CATEGORIES.iter().map(|(name, _)| *name).collect();
+            let message = format!(
+                "unknown data category `{category}`: use one of {}",
+                known.join(", ")
+            );
+            problems.push(ConfigProblem::new(format!("{path}[{index}]"), message));
+        } else if categories[..index].contains(category) {
+            let message = format!("`{category}` is listed twice");
+            problems.push(ConfigProblem::new(format!("{path}[{index}]"), message));
+        }
+    }
+}
+
 /// Problems of one destination on its own (paths relative to it: `owner`, `settings`); the
 /// management API uses this for API-created destinations.
 pub fn destination_problems(destination: &DestinationConfig) -> Vec<ConfigProblem> {
@@ -323,6 +355,7 @@ pub fn destination_problems(destination: &DestinationConfig) -> Vec<ConfigProble
         "every destination needs an owner who answers for the data sent there",
         &mut problems,
     );
+    check_data_categories(&destination.data_categories, "data_categories", &mut problems);
     if !destination.settings.is_object() {
         problems.push(ConfigProblem::new(
             "settings",
@@ -717,6 +750,11 @@ fn check_sources<'a>(
             &source.owner,
             &format!("{path}.owner"),
             "every source needs an owner",
+            problems,
+        );
+        check_data_categories(
+            &source.data_categories,
+            &format!("{path}.data_categories"),
             problems,
         );
         match &source.write_key_sha256 {

@@ -9,8 +9,10 @@ pub mod background;
 pub mod catalog;
 pub mod changes;
 pub mod error;
+pub mod inventory;
 pub mod personalize;
 pub mod plans;
+pub mod processing;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
@@ -320,6 +322,7 @@ fn declared_sources(config: &Config, now_ms: i64) -> Vec<SourceRecord> {
                 name: source.name.clone(),
                 owner: source.owner.clone(),
                 purpose: source.purpose.clone(),
+                data_categories: source.data_categories.clone(),
                 write_key_hash: source
                     .write_key_sha256
                     .clone()

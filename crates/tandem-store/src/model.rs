@@ -18,6 +18,9 @@ pub struct SourceRecord {
     pub owner: String,
     #[serde(default)]
     pub purpose: Option<String>,
+    /// Categories of personal data collected (the catalog, the record of processing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_categories: Vec<String>,
     pub write_key_hash: String,
     pub enabled: bool,
     pub managed_by: ManagedBy,

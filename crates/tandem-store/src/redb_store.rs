@@ -397,6 +397,7 @@ mod tests {
             name: "Website".into(),
             owner: "web@acme.test".into(),
             purpose: None,
+            data_categories: Vec::new(),
             write_key_hash: "ab".into(),
             enabled: true,
             managed_by: ManagedBy::Api,

@@ -2,7 +2,12 @@
 //! port with its own data directory, and talks to it over HTTP.
 #![allow(dead_code)]
 
+use axum::extract::State;
+use axum::http::StatusCode;
 use base64::Engine;
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::sync::Arc;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -352,27 +357,22 @@ pub fn by_message_id<'a>(events: &'a [serde_json::Value], id: &str) -> Vec<&'a s
         .collect()
 }
 
-/// A webhook receiver on a free loopback port keeping every event it is sent (single events
-/// and `{"batch": [...]}` bodies alike).
+/// A real webhook receiver on a loopback port keeping every event it is sent (a batch's events
+/// one by one), answering 200.
 pub struct Receiver {
     pub port: u16,
-    pub events: std::sync::Arc<parking_lot::Mutex<Vec<serde_json::Value>>>,
+    pub events: Arc<Mutex<Vec<Value>>>,
 }
 
-async fn receive(
-    axum::extract::State(events): axum::extract::State<
-        std::sync::Arc<parking_lot::Mutex<Vec<serde_json::Value>>>,
-    >,
-    body: String,
-) -> axum::http::StatusCode {
-    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+async fn hook(State(events): State<Arc<Mutex<Vec<Value>>>>, body: String) -> StatusCode {
+    let body: Value = serde_json::from_str(&body).unwrap();
     match body.get("batch") {
         Some(batch) => events
             .lock()
             .extend(batch.as_array().unwrap().iter().cloned()),
         None => events.lock().push(body),
     }
-    axum::http::StatusCode::OK
+    StatusCode::OK
 }
 
 impl Receiver {
@@ -381,9 +381,9 @@ impl Receiver {
             .await
             .unwrap();
         let port = listener.local_addr().unwrap().port();
-        let events: std::sync::Arc<parking_lot::Mutex<Vec<serde_json::Value>>> = Default::default();
+        let events: Arc<Mutex<Vec<Value>>> = Arc::default();
         let app = axum::Router::new()
-            .route("/hook", axum::routing::post(receive))
+            .route("/hook", axum::routing::post(hook))
             .with_state(events.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Receiver { port, events }

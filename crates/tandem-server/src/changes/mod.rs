@@ -212,6 +212,7 @@ pub fn source_document(record: &SourceRecord) -> SourceConfig {
         write_key: String::new(),
         write_key_sha256: Some(record.write_key_hash.clone()),
         purpose: record.purpose.clone(),
+        data_categories: record.data_categories.clone(),
         enabled: record.enabled,
     }
 }
@@ -626,6 +627,7 @@ fn source_records(
             name: source.name.trim().to_string(),
             owner: source.owner.trim().to_string(),
             purpose: source.purpose.clone(),
+            data_categories: source.data_categories.clone(),
             write_key_hash: source.write_key_sha256.clone().unwrap_or_default(),
             enabled: source.enabled,
             managed_by: tandem_store::ManagedBy::Api,

@@ -8,6 +8,7 @@ pub mod access;
 pub mod activate;
 pub mod audiences;
 pub mod audit;
+pub mod catalog;
 pub mod changes;
 pub mod collect;
 pub mod cors;
@@ -77,6 +78,7 @@ fn management_routes() -> Routes {
         .merge(access::router())
         .merge(audit::router())
         .merge(sources::router())
+        .merge(catalog::router())
         .merge(activate::router())
         .merge(profiles::router())
         .merge(imports::router())

@@ -41,20 +41,25 @@ pub fn router() -> Routes {
 
 /// A source as the API shows it: the record (never the key) plus its activity.
 #[derive(Serialize)]
-struct SourceView {
-    workspace_id: String,
-    id: String,
-    name: String,
-    owner: String,
-    purpose: Option<String>,
-    enabled: bool,
-    managed_by: ManagedBy,
-    created_at: String,
-    created_by: String,
-    updated_at: String,
-    last_seen_at: Option<String>,
-    events_accepted: u64,
-    events_rejected: u64,
+pub(crate) struct SourceView {
+    pub(crate) workspace_id: String,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) owner: String,
+    pub(crate) purpose: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) data_categories: Vec<String>,
+    pub(crate) enabled: bool,
+    pub(crate) managed_by: ManagedBy,
+    pub(crate) created_at: String,
+    pub(crate) created_by: String,
+    pub(crate) updated_at: String,
+    pub(crate) last_seen_at: Option<String>,
+    pub(crate) events_accepted: u64,
+    pub(crate) events_rejected: u64,
+    /// `last_seen_at` in ms since the epoch (the catalog's findings).
+    #[serde(skip)]
+    pub(crate) last_seen_ms: Option<i64>,
 }
 
 fn source_view(
@@ -77,18 +82,20 @@ fn source_view(
         name: record.name,
         owner: record.owner,
         purpose: record.purpose,
+        data_categories: record.data_categories,
         enabled: record.enabled,
         managed_by: record.managed_by,
         created_at: time_util::format_iso8601_ms(record.created_at_ms),
         created_by: record.created_by,
         updated_at: time_util::format_iso8601_ms(record.updated_at_ms),
         last_seen_at: activity.last_seen_ms.map(time_util::format_iso8601_ms),
+        last_seen_ms: activity.last_seen_ms,
         events_accepted: activity.events_accepted,
         events_rejected: activity.events_rejected,
     }
 }
 
-fn workspace_sources(state: &AppState, workspace_id: &str) -> ApiResult<Vec<SourceView>> {
+pub(crate) fn workspace_sources(state: &AppState, workspace_id: &str) -> ApiResult<Vec<SourceView>> {
     let store = state.catalog.store();
     let activity = store.activity()?;
     let find = |key: &SourceKey| activity.iter().find(|(k, _)| k == key).map(|(_, a)| a);
@@ -159,6 +166,8 @@ struct NewSource {
     name: String,
     owner: String,
     purpose: Option<String>,
+    #[serde(default)]
+    data_categories: Vec<String>,
 }
 
 /// Longest source id: it is stored in every log record's envelope.
@@ -205,6 +214,11 @@ async fn create_source(
             "`name` and `owner` are required: every source has an owner",
         ));
     }
+    let mut problems = Vec::new();
+    tandem_config::check_data_categories(&new.data_categories, "data_categories", &mut problems);
+    if let Some(problem) = problems.first() {
+        return Err(ApiError::new(ErrorCode::InvalidRequest, problem.to_string()));
+    }
     let id = match new.id {
         Some(id) if id == tandem_core::envelope::AUDIENCES_SOURCE_ID => {
             return Err(ApiError::new(
@@ -235,6 +249,7 @@ async fn create_source(
         name: new.name.trim().to_string(),
         owner: new.owner.trim().to_string(),
         purpose: new.purpose,
+        data_categories: new.data_categories,
         write_key_hash: ids::write_key_hash(&write_key),
         enabled: true,
         managed_by: ManagedBy::Api,
