@@ -547,7 +547,9 @@ async fn audiences_enter_exit_sync_preview_backfill_and_survive_kill_9() {
         let delivered = receiver.events.lock();
         (delivered
             .iter()
-            .filter(|e| e["event"] == "Audience Exited" && e["properties"]["audience_key"] == "pro-shoppers")
+            .filter(|e| {
+                e["event"] == "Audience Exited" && e["properties"]["audience_key"] == "pro-shoppers"
+            })
             .count()
             >= 4)
             .then_some(())

@@ -40,12 +40,12 @@ pub use schema::{
 };
 pub use validate::{
     change_approval, check_data_categories, check_destination_settings, connection_problems,
-    destination_problems,
-    effective_policies, fill_derived_ids, is_slug, slug_from_name, validate, validate_unify_rules,
-    ChangeApproval, EffectivePolicy, SettingsValidator, ADMIN_TOKEN_CHARS_MIN, DATA_CATEGORIES,
-    CHANGE_APPROVAL_POLICY, COMPUTED_FUNCTIONS, DEDUP_WINDOW_HOURS_HIGHEST, FILTER_OPERATORS,
-    MAPPING_OPS, QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST, SEGMENT_BYTES_MAX_HIGHEST,
-    SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX, TRANSFORMATION_BYTES_MAX, WRITE_KEY_CHARS_MIN,
+    destination_problems, effective_policies, fill_derived_ids, is_slug, slug_from_name, validate,
+    validate_unify_rules, ChangeApproval, EffectivePolicy, SettingsValidator,
+    ADMIN_TOKEN_CHARS_MIN, CHANGE_APPROVAL_POLICY, COMPUTED_FUNCTIONS, DATA_CATEGORIES,
+    DEDUP_WINDOW_HOURS_HIGHEST, FILTER_OPERATORS, MAPPING_OPS, QUEUE_BYTES_MAX_LOWEST,
+    RETENTION_HOURS_HIGHEST, SEGMENT_BYTES_MAX_HIGHEST, SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX,
+    TRANSFORMATION_BYTES_MAX, WRITE_KEY_CHARS_MIN,
 };
 
 use locate::DocumentIndex;

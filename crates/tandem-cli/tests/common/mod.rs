@@ -7,9 +7,9 @@ use axum::http::StatusCode;
 use base64::Engine;
 use parking_lot::Mutex;
 use serde_json::Value;
-use std::sync::Arc;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const WRITE_KEY: &str = "test-write-key-0123456789";
