@@ -1,6 +1,7 @@
-//! `tandem audiences list|show|preview|members`: audiences over the management API of a running
-//! server (roles are checked there). A preview that takes longer than the server waits is
-//! followed with a progress bar.
+//! `tandem audiences list|show|preview|create|update|delete|members`: audiences over the
+//! management API of a running server (roles are checked there). A preview that takes longer than
+//! the server waits, and the backfill of a created or changed audience, are followed with a
+//! progress bar.
 
 use crate::access_cmd::{call, finish, ApiArgs};
 use anyhow::Context;
@@ -56,6 +57,34 @@ pub enum AudiencesCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Saves a new audience (JSON, or TOML when the file ends in `.toml`) and follows its
+    /// backfill over the existing profiles. Under `change_approval`, prints the change request.
+    Create {
+        #[command(flatten)]
+        target: WorkspaceArgs,
+        #[arg(long)]
+        file: PathBuf,
+        /// Return once saved instead of following the backfill.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Changes an API-managed audience: the file's fields replace the audience's (a `condition`
+    /// replaces the whole tree); follows the re-evaluation.
+    Update {
+        #[command(flatten)]
+        target: WorkspaceArgs,
+        audience: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Deletes an API-managed audience: its members exit (`Audience Exited`, reason `deleted`).
+    Delete {
+        #[command(flatten)]
+        target: WorkspaceArgs,
+        audience: String,
+    },
     /// An audience's members (a page, or `--all` as JSON lines).
     Members {
         #[command(flatten)]
@@ -89,6 +118,34 @@ pub fn audiences(command: AudiencesCommand) -> anyhow::Result<ExitCode> {
             audience,
             no_wait,
         } => preview(&target, file, audience, no_wait),
+        AudiencesCommand::Create {
+            target,
+            file,
+            no_wait,
+        } => {
+            let body = read_definition(&file)?;
+            let (ok, value) = call(&target.api, Method::POST, &target.path("/audiences"), Some(body))?;
+            saved(&target, ok, value, no_wait)
+        }
+        AudiencesCommand::Update {
+            target,
+            audience,
+            file,
+            no_wait,
+        } => {
+            let body = read_definition(&file)?;
+            let path = target.path(&format!("/audiences/{audience}"));
+            let (ok, value) = call(&target.api, Method::PATCH, &path, Some(body))?;
+            saved(&target, ok, value, no_wait)
+        }
+        AudiencesCommand::Delete { target, audience } => {
+            let path = target.path(&format!("/audiences/{audience}"));
+            let (ok, value) = call(&target.api, Method::DELETE, &path, None)?;
+            if ok && value.as_str() == Some("") {
+                return finish(true, &serde_json::json!({ "deleted": audience }));
+            }
+            finish(ok, &value)
+        }
         AudiencesCommand::Members {
             target,
             audience,
@@ -97,6 +154,46 @@ pub fn audiences(command: AudiencesCommand) -> anyhow::Result<ExitCode> {
             all,
         } => members(&target, &audience, limit, after, all),
     }
+}
+
+/// After a create or update: a change request (202) is printed as is; a saved audience's
+/// backfill is followed until the audience is live.
+fn saved(target: &WorkspaceArgs, ok: bool, mut value: Value, no_wait: bool) -> anyhow::Result<ExitCode> {
+    let status = |value: &Value| value["status"].as_str().unwrap_or_default().to_string();
+    let applied = ok && ["pending", "backfilling", "live"].contains(&status(&value).as_str());
+    if !applied || no_wait {
+        return finish(ok, &value);
+    }
+    let id = value["id"].as_str().unwrap_or_default().to_string();
+    let path = target.path(&format!("/audiences/{id}"));
+    let bar = ProgressBar::new(1000);
+    bar.set_style(
+        ProgressStyle::with_template("backfill [{elapsed_precise}] {wide_bar} {percent}% {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    // pending: the unify task takes the change before its next batch; backfilling: its job
+    // walks every profile; live: done.
+    while status(&value) != "live" {
+        let backfill = &value["backfill"];
+        if status(&value) == "pending" {
+            bar.set_message("waiting for the unify task to take the change");
+        } else {
+            bar.set_position((backfill["progress"].as_f64().unwrap_or(0.0) * 1000.0) as u64);
+            bar.set_message(format!(
+                "{} profiles, {} entered, {} exited",
+                backfill["profiles_done"], backfill["entered"], backfill["exited"]
+            ));
+        }
+        std::thread::sleep(POLL_INTERVAL);
+        let (ok, next) = call(&target.api, Method::GET, &path, None)?;
+        if !ok {
+            bar.abandon();
+            return finish(false, &next);
+        }
+        value = next;
+    }
+    bar.finish_and_clear();
+    finish(true, &value)
 }
 
 fn definition(
@@ -122,9 +219,13 @@ fn definition(
         }
         return Ok(Value::Object(definition));
     }
-    let file = file.context("give --file DEFINITION or --audience ID")?;
+    read_definition(&file.context("give --file DEFINITION or --audience ID")?)
+}
+
+/// A definition file: JSON, or TOML (`id`, `name`, `[condition]`) when it ends in `.toml`.
+fn read_definition(file: &std::path::Path) -> anyhow::Result<Value> {
     let text =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     if file.extension().is_some_and(|ext| ext == "toml") {
         let value: toml::Value =
             toml::from_str(&text).with_context(|| format!("{} is not TOML", file.display()))?;

@@ -28,6 +28,7 @@ use tandem_core::ErrorCode;
 pub const AUDIENCE_KIND: &str = "audience";
 
 /// A new set of definitions for the unify task to take.
+#[derive(Clone)]
 pub struct Pending {
     pub set: Arc<AudienceSet>,
     pub reason: String,
@@ -61,6 +62,10 @@ pub struct WorkspaceAudiences {
     /// Until the unify task reaches this offset, profiles are being rebuilt from zero: no
     /// evaluation (it would announce every intermediate state).
     hold_until: AtomicU64,
+    /// Sets handed to the unify task, and the last one whose plan it published: while they
+    /// differ, the API shows the definitions as `pending`.
+    handed: AtomicU64,
+    planned: AtomicU64,
 }
 
 impl WorkspaceAudiences {
@@ -107,6 +112,8 @@ impl WorkspaceAudiences {
             cache,
             previews: preview::Previews::default(),
             hold_until: AtomicU64::new(0),
+            handed: AtomicU64::new(1),
+            planned: AtomicU64::new(0),
         })
     }
 
@@ -139,28 +146,55 @@ impl WorkspaceAudiences {
             published.set = set.clone();
             published.definitions = definitions;
         }
-        *self.pending.lock() = Some(Pending {
+        self.hand_over(Pending {
             set,
             reason: reason.to_string(),
             rebuilt: false,
         });
-        self.work.notify_one();
         Ok(())
+    }
+
+    fn hand_over(&self, pending: Pending) {
+        let mut slot = self.pending.lock();
+        *slot = Some(pending);
+        self.handed.fetch_add(1, Ordering::AcqRel);
+        drop(slot);
+        self.work.notify_one();
     }
 
     /// After profiles were rebuilt (under new identity rules): re-evaluate everything.
     pub fn rebuilt(&self, reason: &str) {
-        let set = self.set();
-        *self.pending.lock() = Some(Pending {
-            set,
+        self.hand_over(Pending {
+            set: self.set(),
             reason: reason.to_string(),
             rebuilt: true,
         });
-        self.work.notify_one();
     }
 
-    pub fn take_pending(&self) -> Option<Pending> {
-        self.pending.lock().take()
+    /// The set waiting for the unify task, with its hand-over number (for [`Self::planned`]).
+    pub fn take_pending(&self) -> Option<(Pending, u64)> {
+        let mut slot = self.pending.lock();
+        let pending = slot.take()?;
+        Some((pending, self.handed.load(Ordering::Acquire)))
+    }
+
+    /// A set whose planning failed goes back, unless a newer one is waiting.
+    pub fn retry(&self, pending: Pending) {
+        let mut slot = self.pending.lock();
+        if slot.is_none() {
+            *slot = Some(pending);
+        }
+    }
+
+    /// The unify task published the plan of hand-over `handed`.
+    pub fn planned(&self, handed: u64) {
+        self.planned.fetch_max(handed, Ordering::AcqRel);
+    }
+
+    /// Definitions were changed and the unify task has not planned them yet (it does before its
+    /// next batch; while profiles are rebuilt from the log, after that).
+    pub fn is_pending(&self) -> bool {
+        self.planned.load(Ordering::Acquire) < self.handed.load(Ordering::Acquire)
     }
 
     /// Holds evaluation until the unify task reaches `offset` (a rebuild from the log's start).

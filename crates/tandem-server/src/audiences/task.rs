@@ -18,16 +18,19 @@ pub async fn take_definitions(
     unify: &Arc<Unify>,
     audiences: &Arc<WorkspaceAudiences>,
 ) {
-    let Some(pending) = audiences.take_pending() else {
+    let Some((pending, handed)) = audiences.take_pending() else {
         return;
     };
     if let Err(error) = unify.set_hidden_counters(pending.set.counter_defs()) {
         tracing::error!(workspace = %workspace_id, %error, "audience counters refused");
         audiences.set_error(Some(error));
+        audiences.planned(handed);
         return;
     }
-    let (store, audiences) = (unify.store(), audiences.clone());
+    let retry = pending.clone();
+    let (store, task_audiences) = (unify.store(), audiences.clone());
     let planned = tokio::task::spawn_blocking(move || {
+        let audiences = task_audiences;
         let mut engine = audiences.engine.lock();
         let now = tandem_core::time_util::now_ms();
         let result = store.write(true, |kv| {
@@ -41,6 +44,9 @@ pub async fn take_definitions(
         });
         audiences.publish(&engine);
         audiences.set_error(result.as_ref().err().map(|e| e.to_string()));
+        if result.is_ok() {
+            audiences.planned(handed);
+        }
         result.map(|busy| (busy, pending.reason))
     })
     .await;
@@ -50,10 +56,13 @@ pub async fn take_definitions(
         }
         Ok(Ok((false, _))) => {}
         Ok(Err(error)) => {
-            tracing::error!(workspace = %workspace_id, %error, "planning audiences failed")
+            tracing::error!(workspace = %workspace_id, %error, "planning audiences failed; retrying before the next batch");
+            audiences.retry(retry);
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
         Err(error) => {
-            tracing::error!(workspace = %workspace_id, %error, "planning audiences failed")
+            tracing::error!(workspace = %workspace_id, %error, "planning audiences failed; retrying before the next batch");
+            audiences.retry(retry);
         }
     }
 }

@@ -116,7 +116,11 @@ fn view(workspace: &Workspace, config: &AudienceConfig, managed_by: ManagedBy) -
     let mut out = serde_json::to_value(config).map_err(ApiError::internal)?;
     out["managed_by"] = json!(managed_by);
     out["size"] = json!(size);
-    out["status"] = json!(if backfill.is_some() {
+    // pending: changed, not yet taken by the unify task (it takes changes between batches);
+    // backfilling: its job is evaluating every profile; live: memberships follow events.
+    out["status"] = json!(if workspace.audiences.is_pending() {
+        "pending"
+    } else if backfill.is_some() {
         "backfilling"
     } else {
         "live"

@@ -58,8 +58,13 @@ struct Visitor {
 
 /// The public key of a request: `X-Tandem-Key`, HTTP Basic user name, or `key`.
 fn presented_key(headers: &HeaderMap, visitor: &Visitor) -> Option<String> {
-    if let Some(key) = headers.get("x-tandem-key").and_then(|v| v.to_str().ok()) {
-        return Some(key.trim().to_string());
+    let header_key = headers
+        .get("x-tandem-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|key| !key.is_empty());
+    if let Some(key) = header_key {
+        return Some(key.to_string());
     }
     let basic = headers
         .get(header::AUTHORIZATION)
@@ -74,7 +79,8 @@ fn presented_key(headers: &HeaderMap, visitor: &Visitor) -> Option<String> {
                 .ok()
         })
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.split(':').next().map(str::to_string));
+        .and_then(|text| text.split(':').next().map(str::to_string))
+        .filter(|key| !key.is_empty());
     basic.or_else(|| visitor.key.clone())
 }
 
