@@ -12,11 +12,11 @@ step() { printf '\n==> %s\n' "$*"; }
 step "system packages"
 bash scripts/install-test-deps.sh
 
-step "build (release profile: the black-box and crash tests drive the real binary under load)"
-cargo build --release --locked --workspace --all-targets
+step "build (profile ci: optimised like release, without LTO; the black-box and crash tests drive the real binary under load)"
+cargo build --profile ci --locked --workspace --all-targets
 
 step "rust tests: unit, property, black-box, crash, faults"
-cargo nextest run --release --locked --workspace --no-fail-fast
+cargo nextest run --cargo-profile ci --locked --workspace --no-fail-fast
 
 step "sdk compatibility: analytics-python, analytics-node, analytics-next in chromium"
-TANDEM_BIN="$CARGO_TARGET_DIR/release/tandem" bash tests/sdk/run.sh
+TANDEM_BIN="$CARGO_TARGET_DIR/ci/tandem" bash tests/sdk/run.sh

@@ -17,6 +17,7 @@ mod env;
 mod error;
 mod locate;
 mod plans;
+pub mod policy;
 mod schema;
 mod validate;
 
@@ -31,12 +32,14 @@ pub use schema::{
     OrganizationConfig, PolicyConfig, PropertyFilterConfig, ServerConfig, SourceConfig,
     WorkspaceConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
 };
+pub use policy::{
+    change_approval, effective_policies, ChangeApproval, DeclaredIn, EffectivePolicy,
+    PolicyValues, ALLOWED_DESTINATION_TYPES_POLICY, CHANGE_APPROVAL_POLICY,
+};
 pub use validate::{
-    change_approval, check_data_categories, check_destination_settings, connection_problems,
-    destination_problems,
-    effective_policies, fill_derived_ids, is_slug, slug_from_name, validate, validate_unify_rules,
-    ChangeApproval, EffectivePolicy, SettingsValidator, ADMIN_TOKEN_CHARS_MIN, DATA_CATEGORIES,
-    CHANGE_APPROVAL_POLICY, COMPUTED_FUNCTIONS, DEDUP_WINDOW_HOURS_HIGHEST, FILTER_OPERATORS,
+    check_data_categories, check_destination_settings, connection_problems, destination_problems,
+    fill_derived_ids, is_slug, slug_from_name, validate, validate_unify_rules, SettingsValidator,
+    ADMIN_TOKEN_CHARS_MIN, DATA_CATEGORIES, COMPUTED_FUNCTIONS, DEDUP_WINDOW_HOURS_HIGHEST, FILTER_OPERATORS,
     MAPPING_OPS, QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST, SEGMENT_BYTES_MAX_HIGHEST,
     SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX, TRANSFORMATION_BYTES_MAX, WRITE_KEY_CHARS_MIN,
 };

@@ -182,6 +182,10 @@ permissions! {
     /// Create, change and delete tracking plans, infer drafts, and force the release of
     /// quarantined events that still violate: IT sets the guardrails.
     ManageTrackingPlans => [OrgAdmin, WorkspaceAdmin],
+    /// Set, remove and roll back organization policies (the guardrails every workspace inherits).
+    ManageOrganizationPolicies => [OrgAdmin],
+    /// Override an overridable organization policy in one workspace.
+    ManageWorkspacePolicies => [OrgAdmin, WorkspaceAdmin],
     /// Read quarantined events with their payloads (personal data, as dead letters are).
     ReadQuarantine => [OrgAdmin, WorkspaceAdmin, Marketer],
     /// Release quarantined events (re-validated against the current plan) and discard them.

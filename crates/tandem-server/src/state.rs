@@ -47,6 +47,8 @@ pub struct LiveEvent {
 
 pub struct Inner {
     pub config: Config,
+    /// The policies in force: the config file's and those set through the API (`policies.rs`).
+    pub policies: Arc<crate::policies::Policies>,
     /// The metadata store (catalog, settings, tokens).
     pub store: Arc<dyn tandem_store::MetadataStore>,
     pub catalog: Catalog,

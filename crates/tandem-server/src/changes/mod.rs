@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tandem_activate::history::{DefinitionWrite, Provenance, Version};
 use tandem_activate::runtime::{Activation, ManagedBy};
-use tandem_config::{ConnectionConfig, DestinationConfig, SourceConfig};
+use tandem_config::{ConnectionConfig, DestinationConfig, SourceConfig, TrackingPlanConfig};
 use tandem_core::limits::CHANGE_REQUEST_OPERATIONS_MAX;
 use tandem_core::{ids, time_util, ErrorCode};
 use tandem_store::SourceRecord;
@@ -36,6 +36,11 @@ pub enum Kind {
     Source,
     Destination,
     Connection,
+    /// A tracking plan (API-managed plans; `DATA/plans/<ws>.redb`).
+    #[serde(rename = "tracking_plan")]
+    TrackingPlan,
+    /// A workspace's override of an organization policy: `{"name", "value"}`, id = the name.
+    Policy,
 }
 
 impl Kind {
@@ -44,13 +49,27 @@ impl Kind {
             Kind::Source => "source",
             Kind::Destination => "destination",
             Kind::Connection => "connection",
+            Kind::TrackingPlan => "tracking_plan",
+            Kind::Policy => "policy",
         }
     }
 
+    pub const ALL: [Kind; 5] = [
+        Kind::Source,
+        Kind::Destination,
+        Kind::Connection,
+        Kind::TrackingPlan,
+        Kind::Policy,
+    ];
+
     pub fn parse(text: &str) -> Option<Kind> {
-        [Kind::Source, Kind::Destination, Kind::Connection]
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
+        Kind::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    /// Whether the activate store keeps the definition itself (else another store does, written
+    /// in the apply transaction's last step).
+    fn stored_in_activate(self) -> bool {
+        matches!(self, Kind::Destination | Kind::Connection)
     }
 }
 
@@ -246,7 +265,58 @@ pub fn current(
             None => None,
             Some((config, by)) => Some((to_json(serde_json::to_value(config))?, by)),
         },
+        Kind::TrackingPlan => {
+            let set = workspace_plans(state, workspace)?.set();
+            match set.get(id) {
+                None => None,
+                Some(entry) => Some((
+                    to_json(serde_json::to_value(&entry.plan.config))?,
+                    managed(entry.managed_by),
+                )),
+            }
+        }
+        Kind::Policy => state
+            .policies
+            .workspace_override(workspace, id)
+            .map(|(value, declared_in)| {
+                let by = match declared_in {
+                    tandem_config::DeclaredIn::Config => ManagedBy::Config,
+                    tandem_config::DeclaredIn::Api => ManagedBy::Api,
+                };
+                (policy_document(id, &value), by)
+            }),
     })
+}
+
+/// A workspace policy override as changes and versions hold it.
+pub fn policy_document(name: &str, value: &toml::Value) -> Value {
+    json!({"name": name, "value": crate::policies::json_of(value)})
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyDocument {
+    name: String,
+    value: Value,
+}
+
+fn managed(by: tandem_store::ManagedBy) -> ManagedBy {
+    match by {
+        tandem_store::ManagedBy::Config => ManagedBy::Config,
+        tandem_store::ManagedBy::Api => ManagedBy::Api,
+    }
+}
+
+/// The workspace's tracking plans, or 404.
+pub fn workspace_plans(
+    state: &AppState,
+    workspace: &str,
+) -> ApiResult<Arc<crate::plans::WorkspacePlans>> {
+    state
+        .workspaces
+        .get(workspace)
+        .map(|workspace| workspace.plans.clone())
+        .ok_or_else(|| ApiError::not_found(format!("workspace {workspace}")))
 }
 
 /// An operation on the live state: `after` (absent for a delete) normalised through its type,
@@ -321,6 +391,15 @@ fn normalised(kind: Kind, id: &str, after: Value) -> ApiResult<Value> {
             let config: ConnectionConfig = serde_json::from_value(after).map_err(invalid)?;
             (serde_json::to_value(&config), config.id)
         }
+        Kind::TrackingPlan => {
+            let config: TrackingPlanConfig = serde_json::from_value(after).map_err(invalid)?;
+            (serde_json::to_value(&config), config.id)
+        }
+        Kind::Policy => {
+            let document: PolicyDocument = serde_json::from_value(after).map_err(invalid)?;
+            let value = crate::policies::toml_of(&document.value)?;
+            (Ok(policy_document(&document.name, &value)), document.name)
+        }
     };
     if own_id != id {
         return Err(ApiError::new(
@@ -368,6 +447,13 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
         .into_iter()
         .map(|(config, _)| config)
         .collect();
+    let plans = workspace_plans(state, workspace)?;
+    let mut plans_after: Vec<TrackingPlanConfig> = plans
+        .set()
+        .entries
+        .iter()
+        .map(|entry| entry.plan.config.clone())
+        .collect();
     let mut problems: Vec<(String, String)> = Vec::new();
     for (index, operation) in operations.iter().enumerate() {
         let at = |field: &str| {
@@ -395,6 +481,11 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
             (Kind::Destination, Some(after)) => {
                 match crate::routes::activate::checked_destination(after.clone()) {
                     Ok(config) => {
+                        if let Some(problem) =
+                            state.policies.destination_type_problem(workspace, &config.kind)
+                        {
+                            problems.push((at(".type"), problem));
+                        }
                         destinations.retain(|(id, _)| id != &config.id);
                         destinations.push((config.id.clone(), Some(config)));
                     }
@@ -409,6 +500,45 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
                 connections.push(config);
             }
             (Kind::Connection, None) => connections.retain(|c| c.id != operation.id),
+            (Kind::TrackingPlan, Some(after)) => {
+                let config: TrackingPlanConfig =
+                    serde_json::from_value(after.clone()).map_err(ApiError::internal)?;
+                plans_after.retain(|plan| plan.id != config.id);
+                plans_after.push(config);
+            }
+            (Kind::TrackingPlan, None) => plans_after.retain(|plan| plan.id != operation.id),
+            (Kind::Policy, Some(after)) => {
+                let document: PolicyDocument =
+                    serde_json::from_value(after.clone()).map_err(ApiError::internal)?;
+                let value = crate::policies::toml_of(&document.value)?;
+                if let Some(problem) =
+                    state
+                        .policies
+                        .override_problem(&document.name, &value)
+                {
+                    problems.push((at(".value"), problem));
+                }
+            }
+            (Kind::Policy, None) => {}
+        }
+    }
+    // Tracking plans are checked against the plans the whole request leaves (overlaps).
+    let plan_sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+    for (index, operation) in operations.iter().enumerate() {
+        if operation.kind != Kind::TrackingPlan {
+            continue;
+        }
+        let Some(after) = &operation.after else {
+            continue;
+        };
+        let config: TrackingPlanConfig =
+            serde_json::from_value(after.clone()).map_err(ApiError::internal)?;
+        let create = operation.action == Action::Create;
+        if let Err(error) = plans.check(&config, &plan_sources, create, Some(&plans_after)) {
+            let at = format!("operations[{index}] (tracking_plan {})", operation.id);
+            problems.extend(error_problems(&ApiError::from(error), &|field| {
+                format!("{at}{field}")
+            }));
         }
     }
     // Connections are checked once every destination and source of the request is known.
@@ -496,7 +626,7 @@ pub async fn apply(
             before: operation.before.clone(),
             after: operation.after.clone(),
             base_version: operation.base_version,
-            stored: operation.kind != Kind::Source,
+            stored: operation.kind.stored_in_activate(),
             reason: if operation.reason.is_empty() {
                 format!("{:?}", operation.action).to_lowercase()
             } else {
@@ -506,6 +636,14 @@ pub async fn apply(
         .collect();
     let source_records = source_records(state, workspace, operations, provenance)?;
     let store = state.store.clone();
+    let plans = workspace_plans(state, workspace)?;
+    let sources: Vec<String> = store
+        .sources()?
+        .into_iter()
+        .filter(|source| source.workspace_id == workspace)
+        .map(|source| source.id)
+        .chain(source_records.iter().map(|(record, _)| record.id.clone()))
+        .collect();
     let versions = activation
         .apply_writes(&writes, provenance, || {
             for (record, create) in &source_records {
@@ -516,6 +654,10 @@ pub async fn apply(
                 };
                 written.map_err(|error| error.to_string())?;
             }
+            let source_ids: Vec<&str> = sources.iter().map(String::as_str).collect();
+            for operation in operations {
+                write_elsewhere(state, workspace, &plans, &source_ids, operation, provenance)?;
+            }
             Ok(())
         })
         .await?;
@@ -523,6 +665,49 @@ pub async fn apply(
         state.catalog.reload()?;
     }
     Ok(versions)
+}
+
+/// The write of an operation whose object lives outside the activate store (tracking plans,
+/// policy overrides): the apply transaction's last step, after validation.
+fn write_elsewhere(
+    state: &AppState,
+    workspace: &str,
+    plans: &crate::plans::WorkspacePlans,
+    source_ids: &[&str],
+    operation: &Operation,
+    provenance: &Provenance,
+) -> Result<(), String> {
+    match (operation.kind, &operation.after) {
+        (Kind::TrackingPlan, Some(after)) => {
+            let config: TrackingPlanConfig =
+                serde_json::from_value(after.clone()).map_err(|error| error.to_string())?;
+            let create = operation.action == Action::Create;
+            plans
+                .put(config, source_ids, &provenance.by, create)
+                .map_err(|error| ApiError::from(error).message)?;
+        }
+        (Kind::TrackingPlan, None) => {
+            plans
+                .delete(&operation.id)
+                .map_err(|error| ApiError::from(error).message)?;
+        }
+        (Kind::Policy, after) => {
+            let value = match after {
+                Some(after) => {
+                    let document: PolicyDocument =
+                        serde_json::from_value(after.clone()).map_err(|error| error.to_string())?;
+                    Some(crate::policies::toml_of(&document.value).map_err(|error| error.to_string())?)
+                }
+                None => None,
+            };
+            state
+                .policies
+                .write_override(workspace, &operation.id, value.as_ref())
+                .map_err(|error| error.to_string())?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The metadata-store records the source operations write, with whether each is new.
@@ -566,7 +751,7 @@ fn source_records(
 /// Whether `principal`'s changes in `workspace` need approval (the `change_approval` policy,
 /// inherited from the organization unless the workspace overrides it).
 pub fn needs_approval(state: &AppState, principal: &Principal, workspace: &str) -> bool {
-    tandem_config::change_approval(&state.config, workspace).applies_to(principal.role.as_str())
+    state.policies.change_approval(workspace).applies_to(principal.role.as_str())
 }
 
 /// A change request of `operations` by the caller, stored (status open) and audited.

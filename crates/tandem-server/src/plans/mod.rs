@@ -102,7 +102,7 @@ pub struct WorkspacePlans {
     config_plans: Vec<TrackingPlanConfig>,
     set: RwLock<Arc<PlanSet>>,
     /// One plan change at a time (each rebuilds the set from the store).
-    changes: tokio::sync::Mutex<()>,
+    changes: parking_lot::Mutex<()>,
     pub violations: Violations,
     pub quarantine: Quarantine,
     /// The quarantine log, closed at shutdown.
@@ -143,7 +143,7 @@ impl WorkspacePlans {
             store,
             config_plans: workspace.tracking_plans.clone(),
             set: RwLock::new(Arc::new(PlanSet::default())),
-            changes: tokio::sync::Mutex::new(()),
+            changes: parking_lot::Mutex::new(()),
             violations,
             quarantine,
             quarantine_log,
@@ -280,27 +280,27 @@ impl WorkspacePlans {
         }
     }
 
-    /// Adds an API-managed plan (`version` 1), or replaces one (`version` + 1). The plan is
-    /// compiled here, once; overlapping enforced plans are refused (409).
-    pub async fn put(
+    /// Whether `config` may be stored as it is: its own problems, a create of an existing plan
+    /// or an update of a missing or config-file one, the per-workspace limit, and overlaps with
+    /// the other enforced plans (`others_after`: the plans there would be besides it, default
+    /// the live ones). Returns the stored plan it replaces.
+    pub fn check(
         &self,
-        config: TrackingPlanConfig,
+        config: &TrackingPlanConfig,
         source_ids: &[&str],
-        by: &str,
         create: bool,
-    ) -> Result<Arc<CompiledPlan>, PlanError> {
+        others_after: Option<&[TrackingPlanConfig]>,
+    ) -> Result<Option<StoredPlan>, PlanError> {
         let problems: Vec<(String, String)> =
-            tandem_config::tracking_plan_problems(&config, source_ids)
+            tandem_config::tracking_plan_problems(config, source_ids)
                 .into_iter()
                 .map(|problem| (problem.path, problem.message))
                 .collect();
         if !problems.is_empty() {
             return Err(PlanError::Invalid(problems));
         }
-        let _change = self.changes.lock().await;
         let current = self.set();
-        let existing = current.get(&config.id);
-        let previous = match (existing, create) {
+        let previous = match (current.get(&config.id), create) {
             (Some(_), true) => {
                 return Err(PlanError::Conflict(format!(
                     "tracking plan {} already exists",
@@ -332,14 +332,24 @@ impl WorkspacePlans {
                 ),
             )]));
         }
-        let others = current
-            .entries
-            .iter()
-            .filter(|entry| entry.plan.id() != config.id);
+        let live: Vec<TrackingPlanConfig>;
+        let others: &[TrackingPlanConfig] = match others_after {
+            Some(others) => others,
+            None => {
+                live = current
+                    .entries
+                    .iter()
+                    .map(|entry| entry.plan.config.clone())
+                    .collect();
+                &live
+            }
+        };
         let overlaps = tandem_config::plan_overlaps(
             others
-                .map(|entry| (format!("plan {}", entry.plan.id()), &entry.plan.config))
-                .chain([("this plan".to_string(), &config)]),
+                .iter()
+                .filter(|other| other.id != config.id)
+                .map(|other| (format!("plan {}", other.id), other))
+                .chain([("this plan".to_string(), config)]),
         );
         if let Some(problem) = overlaps
             .into_iter()
@@ -347,6 +357,21 @@ impl WorkspacePlans {
         {
             return Err(PlanError::Conflict(problem.message));
         }
+        CompiledPlan::compile(config.clone(), 0).map_err(PlanError::Schemas)?;
+        Ok(previous)
+    }
+
+    /// Adds an API-managed plan (`version` 1), or replaces one (`version` + 1), after
+    /// [`Self::check`]. The plan is compiled here, once.
+    pub fn put(
+        &self,
+        config: TrackingPlanConfig,
+        source_ids: &[&str],
+        by: &str,
+        create: bool,
+    ) -> Result<Arc<CompiledPlan>, PlanError> {
+        let _change = self.changes.lock();
+        let previous = self.check(&config, source_ids, create, None)?;
         let version = previous.as_ref().map_or(1, |stored| stored.version + 1);
         let plan =
             Arc::new(CompiledPlan::compile(config.clone(), version).map_err(PlanError::Schemas)?);
@@ -362,13 +387,13 @@ impl WorkspacePlans {
             updated_by: by.to_string(),
         };
         self.store.put_plan(&stored)?;
-        self.reload(&current, Some(plan.clone()))?;
+        self.reload(&self.set(), Some(plan.clone()))?;
         Ok(plan)
     }
 
     /// Removes an API-managed plan (and its counters).
-    pub async fn delete(&self, id: &str) -> Result<Arc<CompiledPlan>, PlanError> {
-        let _change = self.changes.lock().await;
+    pub fn delete(&self, id: &str) -> Result<Arc<CompiledPlan>, PlanError> {
+        let _change = self.changes.lock();
         let current = self.set();
         let entry = current
             .get(id)
