@@ -789,7 +789,13 @@ struct TransformationTest {
     connection: Option<String>,
     /// The source the sample events come through (`context.sourceId`); for `recent`, only its events.
     source: Option<String>,
+    /// Mappings to try instead of the connection's (an editor's unsaved ones). Without `code`
+    /// (and no code on the connection) the test shows what the mappings alone make of the events.
+    mappings: Option<Vec<tandem_config::MappingConfig>>,
 }
+
+/// The code a test runs when only mappings are tried: the event as the mappings left it.
+const IDENTITY_TRANSFORMATION: &str = "function transform(event) { return event }";
 
 async fn test_transformation(
     State(state): State<AppState>,
@@ -823,8 +829,10 @@ async fn test_transformation(
                     ApiError::not_found(format!("destination {workspace}/{}", config.destination))
                 })?;
             let code = config.transformation.clone();
+            let mappings = request.mappings.clone().unwrap_or(config.mappings.clone());
             let plain = ConnectionConfig {
                 transformation: None,
+                mappings,
                 ..config
             };
             let shaper = Connection::compile(&workspace, &plain, &destination, None)
@@ -832,12 +840,29 @@ async fn test_transformation(
             (Some(Arc::new(shaper)), code)
         }
     };
-    let code = request.code.or(connection_code).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::InvalidRequest,
-            "give `code`, or a `connection` that has a transformation",
-        )
-    })?;
+    // Mappings tried without a connection apply by themselves, in order.
+    let loose_mappings: Vec<tandem_activate::connection::Mapping> = match (&request.connection, &request.mappings) {
+        (None, Some(mappings)) => mappings
+            .iter()
+            .enumerate()
+            .map(|(index, mapping)| {
+                tandem_activate::connection::Mapping::compile(mapping).map_err(|error| {
+                    ApiError::new(ErrorCode::InvalidRequest, format!("mappings[{index}]: {error}"))
+                })
+            })
+            .collect::<ApiResult<_>>()?,
+        _ => Vec::new(),
+    };
+    let code = request
+        .code
+        .or(connection_code)
+        .or_else(|| request.mappings.is_some().then(|| IDENTITY_TRANSFORMATION.to_string()))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                "give `code` or `mappings`, or a `connection` that has a transformation",
+            )
+        })?;
     let source = request.source.clone().unwrap_or_default();
     let samples: Vec<(String, Value)> = match (request.events, request.recent) {
         (Some(_), Some(_)) => {
@@ -906,7 +931,13 @@ async fn test_transformation(
                     .ok()
                     .and_then(|mut shaped| shaped.pop())
                     .unwrap_or(event),
-                None => event,
+                None => {
+                    let mut event = event;
+                    for mapping in &loose_mappings {
+                        mapping.apply(&mut event);
+                    }
+                    event
+                }
             };
             (source, event)
         })
