@@ -1,6 +1,6 @@
 // Shared components and hooks. Every value shown goes through Preact as text or as an attribute
 // value (escaped), never as HTML.
-import { html, createContext, useState, useEffect, useRef, useCallback, useContext } from './lib.js'
+import { html, createContext, cloneElement, isValidElement, useState, useEffect, useRef, useCallback, useContext } from './lib.js'
 
 /** What every page knows: the caller, the workspace, permission checks, navigation, notices. */
 export const AppContext = createContext(null)
@@ -120,14 +120,24 @@ export function Stat ({ label, value, tone, hint }) {
   </div>`
 }
 
-/** A labelled form control: the label wraps the control, so it is always associated. */
+let fieldCount = 0
+
+/**
+ * A labelled form control: the label names the control (`for`/`id`), the hint and the error
+ * describe it (`aria-describedby`), so a screen reader reads all three and the name stays short.
+ */
 export function Field ({ label, hint, error, required, children, class: className }) {
-  return html`<label class=${'field ' + (className || '')}>
-    <span class="field-label">${label}${required ? html`<span aria-hidden="true"> *</span>` : null}</span>
-    ${children}
-    ${hint ? html`<span class="field-hint">${hint}</span>` : null}
-    ${error ? html`<span class="field-error" role="alert">${error}</span>` : null}
-  </label>`
+  const [id] = useState(() => `field-${++fieldCount}`)
+  const describedBy = [hint ? `${id}-hint` : '', error ? `${id}-error` : ''].filter(Boolean).join(' ') || undefined
+  const control = isValidElement(children)
+    ? cloneElement(children, { id, 'aria-describedby': describedBy, 'aria-invalid': error ? 'true' : undefined, required: children.props.required ?? required })
+    : children
+  return html`<div class=${'field ' + (className || '')}>
+    <label class="field-label" for=${id}>${label}${required ? html`<span aria-hidden="true"> *</span>` : null}</label>
+    ${control}
+    ${hint ? html`<span class="field-hint" id=${`${id}-hint`}>${hint}</span>` : null}
+    ${error ? html`<span class="field-error" id=${`${id}-error`} role="alert">${error}</span>` : null}
+  </div>`
 }
 
 /** Tabs with the ARIA tab pattern: arrow keys move between tabs. */

@@ -134,9 +134,11 @@ function buildModel (workspace, data, speeds) {
   const sourceCount = Math.max(1, data.sources.length)
   const destinationIds = [...new Set(data.connections.map((connection) => connection.destination))]
   for (const destination of data.destinations) if (!destinationIds.includes(destination.id)) destinationIds.push(destination.id)
-  const height = Math.max(sourceCount, destinationIds.length, 2) * 90
+  // Pixel-like coordinates in both directions (ECharts fits them to the chart, keeping the aspect).
+  const height = Math.max(sourceCount, destinationIds.length, 2) * 100
+  const COLUMN = 520
 
-  const spread = (index, count) => (count <= 1 ? height / 2 : 40 + index * ((height - 80) / (count - 1)))
+  const spread = (index, count) => (count <= 1 ? height / 2 : index * (height / (count - 1)))
   const width = (volume) => Math.min(12, 1.5 + Math.log10(1 + (volume || 0)) * 2)
 
   let totalAccepted = 0
@@ -167,7 +169,7 @@ function buildModel (workspace, data, speeds) {
   })
 
   nodes.push({
-    id: hub, name: workspace, x: 1, y: height / 2, symbol: 'circle', symbolSize: 78,
+    id: hub, name: workspace, x: COLUMN, y: height / 2, symbol: 'circle', symbolSize: 78,
     itemStyle: { color: COLORS.brand }, label: { color: '#fff', fontWeight: 'bold' },
     tooltip: { formatter: () => `workspace <b>${esc(workspace)}</b><br>${formatNumber(totalAccepted)} events accepted` }
   })
@@ -180,7 +182,7 @@ function buildModel (workspace, data, speeds) {
     const feeding = data.connections.filter((connection) => connection.destination === destinationId)
     const worst = feeding.map(connectionHealth).sort((a, b) => rank(b.tone) - rank(a.tone))[0] || { tone: 'muted', label: 'no connection' }
     nodes.push({
-      id: `destination:${destinationId}`, name: destination.name || destinationId, x: 2, y: spread(index, destinationIds.length),
+      id: `destination:${destinationId}`, name: destination.name || destinationId, x: 2 * COLUMN, y: spread(index, destinationIds.length),
       symbol: 'roundRect', symbolSize: [150, 40], itemStyle: { color: '#fff', borderColor: COLORS[worst.tone], borderWidth: 2 },
       label: { color: '#1b2430' }, href: hrefFor(workspace, 'destinations', destinationId),
       tooltip: { formatter: () => `<b>${esc(destination.name || destinationId)}</b> (${esc(destination.type || 'destination')})<br>owner: ${esc(destination.owner || '—')}${destination.purpose ? '<br>purpose: ' + esc(destination.purpose) : ''}` }
@@ -214,7 +216,7 @@ function buildModel (workspace, data, speeds) {
     const attempts = data.unknown.reduce((sum, key) => sum + (key.attempts || key.count || 0), 0)
     shadow = attempts
     nodes.push({
-      id: 'shadow', name: 'unknown keys', x: 0, y: height + 60, symbol: 'diamond', symbolSize: 56,
+      id: 'shadow', name: 'unknown keys', x: 0, y: height + 100, symbol: 'diamond', symbolSize: 56,
       itemStyle: { color: COLORS.shadow }, label: { color: '#1b2430', position: 'bottom' }, href: hrefFor(workspace, 'sources') + '?tab=unknown',
       tooltip: { formatter: () => `<b>Traffic with unknown or disabled write keys</b><br>${formatNumber(data.unknown.length)} keys, ${formatNumber(attempts)} refused attempts<br>${data.unknown.slice(0, 5).map((key) => esc(key.fingerprint || key.key_fingerprint || '') + ' — ' + esc(key.last_origin || key.origin || key.last_user_agent || '')).join('<br>')}` }
     })

@@ -3,7 +3,7 @@
 // and the traffic with unknown or disabled keys (shadow IT).
 import { html, useState } from '../lib.js'
 import { api, workspaceApi } from '../api.js'
-import { useApp, usePoll, useAsync, PageHeader, ErrorBox, Loading, Table, Badge, Time, Field, Tabs, Dialog, ActionButton, Outcome, changeOutcome, formatNumber, hrefFor } from '../ui.js'
+import { useApp, usePoll, PageHeader, ErrorBox, Loading, Table, Badge, Time, Field, Tabs, Dialog, ActionButton, Outcome, changeOutcome, formatNumber, hrefFor } from '../ui.js'
 import { Chart, COLORS } from '../charts.js'
 
 export default function SourcesPage ({ workspace, query }) {
@@ -125,4 +125,3 @@ function UnknownKeys () {
   </div>`
 }
 
-export { useAsync }
