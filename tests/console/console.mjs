@@ -387,6 +387,8 @@ test('governance pages: plans, policies, record of processing, audit log with it
   assert(policy.includes('180') && policy.includes('workspace'), `the override and where it comes from: ${policy}`)
   await page.goto(`${BASE}/#/w/emea/audit`)
   await page.getByText('Chain verified').waitFor()
+  await page.getByLabel('Action').fill('change_request.')
+  await page.getByRole('button', { name: 'Filter' }).click()
   await page.getByRole('cell', { name: 'change_request.approve' }).first().waitFor()
   await shot(page, 'audit-log')
   await page.goto(`${BASE}/#/w/emea/processing`)

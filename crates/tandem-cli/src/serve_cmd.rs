@@ -115,7 +115,12 @@ fn print_banner(server: &tandem_server::RunningServer) {
         ),
     }
     println!("  console: {url}/");
-    if server.state.store.users().is_ok_and(|users| users.is_empty()) {
+    if server
+        .state
+        .store
+        .users()
+        .is_ok_and(|users| users.is_empty())
+    {
         println!("  no console user yet; make the first one (an organization admin) with the admin token:");
         println!("    echo 'a long passphrase' | TANDEM_ADMIN_TOKEN=… tandem users add --url {url} --email you@example.com --role org_admin");
     }

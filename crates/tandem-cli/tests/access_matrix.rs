@@ -42,7 +42,10 @@ write_key = "other-write-key-0123456789"
 enum Send {
     Bearer(String),
     /// The session cookie, with the session's CSRF token as the console sends it on changes.
-    Cookie { session: String, csrf: String },
+    Cookie {
+        session: String,
+        csrf: String,
+    },
 }
 
 #[derive(Clone, Debug)]

@@ -58,7 +58,10 @@ async fn the_console_is_served_with_a_strict_policy() {
     ] {
         assert!(csp.contains(directive), "{directive} missing from {csp}");
     }
-    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["referrer-policy"], "no-referrer");
@@ -67,10 +70,16 @@ async fn the_console_is_served_with_a_strict_policy() {
         .to_str()
         .unwrap()
         .starts_with("text/html"));
-    assert!(!headers.contains_key("strict-transport-security"), "plain http");
+    assert!(
+        !headers.contains_key("strict-transport-security"),
+        "plain http"
+    );
     let html = page.text().await.unwrap();
     assert!(html.contains("/console/js/main.js"), "{html}");
-    assert!(!html.contains("<script>") && !html.contains("style=\""), "{html}");
+    assert!(
+        !html.contains("<script>") && !html.contains("style=\""),
+        "{html}"
+    );
 
     // Modules and libraries, with their media type and an ETag to revalidate against.
     for (path, kind) in [
@@ -107,7 +116,12 @@ async fn the_console_is_served_with_a_strict_policy() {
     assert!(missing.headers().contains_key("content-security-policy"));
     // Outside the embedded files nothing is reachable, whatever the path says.
     for path in ["/console/../Cargo.toml", "/console/%2e%2e/src/lib.rs"] {
-        let status = client().get(server.url(path)).send().await.unwrap().status();
+        let status = client()
+            .get(server.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status();
         assert_eq!(status, 404, "{path}");
     }
 

@@ -553,8 +553,12 @@ pub fn same_origin(headers: &HeaderMap, state: &AppState) -> bool {
         return true;
     };
     let authority = |url: &str| {
-        url.split_once("://")
-            .map(|(_, rest)| rest.split('/').next().unwrap_or_default().to_ascii_lowercase())
+        url.split_once("://").map(|(_, rest)| {
+            rest.split('/')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+        })
     };
     let Some(origin_authority) = authority(&origin) else {
         return false; // `null` (sandboxed frames, some redirects) and the like
@@ -562,7 +566,12 @@ pub fn same_origin(headers: &HeaderMap, state: &AppState) -> bool {
     let hosts = [
         header_text(headers, header::HOST.as_str()),
         header_text(headers, "x-forwarded-host"),
-        state.config.server.public_url.as_deref().and_then(authority),
+        state
+            .config
+            .server
+            .public_url
+            .as_deref()
+            .and_then(authority),
     ];
     hosts
         .into_iter()
@@ -854,6 +863,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_csrf_token_is_the_sessions_own_and_not_its_store_key() {
+        let session = "tdm_sess_0123456789abcdef";
+        let token = csrf_token(session);
+        assert_eq!(token, csrf_token(session), "derived, not random");
+        assert_eq!(token.len(), 64);
+        assert_ne!(token, secret_digest(session), "not the digest the store keys sessions by");
+        assert_ne!(token, csrf_token("tdm_sess_another"));
+        assert!(is_safe_method(&axum::http::Method::GET));
+        assert!(!is_safe_method(&axum::http::Method::POST));
+        assert!(!is_safe_method(&axum::http::Method::DELETE));
     }
 
     #[test]

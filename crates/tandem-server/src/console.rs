@@ -75,7 +75,10 @@ fn serve(state: &AppState, request: &HeaderMap, name: &str) -> Response {
         add_security_headers(response.headers_mut(), is_https(request, state));
         return response;
     };
-    let etag = format!("\"{}\"", tandem_core::ids::hex(&file.metadata.sha256_hash()));
+    let etag = format!(
+        "\"{}\"",
+        tandem_core::ids::hex(&file.metadata.sha256_hash())
+    );
     let not_modified = request
         .get(header::IF_NONE_MATCH)
         .and_then(|value| value.to_str().ok())
@@ -208,7 +211,10 @@ mod tests {
         for name in names.iter().filter(|name| name.ends_with(".js")) {
             let text = String::from_utf8(Assets::get(name).unwrap().data.into_owned()).unwrap();
             let folder = name.rsplit_once('/').map_or("", |(folder, _)| folder);
-            for line in text.lines().filter(|line| !line.trim_start().starts_with("//")) {
+            for line in text
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("//"))
+            {
                 let Some(start) = line.find("from '.").or_else(|| line.find("import('.")) else {
                     continue;
                 };
@@ -243,14 +249,23 @@ mod tests {
         assert!(!page.contains("<script>"), "inline script");
         assert!(!page.contains("<style"), "inline style");
         assert!(!page.contains("style=\""), "inline style attribute");
-        assert!(!page.contains("http://") && !page.contains("https://"), "external reference");
+        assert!(
+            !page.contains("http://") && !page.contains("https://"),
+            "external reference"
+        );
     }
 
     #[test]
     fn media_types() {
         assert_eq!(content_type("js/main.js"), "text/javascript; charset=utf-8");
-        assert_eq!(content_type("vendor/preact.mjs"), "text/javascript; charset=utf-8");
+        assert_eq!(
+            content_type("vendor/preact.mjs"),
+            "text/javascript; charset=utf-8"
+        );
         assert_eq!(content_type("index.html"), "text/html; charset=utf-8");
-        assert_eq!(content_type("vendor/LICENSE.preact"), "text/plain; charset=utf-8");
+        assert_eq!(
+            content_type("vendor/LICENSE.preact"),
+            "text/plain; charset=utf-8"
+        );
     }
 }

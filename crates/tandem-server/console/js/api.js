@@ -104,6 +104,8 @@ export function workspaceApi (workspace) {
   const base = `/api/v1/workspaces/${enc(workspace)}`
   return {
     id: workspace,
+    /** The destination types and their settings schemas (the workspace route: scoped credentials may read it). */
+    destinationTypes: () => get(`${base}/destination-types`),
     catalog: () => get(`${base}/catalog`),
     recordOfProcessing: () => get(`${base}/record-of-processing`),
     recordOfProcessingMarkdown: () => request('GET', `${base}/record-of-processing`, { query: { format: 'markdown' }, text: true }),

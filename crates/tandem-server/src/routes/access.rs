@@ -13,9 +13,8 @@
 
 use crate::auth::{
     authorize, csrf_token, hash_argon2, same_origin, secret_digest, session_cookie, verify_argon2,
-    Authorized, Credential,
-    ManageApiTokens, ManageUsers, Permission, Principal, ReadSelf, RequestInfo, Role, Scope,
-    API_TOKEN_PREFIX, SESSION_COOKIE, SESSION_PREFIX,
+    Authorized, Credential, ManageApiTokens, ManageUsers, Permission, Principal, ReadSelf,
+    RequestInfo, Role, Scope, API_TOKEN_PREFIX, SESSION_COOKIE, SESSION_PREFIX,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::routes::Routes;

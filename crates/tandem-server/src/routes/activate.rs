@@ -26,6 +26,10 @@ use tandem_core::{time_util, ErrorCode};
 pub fn router() -> Routes {
     Routes::new()
         .route("/api/v1/destination-types", get(destination_types))
+        .route(
+            "/api/v1/workspaces/{workspace}/destination-types",
+            get(workspace_destination_types),
+        )
         .route("/api/v1/alerts", get(alerts))
         .route(
             "/api/v1/workspaces/{workspace}/destinations",
@@ -104,11 +108,26 @@ fn activation(state: &AppState, workspace: &str) -> ApiResult<Arc<Activation>> {
 }
 
 async fn destination_types(_auth: Authorized<ReadDestinations>) -> Json<Value> {
+    Json(destination_types_json())
+}
+
+/// The same catalog for a credential scoped to one workspace (the organization route refuses
+/// those): what the console's set-up forms are generated from.
+async fn workspace_destination_types(
+    State(state): State<AppState>,
+    _auth: Authorized<ReadDestinations>,
+    Path(workspace): Path<String>,
+) -> ApiResult<Json<Value>> {
+    activation(&state, &workspace)?;
+    Ok(Json(destination_types_json()))
+}
+
+fn destination_types_json() -> Value {
     let types: Vec<Value> = tandem_activate::registry::REGISTRY
         .iter()
         .map(|kind| json!({"name": kind.name, "description": kind.description, "settings_schema": (kind.settings_schema)()}))
         .collect();
-    Json(json!({ "destination_types": types }))
+    json!({ "destination_types": types })
 }
 
 #[derive(Deserialize)]
@@ -841,22 +860,31 @@ async fn test_transformation(
         }
     };
     // Mappings tried without a connection apply by themselves, in order.
-    let loose_mappings: Vec<tandem_activate::connection::Mapping> = match (&request.connection, &request.mappings) {
-        (None, Some(mappings)) => mappings
-            .iter()
-            .enumerate()
-            .map(|(index, mapping)| {
-                tandem_activate::connection::Mapping::compile(mapping).map_err(|error| {
-                    ApiError::new(ErrorCode::InvalidRequest, format!("mappings[{index}]: {error}"))
+    let loose_mappings: Vec<tandem_activate::connection::Mapping> =
+        match (&request.connection, &request.mappings) {
+            (None, Some(mappings)) => mappings
+                .iter()
+                .enumerate()
+                .map(|(index, mapping)| {
+                    tandem_activate::connection::Mapping::compile(mapping).map_err(|error| {
+                        ApiError::new(
+                            ErrorCode::InvalidRequest,
+                            format!("mappings[{index}]: {error}"),
+                        )
+                    })
                 })
-            })
-            .collect::<ApiResult<_>>()?,
-        _ => Vec::new(),
-    };
+                .collect::<ApiResult<_>>()?,
+            _ => Vec::new(),
+        };
     let code = request
         .code
         .or(connection_code)
-        .or_else(|| request.mappings.is_some().then(|| IDENTITY_TRANSFORMATION.to_string()))
+        .or_else(|| {
+            request
+                .mappings
+                .is_some()
+                .then(|| IDENTITY_TRANSFORMATION.to_string())
+        })
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidRequest,

@@ -196,7 +196,9 @@ pub(crate) async fn collect_parsed(
                                 plan: plan.clone(),
                                 violations: violations.clone(),
                             };
-                            batch.held_live.push(held_live("quarantined", &enriched, &checked));
+                            batch
+                                .held_live
+                                .push(held_live("quarantined", &enriched, &checked));
                         }
                         batch.held.extend(HeldEvent::new(
                             &enriched,
@@ -209,7 +211,9 @@ pub(crate) async fn collect_parsed(
                     }
                     Verdict::Drop(checked) => {
                         if batch.watched {
-                            batch.held_live.push(held_live("blocked", &enriched, &checked));
+                            batch
+                                .held_live
+                                .push(held_live("blocked", &enriched, &checked));
                         }
                         batch.blocked.push((index, enriched.message_id))
                     }
@@ -388,10 +392,11 @@ pub(crate) async fn append_released(
     for enriched in events {
         batch.admit(enriched, workspace, &state.dedup, now_ms, &source.record.id);
     }
-    batch.accepted_validation = vec![
-        Some(json!({"outcome": "released", "note": "released from the quarantine"}));
-        batch.accepted.len()
-    ];
+    batch.accepted_validation =
+        vec![
+            Some(json!({"outcome": "released", "note": "released from the quarantine"}));
+            batch.accepted.len()
+        ];
     let offsets = store_batch(state, workspace, &mut batch).await?;
     if state.live.receiver_count() > 0 {
         publish_live(

@@ -9,23 +9,23 @@
 //! still queued — with the tracking plan governing its source now.
 
 use crate::auth::{Authorized, ReadLiveEvents};
-use axum::Json;
-use serde_json::{json, Value};
-use tandem_activate::connection::{Connection, Skip};
-use tandem_activate::dlq::DlqFilter;
-use tandem_activate::worker::consumer_name;
-use tandem_config::{ConnectionConfig, DestinationConfig};
-use tandem_core::envelope::{EventEnvelope, EventType};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::Routes;
 use crate::state::{AppState, LiveEvent};
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
+use axum::Json;
 use futures::stream::Stream;
+use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+use tandem_activate::connection::{Connection, Skip};
+use tandem_activate::dlq::DlqFilter;
+use tandem_activate::worker::consumer_name;
+use tandem_config::{ConnectionConfig, DestinationConfig};
+use tandem_core::envelope::{EventEnvelope, EventType};
 use tandem_core::limits::LIVE_STREAMS_MAX;
 use tandem_core::ErrorCode;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
@@ -88,11 +88,9 @@ fn stream(
     };
     let events = BroadcastStream::new(state.live.subscribe()).filter_map(
         move |item: Result<Arc<LiveEvent>, BroadcastStreamRecvError>| match item {
-            Ok(event) if matches(&event) => {
-                Some(Ok(Event::default()
-                    .event(event.kind)
-                    .data(serde_json::to_string(&*event).unwrap_or_default())))
-            }
+            Ok(event) if matches(&event) => Some(Ok(Event::default()
+                .event(event.kind)
+                .data(serde_json::to_string(&*event).unwrap_or_default()))),
             Ok(_) => None,
             Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Ok(Event::default()
                 .event("lagged")
@@ -215,7 +213,10 @@ async fn route_of(
         })
     };
     let Some(destination) = destination else {
-        return verdict("error", format!("its destination `{}` does not exist", config.destination));
+        return verdict(
+            "error",
+            format!("its destination `{}` does not exist", config.destination),
+        );
     };
     // The filters alone decide whether the event goes through; the transformation is not run here.
     let filters = ConnectionConfig {
@@ -230,7 +231,10 @@ async fn route_of(
         return verdict("disabled", "the connection is disabled".into());
     }
     if !destination.enabled {
-        return verdict("disabled", format!("the destination `{}` is disabled", destination.id));
+        return verdict(
+            "disabled",
+            format!("the destination `{}` is disabled", destination.id),
+        );
     }
     let skipped = connection
         .accepts_header(source, event_type)
@@ -247,11 +251,21 @@ async fn route_of(
                 config.event_types.join(", ")
             ),
             Skip::EventName => {
-                let name = event.get("event").and_then(Value::as_str).unwrap_or_default();
-                if config.exclude_events.iter().any(|excluded| excluded == name) {
+                let name = event
+                    .get("event")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if config
+                    .exclude_events
+                    .iter()
+                    .any(|excluded| excluded == name)
+                {
                     format!("track event `{name}` is excluded")
                 } else {
-                    format!("track event `{name}` is not among its events ({})", config.events.join(", "))
+                    format!(
+                        "track event `{name}` is not among its events ({})",
+                        config.events.join(", ")
+                    )
                 }
             }
             Skip::Integrations => {
@@ -272,7 +286,10 @@ async fn route_of(
         if let Some(entry) = entries.iter().find(|entry| entry.offset == offset) {
             let mut view = verdict(
                 "dlq",
-                format!("dead-lettered after {} attempts: {}", entry.attempts, entry.error),
+                format!(
+                    "dead-lettered after {} attempts: {}",
+                    entry.attempts, entry.error
+                ),
             );
             view["dlq_entry"] = json!(entry.id());
             return view;

@@ -91,7 +91,7 @@ function ConnectionEditor ({ workspace, form, setForm, fixedId, connectionId }) 
   const allSources = form.sources.includes('*')
   return html`<div>
     <div class="grid-2"><div>
-      ${fixedId ? null : html`<${Field} label="Id" required hint="Names the connection's log consumer and DLQ"><input required pattern="[a-z0-9_-]+" value=${form.id} onInput=${(event) => set('id', event.target.value)} /><//>`}
+      ${fixedId ? null : html`<${Field} label="Id" required hint="Names the connection's log consumer and DLQ"><input required pattern="(?:[a-z0-9_]|-)+" value=${form.id} onInput=${(event) => set('id', event.target.value)} /><//>`}
       <${Field} label="Destination" required><select required value=${form.destination} onChange=${(event) => set('destination', event.target.value)}>
         <option value="">Choose a destination</option>
         ${destinations.map((destination) => html`<option value=${destination.id}>${destination.name} (${destination.type})</option>`)}
@@ -169,7 +169,7 @@ function TestPanel ({ workspace, form, connectionId }) {
       ${result.results.length === 0 ? html`<${Empty}>No recent event matched: send some, or widen the filters.<//>` : result.results.map((item, index) => html`<details open=${index === 0}>
         <summary>Event ${index + 1}: ${item.input.event || item.input.type} ${item.error ? html`<${Badge} tone="bad">failed<//>` : item.output && item.output.length === 0 ? html`<${Badge}>dropped<//>` : html`<${Badge} tone="good">ok<//>`}</summary>
         ${item.error ? html`<p class="notice notice-bad">${item.error.kind}: ${item.error.message}</p>${item.error.stack ? html`<pre>${item.error.stack}</pre>` : null}` : null}
-        <div class="diff"><div><h4>In</h4><${JsonView} value=${item.input} label="Input event" /></div><div><h4>Out</h4><${JsonView} value=${item.output} label="Output events" /></div></div>
+        <div class="diff"><div><h4>After the mappings (the code's input)</h4><${JsonView} value=${item.input} label="Input event" /></div><div><h4>Out</h4><${JsonView} value=${item.output} label="Output events" /></div></div>
       </details>`)}
     </div>` : null}
   </div>`
@@ -249,8 +249,8 @@ function Health ({ workspace, connection, samples }) {
   const chart = useMemo(() => ({
     animation: false,
     tooltip: { trigger: 'axis' },
-    legend: { data: ['delivered', 'retried', 'dead-lettered'] },
-    grid: { left: 50, right: 20, top: 30, bottom: 30 },
+    legend: { data: ['delivered', 'retried', 'dead-lettered'], top: 0 },
+    grid: { left: 50, right: 20, top: 40, bottom: 30 },
     xAxis: { type: 'category', data: samples.map((sample) => new Date(sample.at).toISOString().slice(11, 19)) },
     yAxis: { type: 'value', name: 'events/s' },
     series: [

@@ -1,7 +1,7 @@
 // Destinations: the catalog of types, set-up forms generated from each type's settings schema,
 // the destinations of the workspace with the health of the connections feeding them.
 import { html, useState } from '../lib.js'
-import { api, workspaceApi } from '../api.js'
+import { workspaceApi } from '../api.js'
 import { useApp, useAsync, usePoll, PageHeader, ErrorBox, Loading, Table, Badge, Field, Outcome, changeOutcome, ActionButton, formatNumber, hrefFor, splitList } from '../ui.js'
 import { SchemaForm, prune, problemsByPath } from '../schema-form.js'
 import { connectionHealth } from './flow.js'
@@ -18,7 +18,7 @@ export default function DestinationsPage ({ workspace, path }) {
 function DestinationList ({ workspace }) {
   const app = useApp()
   const ws = workspaceApi(workspace)
-  const types = useAsync(() => api.destinationTypes(), [])
+  const types = useAsync(() => workspaceApi(workspace).destinationTypes(), [workspace])
   const destinations = usePoll(() => Promise.all([ws.destinations.list(), ws.connections.list()]), 5000, [workspace])
   const canManage = app.can('ManageDestinations')
   const [destinationList, connectionList] = destinations.data ? [destinations.data[0].destinations, destinations.data[1].connections] : [[], []]
@@ -60,7 +60,7 @@ function DestinationList ({ workspace }) {
 
 function NewDestination ({ workspace, type }) {
   const app = useApp()
-  const types = useAsync(() => api.destinationTypes(), [])
+  const types = useAsync(() => workspaceApi(workspace).destinationTypes(), [workspace])
   const [form, setForm] = useState({ id: '', name: '', owner: app.me.user ? app.me.user.email : '', purpose: '', data_categories: [], enabled: true })
   const [settings, setSettings] = useState({})
   const [error, setError] = useState(null)
@@ -96,7 +96,7 @@ function NewDestination ({ workspace, type }) {
       <div class="grid-2">
         <div>
           <${Field} label="Name" required><input required value=${form.name} onInput=${set('name')} /><//>
-          <${Field} label="Id" hint=${`Unique in ${workspace}; from the name when empty: ${slug || '…'}`}><input value=${form.id} pattern="[a-z0-9_-]+" onInput=${set('id')} /><//>
+          <${Field} label="Id" hint=${`Unique in ${workspace}; from the name when empty: ${slug || '…'}`}><input value=${form.id} pattern="(?:[a-z0-9_]|-)+" onInput=${set('id')} /><//>
           <${Field} label="Owner" required hint="Who answers for the data sent there"><input required value=${form.owner} onInput=${set('owner')} /><//>
           <${Field} label="Purpose" hint="Why the data goes there (record of processing)"><input value=${form.purpose} onInput=${set('purpose')} /><//>
           <fieldset><legend>Data categories sent</legend>
@@ -172,7 +172,7 @@ function DestinationView ({ workspace, id }) {
 }
 
 function EditDestination ({ workspace, destination, onDone }) {
-  const types = useAsync(() => api.destinationTypes(), [])
+  const types = useAsync(() => workspaceApi(workspace).destinationTypes(), [workspace])
   const [form, setForm] = useState({ name: destination.name, owner: destination.owner, purpose: destination.purpose || '', data_categories: destination.data_categories || [] })
   const [settings, setSettings] = useState({})
   const [error, setError] = useState(null)

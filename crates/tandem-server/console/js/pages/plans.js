@@ -52,7 +52,7 @@ function PlanView ({ workspace, id }) {
         grid: { left: 220, right: 20, top: 10, bottom: 30 },
         xAxis: { type: 'value', minInterval: 1 },
         yAxis: { type: 'category', data: byField.map((item) => item.key), axisLabel: { width: 200, overflow: 'truncate' } },
-        series: [{ type: 'bar', data: byField.map((item) => item.count), itemStyle: { color: COLORS.warn } }]
+        series: [{ type: 'bar', barMaxWidth: 26, data: byField.map((item) => item.count), itemStyle: { color: COLORS.warn } }]
       }} /></div>` : null}
     <h2>Violations</h2>
     <${ErrorBox} error=${violations.error} />
@@ -77,7 +77,7 @@ function flattenViolations (answer) {
   if (Array.isArray(list)) {
     return list.map((item) => ({
       event: item.event, field: item.field, rule: item.rule, source: item.source, count: item.count ?? item.total ?? 0,
-      last: item.last_at || item.last_seen_at, message: (item.samples && item.samples[0] && (item.samples[0].message || item.samples[0].messageId)) || item.message
+      last: item.last_seen || item.last_at, message: (item.samples && item.samples[0] && (item.samples[0].message || item.samples[0].messageId)) || item.message
     }))
   }
   return []

@@ -37,8 +37,8 @@ export default function SourcesPage ({ workspace, query }) {
           option=${{
             animation: false,
             tooltip: { trigger: 'axis' },
-            legend: { data: ['accepted', 'rejected'] },
-            grid: { left: 60, right: 20, top: 30, bottom: 30 },
+            legend: { data: ['accepted', 'rejected'], top: 0 },
+            grid: { left: 60, right: 20, top: 36, bottom: 30 },
             xAxis: { type: 'category', data: list.map((source) => source.id) },
             yAxis: { type: 'value' },
             series: [
