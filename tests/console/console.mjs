@@ -281,7 +281,7 @@ test('a marketer proposes a destination; the IT admin reviews the diff and appro
   const admin = await login(USERS.emeaAdmin)
   page = admin.page
   await page.goto(`${BASE}/#/w/emea/changes`)
-  await page.getByRole('link', { name: new RegExp(requestId) }).or(page.locator('a', { hasText: 'Ads audience hook' })).first().click()
+  await page.locator('tr', { hasText: requestId }).getByRole('link').click()
   await page.getByRole('heading', { name: 'After' }).first().waitFor()
   const diff = await page.locator('main').textContent()
   assert(diff.includes('Ads audience hook') && diff.includes('marketer@acme.test'), 'the diff shows the proposal and its author')

@@ -137,23 +137,7 @@ async fn create_user_session(
     workspace: Option<&str>,
 ) -> (String, String) {
     let email = format!("{role}-{}@example.test", workspace.unwrap_or("org"));
-    let password = "a long enough password";
-    let response = client()
-        .post(server.url("/api/v1/users"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"email": email, "role": role, "workspace": workspace, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    let login = client()
-        .post(server.url("/api/v1/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
-    let answer = login.json::<Value>().await.unwrap();
+    let answer = user_login(server, &email, role, workspace, "a long enough password").await;
     let text = |key: &str| answer[key].as_str().unwrap().to_string();
     (text("session"), text("csrf_token"))
 }

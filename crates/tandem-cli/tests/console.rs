@@ -12,21 +12,7 @@ use serde_json::{json, Value};
 const PASSWORD: &str = "a long enough password";
 
 async fn user_session(server: &TestServer, email: &str, role: &str) -> Value {
-    let (status, created) = admin_post(
-        server,
-        "/api/v1/users",
-        &json!({"email": email, "role": role, "workspace": "demo", "password": PASSWORD}),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let login = client()
-        .post(server.url("/api/v1/auth/login"))
-        .json(&json!({"email": email, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
-    login.json().await.unwrap()
+    user_login(server, email, role, Some("demo"), PASSWORD).await
 }
 
 fn with_cookie(

@@ -203,6 +203,27 @@ export function ActionButton ({ action, children, class: className, disabled, la
     aria-label=${label} onClick=${click}>${children}</button>`
 }
 
+/**
+ * The state of a dialog that creates something and then shows, once, what came back (a write
+ * key, a token's secret): {form, setForm, set, created, error, close, submit}.
+ */
+export function useCreateForm (initial, create, { onCreated, onClose }) {
+  const [form, setForm] = useState(initial)
+  const [created, setCreated] = useState(null)
+  const [error, setError] = useState(null)
+  const set = (key) => (event) => setForm({ ...form, [key]: event.target.value })
+  const close = () => { setCreated(null); setError(null); onClose() }
+  const submit = async (event) => {
+    event.preventDefault()
+    setError(null)
+    try {
+      setCreated(await create(form))
+      onCreated()
+    } catch (failure) { setError(failure) }
+  }
+  return { form, setForm, set, created, error, close, submit }
+}
+
 /** Parses comma- or newline-separated text into a list. */
 export const splitList = (text) => String(text || '').split(/[\n,]/).map((part) => part.trim()).filter(Boolean)
 

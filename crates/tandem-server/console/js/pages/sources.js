@@ -3,7 +3,7 @@
 // and the traffic with unknown or disabled keys (shadow IT).
 import { html, useState } from '../lib.js'
 import { api, workspaceApi } from '../api.js'
-import { useApp, usePoll, PageHeader, ErrorBox, Loading, Table, Badge, Time, Field, Tabs, Dialog, ActionButton, Outcome, changeOutcome, formatNumber, hrefFor } from '../ui.js'
+import { useApp, usePoll, useCreateForm, PageHeader, ErrorBox, Loading, Table, Badge, Time, Field, Tabs, Dialog, ActionButton, Outcome, changeOutcome, formatNumber, hrefFor } from '../ui.js'
 import { Chart, COLORS } from '../charts.js'
 
 export default function SourcesPage ({ workspace, query }) {
@@ -75,20 +75,9 @@ export default function SourcesPage ({ workspace, query }) {
 
 function NewSourceDialog ({ open, workspace, onClose, onCreated }) {
   const app = useApp()
-  const [form, setForm] = useState({ name: '', owner: app.me.user ? app.me.user.email : '', purpose: '' })
-  const [created, setCreated] = useState(null)
-  const [error, setError] = useState(null)
-  const set = (key) => (event) => setForm({ ...form, [key]: event.target.value })
-  const close = () => { setCreated(null); setError(null); onClose() }
-  const submit = async (event) => {
-    event.preventDefault()
-    setError(null)
-    try {
-      const result = await workspaceApi(workspace).sources.create({ name: form.name, owner: form.owner, purpose: form.purpose || undefined })
-      setCreated(result.data)
-      onCreated()
-    } catch (failure) { setError(failure) }
-  }
+  const { form, set, created, error, close, submit } = useCreateForm({ name: '', owner: app.me.user ? app.me.user.email : '', purpose: '' },
+    async (values) => (await workspaceApi(workspace).sources.create({ name: values.name, owner: values.owner, purpose: values.purpose || undefined })).data,
+    { onCreated, onClose })
   return html`<${Dialog} open=${open} title="New source" onClose=${close}>
     ${created ? html`<div>
       <p class="notice notice-good" role="status">Source <code>${created.id || (created.source && created.source.id)}</code> created.</p>

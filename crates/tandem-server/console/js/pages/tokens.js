@@ -3,7 +3,7 @@
 // tokens of their workspace.
 import { html, useState } from '../lib.js'
 import { api, workspaceApi } from '../api.js'
-import { useApp, useAsync, PageHeader, ErrorBox, Loading, Table, Badge, Field, Dialog, ActionButton, Time } from '../ui.js'
+import { useApp, useAsync, useCreateForm, PageHeader, ErrorBox, Loading, Table, Badge, Field, Dialog, ActionButton, Time } from '../ui.js'
 
 export default function TokensPage ({ workspace }) {
   const app = useApp()
@@ -41,21 +41,13 @@ function NewTokenDialog ({ open, organization, workspace, roles, client, onClose
   const app = useApp()
   const held = new Set(app.me.permissions)
   const grantable = roles.filter((role) => role.permissions.every((permission) => held.has(permission)))
-  const [form, setForm] = useState({ name: '', role: 'viewer', workspace: organization ? '' : workspace, expires_in_days: '90' })
-  const [created, setCreated] = useState(null)
-  const [error, setError] = useState(null)
-  const set = (key) => (event) => setForm({ ...form, [key]: event.target.value })
-  const close = () => { setCreated(null); setError(null); onClose() }
-  const submit = async (event) => {
-    event.preventDefault()
-    setError(null)
-    try {
-      const body = { name: form.name, role: form.role, expires_in_days: form.expires_in_days === 'never' ? null : Number(form.expires_in_days) }
-      if (organization && form.workspace) body.workspace = form.workspace
-      setCreated(await client.create(body))
-      onCreated()
-    } catch (failure) { setError(failure) }
-  }
+  const { form, set, created, error, close, submit } = useCreateForm({ name: '', role: 'viewer', workspace: organization ? '' : workspace, expires_in_days: '90' },
+    (values) => {
+      const body = { name: values.name, role: values.role, expires_in_days: values.expires_in_days === 'never' ? null : Number(values.expires_in_days) }
+      if (organization && values.workspace) body.workspace = values.workspace
+      return client.create(body)
+    },
+    { onCreated, onClose })
   return html`<${Dialog} open=${open} title="New API token" onClose=${close}>
     ${created ? html`<div>
       <p class="notice notice-good" role="status">Token ${created.name} created. Copy the secret now: tandem keeps only its SHA-256.</p>
