@@ -134,6 +134,7 @@ async function navTexts (page) {
 async function shot (page, name) {
   if (!SHOTS) return
   fs.mkdirSync(SHOTS, { recursive: true })
+  await page.evaluate(() => window.scrollTo(0, 0))
   await page.waitForTimeout(600) // charts finish drawing
   await page.screenshot({ path: path.join(SHOTS, name + '.png'), fullPage: false })
 }

@@ -13,7 +13,7 @@ export function esc (value) {
 export const COLORS = { good: '#2e9d5b', warn: '#d99a1c', bad: '#d4402f', muted: '#9aa5b1', info: '#2f6fd6', shadow: '#7b4fc9', brand: '#1f4e79' }
 
 /** An ECharts chart: `option` is re-applied whenever it changes; `onClick(params)` on items. */
-export function Chart ({ option, label, size, onClick }) {
+export function Chart ({ option, label, size, height, onClick }) {
   const element = useRef(null)
   const chart = useRef(null)
   const latest = useRef({ option, onClick })
@@ -41,6 +41,12 @@ export function Chart ({ option, label, size, onClick }) {
   useEffect(() => {
     if (chart.current) chart.current.setOption(option, { notMerge: true })
   }, [option])
+
+  // A computed height is set through the CSSOM (allowed by the CSP, unlike a style attribute).
+  useEffect(() => {
+    if (element.current && height) element.current.style.height = `${height}px`
+    if (chart.current) chart.current.resize()
+  }, [height])
 
   return html`<div class=${'chart' + (size ? ' ' + size : '')} ref=${element} role="img" aria-label=${label}></div>`
 }

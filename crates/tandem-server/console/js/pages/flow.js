@@ -104,7 +104,7 @@ export default function FlowPage ({ workspace }) {
           <span><span class="swatch swatch-bad"></span>failing / dead letters</span><span><span class="swatch swatch-muted"></span>disabled or idle</span>
           <span><span class="swatch swatch-shadow"></span>unknown or disabled keys</span>
         </div>
-        <${Chart} option=${model.option} size="tall" label=${model.summary} onClick=${(params) => {
+        <${Chart} option=${model.option} height=${model.chartHeight} label=${model.summary} onClick=${(params) => {
           const target = params.data && params.data.href
           if (target) app.go(target)
         }} />
@@ -134,10 +134,11 @@ function buildModel (workspace, data, speeds) {
   const sourceCount = Math.max(1, data.sources.length)
   const destinationIds = [...new Set(data.connections.map((connection) => connection.destination))]
   for (const destination of data.destinations) if (!destinationIds.includes(destination.id)) destinationIds.push(destination.id)
-  // Pixel-like coordinates in both directions (ECharts fits them to the chart, keeping the aspect).
-  const height = Math.max(sourceCount, destinationIds.length, 2) * 100
-  const COLUMN = 520
-
+  // Coordinates in a box of the chart's own proportions: ECharts fits the box to the chart by
+  // scaling both directions, so a box of another shape would stretch the symbols.
+  const rowsCount = Math.max(sourceCount, destinationIds.length, 1)
+  const height = Math.max(360, rowsCount * 70)
+  const COLUMN = 500
   const spread = (index, count) => (count <= 1 ? height / 2 : index * (height / (count - 1)))
   const width = (volume) => Math.min(12, 1.5 + Math.log10(1 + (volume || 0)) * 2)
 
@@ -216,7 +217,7 @@ function buildModel (workspace, data, speeds) {
     const attempts = data.unknown.reduce((sum, key) => sum + (key.attempts || key.count || 0), 0)
     shadow = attempts
     nodes.push({
-      id: 'shadow', name: 'unknown keys', x: 0, y: height + 100, symbol: 'diamond', symbolSize: 56,
+      id: 'shadow', name: 'unknown keys', x: 0, y: height + 90, symbol: 'diamond', symbolSize: 56,
       itemStyle: { color: COLORS.shadow }, label: { color: '#1b2430', position: 'bottom' }, href: hrefFor(workspace, 'sources') + '?tab=unknown',
       tooltip: { formatter: () => `<b>Traffic with unknown or disabled write keys</b><br>${formatNumber(data.unknown.length)} keys, ${formatNumber(attempts)} refused attempts<br>${data.unknown.slice(0, 5).map((key) => esc(key.fingerprint || key.key_fingerprint || '') + ' — ' + esc(key.last_origin || key.origin || key.last_user_agent || '')).join('<br>')}` }
     })
@@ -238,8 +239,14 @@ function buildModel (workspace, data, speeds) {
       data: nodes, links, left: 90, right: 90, top: 40, bottom: 50
     }]
   }
+  const boxHeight = height + (data.unknown ? 90 : 0)
+  // Invisible corners pin the box ECharts fits (else it fits the nodes' extent, unevenly).
+  for (const [x, y] of [[0, 0], [2 * COLUMN, boxHeight]]) {
+    nodes.push({ id: `corner:${x}`, name: '', x, y, symbolSize: 0, silent: true, label: { show: false }, tooltip: { show: false } })
+  }
+  const chartHeight = Math.round(boxHeight * (920 / (2 * COLUMN))) + 110
   const summary = `Flow map of ${workspace}: ${data.sources.length} sources, ${destinationIds.length} destinations, ${data.connections.length} connections, ${failing} failing.`
-  return { option, rows, summary, totals: { sources: data.sources.length, accepted: totalAccepted, rate: totalRate, delivered: totalDelivered, dlq: totalDlq, failing, shadow } }
+  return { option, rows, summary, chartHeight, totals: { sources: data.sources.length, accepted: totalAccepted, rate: totalRate, delivered: totalDelivered, dlq: totalDlq, failing, shadow } }
 }
 
 const rank = (tone) => ({ bad: 3, warn: 2, good: 1, muted: 0 }[tone] ?? 0)
