@@ -68,19 +68,29 @@ function assert (condition, message) { if (!condition) throw new Error(message) 
 /** A webhook receiver on loopback: every request body it got. */
 async function startReceiver () {
   const received = []
-  const server = http.createServer((request, response) => {
+  // While `refusePoison` is set, a request holding an event with `properties.poison` gets a 400
+  // (a permanent refusal: tandem bisects the batch and dead-letters that event alone).
+  const receiver = { received, refusePoison: true }
+  receiver.server = http.createServer((request, response) => {
     let body = ''
     request.on('data', (chunk) => { body += chunk })
     request.on('end', () => {
+      let events = []
       try {
         const json = JSON.parse(body)
-        for (const event of json.batch || [json]) received.push(event)
-      } catch { received.push({ unparsable: body }) }
+        events = json.batch || [json]
+      } catch { events = [{ unparsable: body }] }
+      if (receiver.refusePoison && events.some((event) => event.properties && event.properties.poison)) {
+        response.writeHead(400, { 'content-type': 'application/json' }).end('{"error":"poison refused"}')
+        return
+      }
+      received.push(...events)
       response.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}')
     })
   })
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return { server, received, url: `http://127.0.0.1:${server.address().port}/hook` }
+  await new Promise((resolve) => receiver.server.listen(0, '127.0.0.1', resolve))
+  receiver.url = `http://127.0.0.1:${receiver.server.address().port}/hook`
+  return receiver
 }
 
 // ---------------------------------------------------------------- browser sessions
@@ -255,6 +265,30 @@ test('an IT admin connects a webhook destination and sees deliveries arrive', as
   await page.getByRole('cell', { name: 'CRM receiver' }).waitFor()
   const row = await page.locator('tr', { hasText: 'to-crm-receiver' }).textContent()
   assert(/delivered/.test(row), `flow map row: ${row}`)
+  await context.close()
+})
+
+test('a refused event lands in the dead-letter queue; it is inspected and replayed after the fix', async () => {
+  const { context, page } = await login(USERS.itAdmin)
+  receiver.refusePoison = true
+  await send(SHOP_KEY, [
+    { type: 'track', event: 'Order Completed', userId: 'apac-poison', messageId: 'apac-poison-1', properties: { poison: true } },
+    { type: 'track', event: 'Order Completed', userId: 'apac-fine', messageId: 'apac-fine-1', properties: { total: 1 } }
+  ])
+  await eventually('the healthy event delivered', () => receiver.received.some((event) => event.messageId === 'apac-fine-1'))
+  await eventually('the dead letter', async () => (await call('GET', '/api/v1/workspaces/apac/connections/to-crm-receiver/dlq')).data.entries.length === 1)
+  await page.goto(`${BASE}/#/w/apac/connections/to-crm-receiver`)
+  await page.getByRole('tab', { name: /Dead letters \(1\)/ }).click()
+  await page.getByRole('cell', { name: /HTTP 400/ }).waitFor()
+  await page.getByRole('button', { name: 'Inspect' }).click()
+  await page.locator('dialog[open] pre.json', { hasText: 'apac-poison-1' }).waitFor()
+  await shot(page, 'dead-letter')
+  await page.getByRole('button', { name: 'Close' }).click()
+  receiver.refusePoison = false
+  await page.getByRole('checkbox', { name: /Select/ }).check()
+  await page.getByRole('button', { name: 'Replay selected (1)' }).click()
+  await eventually('the replayed event at the receiver', () => receiver.received.some((event) => event.messageId === 'apac-poison-1'))
+  await page.getByText('No dead letters.').waitFor()
   await context.close()
 })
 

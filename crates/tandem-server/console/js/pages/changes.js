@@ -73,7 +73,7 @@ function ChangeRequestView ({ workspace, id }) {
     ${data.error ? html`<p class="notice notice-bad">${data.error}</p>` : null}
     ${data.operations.map((operation) => html`<div class="card" key=${operation.kind + operation.id}>
       <h2>${operation.action} ${operation.kind} <code>${operation.id}</code></h2>
-      ${(operation.changes || []).length ? html`<p>Changed: <span class="path-list">${operation.changes.map((path) => html`<code>${typeof path === 'string' ? path : JSON.stringify(path)}</code>`)}</span></p>` : null}
+      ${(operation.changes || []).length ? html`<p>Changed: <span class="path-list">${operation.changes.map((change) => html`<code>${pathText(change)}</code>`)}</span></p>` : null}
       <div class="diff">
         <div><h3>Before</h3>${operation.before ? html`<${JsonView} value=${operation.before} label="Before" />` : html`<p class="muted">(does not exist)</p>`}</div>
         <div><h3>After</h3>${operation.after ? html`<${JsonView} value=${operation.after} label="After" />` : html`<p class="muted">(deleted)</p>`}</div>
@@ -148,11 +148,17 @@ function History ({ workspace, query }) {
         { key: 'object', label: 'Object', render: (row) => html`${row.kind} <code>${row.id}</code>` },
         { key: 'version', label: 'Version', class: 'num' },
         { key: 'reason', label: 'Change' },
-        { key: 'changes', label: 'Paths', render: (row) => (row.changes || []).map((path) => typeof path === 'string' ? path : JSON.stringify(path)).join(', ') },
+        { key: 'changes', label: 'Paths', render: (row) => (row.changes || []).map(pathText).join(', ') },
         { key: 'by', label: 'By' },
         { key: 'at', label: 'When', render: (row) => html`<${Time} value=${row.at} />` },
         { key: 'change_request', label: 'Request', render: (row) => row.change_request ? html`<a href=${hrefFor(workspace, 'changes', row.change_request)}>${row.change_request}</a>` : '—' },
         { key: 'rollback', label: html`<span class="visually-hidden">Rollback</span>`, render: (row) => app.can('ProposeChanges') ? html`<${ActionButton} class="small" action=${() => rollback(row)} confirm=${`Make ${row.kind} ${row.id} what version ${row.version} left it?`}>Roll back to this<//>` : null }
       ]} />`}
   </section>`
+}
+
+/** A changed path as the API gives it (`{path, change}`), in words. */
+function pathText (change) {
+  if (typeof change === 'string') return change
+  return `${change.path || '(the whole object)'} ${change.change || ''}`.trim()
 }

@@ -378,7 +378,7 @@ function DeadLetters ({ workspace, connection }) {
       columns=${[
         ...(canManage ? [{ key: 'select', label: html`<span class="visually-hidden">Select</span>`, render: (entry) => html`<input type="checkbox" aria-label=${`Select ${entry.id}`} checked=${!!selected[entry.id]} onChange=${(event) => setSelected({ ...selected, [entry.id]: event.target.checked })} />` }] : []),
         { key: 'id', label: 'Entry', render: (entry) => html`<code>${entry.id}</code>` },
-        { key: 'event', label: 'Event', render: (entry) => entry.event || entry.event_type },
+        { key: 'event', label: 'Event', render: (entry) => entry.event_name || entry.event_type },
         { key: 'error', label: 'Error' },
         { key: 'attempts', label: 'Attempts', class: 'num' },
         { key: 'last_failure_at', label: 'Last failure', render: (entry) => html`<${Time} value=${entry.last_failure_at} />` },
@@ -397,7 +397,7 @@ function DeadLetterDialog ({ workspace, connection, entry, onClose }) {
       <p class="notice notice-bad">${detail.data.error}</p>
       <dl class="kv"><dt>Attempts</dt><dd>${detail.data.attempts}</dd><dt>First failure</dt><dd>${detail.data.first_failure_at}</dd><dt>Last failure</dt><dd>${detail.data.last_failure_at}</dd><dt>Source</dt><dd>${detail.data.source_id}</dd><dt>messageId</dt><dd class="mono">${detail.data.message_id}</dd></dl>
       <h3>The original event (before mappings and transformation)</h3>
-      <${JsonView} value=${detail.data.original} label="Original event" />
+      <${JsonView} value=${detail.data.event} label="Original event" />
     </div>`}
   <//>`
 }
