@@ -871,7 +871,11 @@ mod tests {
         let token = csrf_token(session);
         assert_eq!(token, csrf_token(session), "derived, not random");
         assert_eq!(token.len(), 64);
-        assert_ne!(token, secret_digest(session), "not the digest the store keys sessions by");
+        assert_ne!(
+            token,
+            secret_digest(session),
+            "not the digest the store keys sessions by"
+        );
         assert_ne!(token, csrf_token("tdm_sess_another"));
         assert!(is_safe_method(&axum::http::Method::GET));
         assert!(!is_safe_method(&axum::http::Method::POST));

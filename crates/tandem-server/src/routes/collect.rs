@@ -174,10 +174,11 @@ pub(crate) async fn collect_parsed(
                 };
                 match verdict {
                     Verdict::Store(checked) => {
-                        let validation = batch
-                            .watched
-                            .then(|| checked.as_ref().map(Checked::live_view))
-                            .flatten();
+                        let validation = if batch.watched {
+                            checked.as_ref().map(Checked::live_view)
+                        } else {
+                            None
+                        };
                         if batch.admit(
                             enriched,
                             workspace,

@@ -156,6 +156,13 @@ async fn event_routing(
         view
     });
 
+    let stored = StoredEvent {
+        offset,
+        received_at_ms: record.timestamp_ms,
+        source: &source,
+        event_type,
+        event: &event,
+    };
     let activation = &workspace.activation;
     let destinations = activation.destinations()?;
     let mut deliveries = Vec::new();
@@ -164,19 +171,7 @@ async fn event_routing(
             .iter()
             .find(|(destination, _)| destination.id == config.destination)
             .map(|(destination, _)| destination.clone());
-        deliveries.push(
-            route_of(
-                workspace,
-                &config,
-                destination.as_ref(),
-                offset,
-                record.timestamp_ms,
-                &source,
-                event_type,
-                &event,
-            )
-            .await,
-        );
+        deliveries.push(route_of(workspace, &config, destination.as_ref(), &stored).await);
     }
     Ok(Json(json!({
         "workspace": workspace_id,
@@ -192,16 +187,29 @@ async fn event_routing(
 }
 
 /// What one connection made of the event at `offset`.
+/// The event read back from the log, as `route_of` asks about it.
+#[derive(Clone, Copy)]
+struct StoredEvent<'a> {
+    offset: u64,
+    received_at_ms: i64,
+    source: &'a str,
+    event_type: EventType,
+    event: &'a Value,
+}
+
 async fn route_of(
     workspace: &crate::state::Workspace,
     config: &ConnectionConfig,
     destination: Option<&DestinationConfig>,
-    offset: u64,
-    received_at_ms: i64,
-    source: &str,
-    event_type: EventType,
-    event: &Value,
+    stored: &StoredEvent<'_>,
 ) -> Value {
+    let StoredEvent {
+        offset,
+        received_at_ms,
+        source,
+        event_type,
+        event,
+    } = *stored;
     let verdict = |status: &str, reason: String| {
         json!({
             "connection": config.id, "destination": config.destination,
