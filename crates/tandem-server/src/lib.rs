@@ -7,6 +7,7 @@ pub mod auth;
 pub mod background;
 pub mod catalog;
 pub mod changes;
+pub mod console;
 pub mod error;
 pub mod inventory;
 pub mod plans;

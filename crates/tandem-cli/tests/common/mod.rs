@@ -412,3 +412,29 @@ pub async fn call(
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
 }
+
+/// Creates a user with the admin token and logs them in: the login answer (`session`,
+/// `csrf_token`, `user`, …).
+pub async fn user_login(
+    server: &TestServer,
+    email: &str,
+    role: &str,
+    workspace: Option<&str>,
+    password: &str,
+) -> serde_json::Value {
+    let (status, created) = admin_post(
+        server,
+        "/api/v1/users",
+        &serde_json::json!({"email": email, "role": role, "workspace": workspace, "password": password}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let login = client()
+        .post(server.url("/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    login.json().await.unwrap()
+}

@@ -70,12 +70,40 @@ impl PlanSet {
 
 /// What the collect path does with one event.
 pub enum Verdict {
-    /// Into the log (possibly annotated with its violations).
-    Store,
+    /// Into the log (possibly annotated with its violations); `Some` when a plan checked it.
+    Store(Option<Checked>),
     /// Into the quarantine, with why.
     Hold(Arc<CompiledPlan>, Vec<Violation>),
     /// Dropped (counted).
-    Drop,
+    Drop(Checked),
+}
+
+/// The plan that checked an event and what it found (empty: the event passed). The live
+/// debugger shows it; nothing is computed for it that enforcement did not already compute.
+pub struct Checked {
+    pub plan: Arc<CompiledPlan>,
+    pub violations: Vec<Violation>,
+}
+
+impl Checked {
+    /// `{plan, version, mode, outcome, violations}` for the live stream, `outcome` being what
+    /// became of the event: passed, allowed, flagged, quarantined or blocked.
+    pub fn live_view(&self) -> serde_json::Value {
+        let outcome = if self.violations.is_empty() {
+            "passed"
+        } else {
+            match self.plan.mode() {
+                PlanMode::Allow => "allowed",
+                PlanMode::Flag => "flagged",
+                PlanMode::Quarantine => "quarantined",
+                PlanMode::Block => "blocked",
+            }
+        };
+        serde_json::json!({
+            "plan": self.plan.id(), "version": self.plan.version, "mode": self.plan.mode().as_str(),
+            "outcome": outcome, "violations": self.violations,
+        })
+    }
 }
 
 /// Why a plan change was refused.
@@ -234,14 +262,17 @@ impl WorkspacePlans {
         now_ms: i64,
     ) -> Verdict {
         if !plan.governs(enriched.event_type) {
-            return Verdict::Store;
+            return Verdict::Store(None);
         }
         let Ok(mut event) = serde_json::from_slice::<Value>(&enriched.json) else {
-            return Verdict::Store;
+            return Verdict::Store(None);
         };
         let violations = plan.check(enriched.event_type, &event);
         if violations.is_empty() {
-            return Verdict::Store;
+            return Verdict::Store(Some(Checked {
+                plan: plan.clone(),
+                violations,
+            }));
         }
         if plan.mode() == PlanMode::Quarantine && self.quarantine.holds_key(enriched.dedup_key) {
             // A retry of an event already held: held (and acknowledged) again, not counted again.
@@ -266,17 +297,21 @@ impl WorkspacePlans {
             },
             &violations,
         );
+        let checked = Checked {
+            plan: plan.clone(),
+            violations,
+        };
         match plan.mode() {
-            PlanMode::Allow => Verdict::Store,
+            PlanMode::Allow => Verdict::Store(Some(checked)),
             PlanMode::Flag => {
-                annotate(&mut event, &violations);
+                annotate(&mut event, &checked.violations);
                 if let Ok(json) = serde_json::to_vec(&event) {
                     enriched.json = json;
                 }
-                Verdict::Store
+                Verdict::Store(Some(checked))
             }
-            PlanMode::Quarantine => Verdict::Hold(plan.clone(), violations),
-            PlanMode::Block => Verdict::Drop,
+            PlanMode::Quarantine => Verdict::Hold(checked.plan, checked.violations),
+            PlanMode::Block => Verdict::Drop(checked),
         }
     }
 
