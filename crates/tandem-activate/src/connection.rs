@@ -30,7 +30,7 @@ pub struct TransformTarget {
 pub type TransformCompiler =
     fn(code: &str, target: &TransformTarget) -> Result<Arc<dyn Transform>, String>;
 
-use crate::destination::OutboundEvent;
+use crate::destination::{EventJson, OutboundEvent};
 use serde_json::Value;
 use std::collections::HashSet;
 use tandem_config::{ConnectionConfig, DeliveryConfig, DestinationConfig, MappingConfig};
@@ -265,11 +265,18 @@ impl Connection {
 
     /// The checks that need the event's JSON: track names and the `integrations` object.
     pub fn accepts_event(&self, event_type: EventType, event: &Value) -> Result<(), Skip> {
+        let name = event.get("event").and_then(Value::as_str);
+        self.accepts_fields(event_type, name, event.get("integrations"))
+    }
+
+    fn accepts_fields(
+        &self,
+        event_type: EventType,
+        name: Option<&str>,
+        integrations: Option<&Value>,
+    ) -> Result<(), Skip> {
         if event_type == EventType::Track {
-            let name = event
-                .get("event")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let name = name.unwrap_or_default();
             if self.exclude_events.contains(name)
                 || self
                     .events
@@ -279,10 +286,66 @@ impl Connection {
                 return Err(Skip::EventName);
             }
         }
-        if !self.integrations_allow(event.get("integrations")) {
+        if !self.integrations_allow(integrations) {
             return Err(Skip::Integrations);
         }
         Ok(())
+    }
+
+    /// Whether events go out exactly as the log stored them (no mappings, no transformation):
+    /// then [`Connection::outbound_stored`] sends the stored bytes without parsing them into a
+    /// tree.
+    pub fn sends_as_stored(&self) -> bool {
+        self.mappings.is_empty() && self.transform.is_none()
+    }
+
+    /// The outbound event of a record sent as stored (see [`Connection::sends_as_stored`]):
+    /// only the fields the plumbing needs are read (`messageId`, `userId`, `anonymousId`, and for
+    /// the filters `event` and `integrations`), the bytes themselves are shared. `None` when the
+    /// JSON is not an object this reader takes (duplicate keys, not UTF-8, not JSON): the caller
+    /// then goes the parsed way, which decides as it always did.
+    pub fn outbound_stored(
+        &self,
+        record: &StoredRecordView,
+    ) -> Option<Result<OutboundEvent, Skip>> {
+        let json = &record.json;
+        let text = std::str::from_utf8(json).ok()?;
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
+        let fields: StoredFields<'_> = serde_json::from_str(text).ok()?;
+        let name = match fields.event {
+            Some(raw) => raw_str(raw),
+            None => None,
+        };
+        let integrations = match fields.integrations {
+            Some(raw) => Some(serde_json::from_str::<Value>(raw.get()).ok()?),
+            None => None,
+        };
+        if let Err(skip) =
+            self.accepts_fields(record.event_type, name.as_deref(), integrations.as_ref())
+        {
+            return Some(Err(skip));
+        }
+        let message_id = fields
+            .message_id
+            .and_then(raw_str)
+            .map(|id| id.into_owned())
+            .unwrap_or_default();
+        let user_key = [fields.user_id, fields.anonymous_id]
+            .into_iter()
+            .flatten()
+            .find_map(raw_user_key)
+            .unwrap_or_default();
+        Some(Ok(OutboundEvent {
+            offset: record.offset,
+            message_id,
+            event_type: record.event_type,
+            source_id: record.source_id.to_string(),
+            received_at_ms: record.received_at_ms,
+            user_key,
+            event: EventJson::stored(json.clone()),
+        }))
     }
 
     /// Segment's `integrations`: a key naming this destination (its name, type or id) decides;
@@ -367,7 +430,7 @@ impl Connection {
                     event_type: record.event_type,
                     source_id: record.source_id.to_string(),
                     received_at_ms: record.received_at_ms,
-                    event,
+                    event: event.into(),
                 }
             })
             .collect())
@@ -382,6 +445,54 @@ pub struct RecordView<'a> {
     pub event_type: EventType,
     pub source_id: &'a str,
     pub event: &'a Arc<Value>,
+}
+
+/// A log record to be sent as stored: its decoded header and the event's JSON bytes.
+#[derive(Debug, Clone)]
+pub struct StoredRecordView<'a> {
+    pub offset: u64,
+    pub received_at_ms: i64,
+    pub event_type: EventType,
+    pub source_id: &'a str,
+    pub json: bytes::Bytes,
+}
+
+/// The fields of a stored event the plumbing reads; everything else is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct StoredFields<'a> {
+    #[serde(rename = "messageId", borrow, default)]
+    message_id: Option<&'a serde_json::value::RawValue>,
+    #[serde(rename = "userId", borrow, default)]
+    user_id: Option<&'a serde_json::value::RawValue>,
+    #[serde(rename = "anonymousId", borrow, default)]
+    anonymous_id: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    event: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    integrations: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A JSON string's text (borrowed unless it has escapes); `None` for any other JSON.
+fn raw_str(raw: &serde_json::value::RawValue) -> Option<std::borrow::Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&str>(text) {
+        Ok(borrowed) => Some(std::borrow::Cow::Borrowed(borrowed)),
+        Err(_) => serde_json::from_str::<String>(text)
+            .ok()
+            .map(std::borrow::Cow::Owned),
+    }
+}
+
+/// [`user_key`]'s rule for one raw field: a non-empty string or a number.
+fn raw_user_key(raw: &serde_json::value::RawValue) -> Option<String> {
+    match serde_json::from_str::<Value>(raw.get()).ok()? {
+        Value::String(value) if !value.is_empty() => Some(value),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
 }
 
 /// `userId`, else `anonymousId` (strings or numbers), else empty: the ordering lane key.
