@@ -482,7 +482,9 @@ async fn users_hold_the_latest_traits() {
     // A replay of the oldest identify must not bring the old plan back.
     let mut replayed = early;
     replayed.message_id = "m1-replayed".into();
-    std::sync::Arc::make_mut(&mut replayed.event)["messageId"] = json!("m1-replayed");
+    let mut changed = replayed.event.to_value();
+    changed["messageId"] = json!("m1-replayed");
+    replayed.event = changed.into();
     assert_eq!(
         send(&destination, &[replayed]).await,
         BatchOutcome::All(Outcome::Delivered)
@@ -807,9 +809,7 @@ async fn tls_with_every_sslmode() {
     let by_ip = format!("postgres://tandem@127.0.0.1:{port}/postgres");
     let by_name = format!("postgres://tandem@localhost:{port}/postgres");
     let with = |url: &str, mode: &str| json!({"url": url, "sslmode": mode, "pool_size": 1});
-    let trusting = |url: &str, mode: &str| {
-        json!({"url": url, "sslmode": mode, "ssl_root_cert_pem": ca.pem(), "pool_size": 1})
-    };
+    let trusting = |url: &str, mode: &str| json!({"url": url, "sslmode": mode, "ssl_root_cert_pem": ca.pem(), "pool_size": 1});
 
     load_with(trusting(&by_name, "verify-full"), "m-full")
         .await
@@ -833,19 +833,30 @@ async fn tls_with_every_sslmode() {
     let misnamed = load_with(trusting(&by_ip, "verify-full"), "m-misnamed")
         .await
         .expect_err("verify-full checks the name");
-    assert!(misnamed.to_lowercase().contains("certificate"), "{misnamed}");
+    assert!(
+        misnamed.to_lowercase().contains("certificate"),
+        "{misnamed}"
+    );
     let untrusted = load_with(with(&by_name, "verify-full"), "m-untrusted")
         .await
         .expect_err("verify-full without the CA: the system's roots do not know it");
-    assert!(untrusted.to_lowercase().contains("certificate"), "{untrusted}");
+    assert!(
+        untrusted.to_lowercase().contains("certificate"),
+        "{untrusted}"
+    );
     let plain = load_with(with(&by_ip, "disable"), "m-plain")
         .await
         .expect_err("the server refuses plain TCP");
-    assert!(plain.contains("no encryption") || plain.contains("pg_hba"), "{plain}");
+    assert!(
+        plain.contains("no encryption") || plain.contains("pg_hba"),
+        "{plain}"
+    );
 
     // A pool kept open, to see its connection from the server's side.
     let kept = tls_warehouse(trusting(&by_name, "verify-full"), "m-kept");
-    load_through(&kept, "m-full").await.expect("again: nothing twice");
+    load_through(&kept, "m-full")
+        .await
+        .expect("again: nothing twice");
     let client = server.client().await;
     let loaded: Vec<String> = client
         .query(&format!("SELECT id FROM {SCHEMA}.tracks ORDER BY id"), &[])

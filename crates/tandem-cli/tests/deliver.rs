@@ -324,6 +324,22 @@ async fn poison_event_goes_alone_to_the_dlq_and_replay_delivers_it() {
     server.stop();
 }
 
+/// The healthy connection gets a phase's events while the broken one still fails: a failing
+/// destination never makes another late.
+async fn healthy_gets(healthy: &Receiver, broken: &Receiver, ids: &[String], phase: &str) {
+    let wanted: HashSet<String> = ids.iter().cloned().collect();
+    wait_for(
+        &format!("the healthy connection during the {phase} phase"),
+        Duration::from_secs(30),
+        || wanted.is_subset(&healthy.ids()),
+    )
+    .await;
+    assert!(
+        wanted.is_disjoint(&broken.ids()),
+        "the broken receiver got {phase} events before the healthy one had them all"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_loses_nothing_and_does_not_delay_a_healthy_connection() {
     let mut broken = Receiver::start().await;
@@ -336,31 +352,12 @@ async fn outage_loses_nothing_and_does_not_delay_a_healthy_connection() {
     server.wait_ready();
     broken.down().await;
     let mut all = Vec::new();
-    // The healthy connection gets each phase's events while the broken one still fails: a
-    // failing destination never makes another late.
-    let healthy_gets = |ids: &[String], phase: &str| {
-        let wanted: HashSet<String> = ids.iter().cloned().collect();
-        let phase = phase.to_string();
-        let (healthy, broken) = (&healthy, &broken);
-        async move {
-            wait_for(
-                &format!("the healthy connection during the {phase} phase"),
-                Duration::from_secs(30),
-                || wanted.is_subset(&healthy.ids()),
-            )
-            .await;
-            assert!(
-                wanted.is_disjoint(&broken.ids()),
-                "the broken receiver got {phase} events before the healthy one finished"
-            );
-        }
-    };
     // Down (listener closed) for the whole outage, with events arriving all along.
     let down_since = Instant::now();
     let mut round = 0;
     while down_since.elapsed() < outage() {
         let ids = send_events(&server, &format!("down{round}"), 50, None).await;
-        healthy_gets(&ids, "down").await;
+        healthy_gets(&healthy, &broken, &ids, "down").await;
         all.extend(ids);
         round += 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -380,7 +377,7 @@ async fn outage_loses_nothing_and_does_not_delay_a_healthy_connection() {
     broken.set(Mode::Slow(3000));
     broken.up().await;
     let ids = send_events(&server, "slow", 100, None).await;
-    healthy_gets(&ids, "slow").await;
+    healthy_gets(&healthy, &broken, &ids, "slow").await;
     all.extend(ids);
     // The circuit's next probe comes within its open period (at most 5 s).
     wait_for(
@@ -395,7 +392,7 @@ async fn outage_loses_nothing_and_does_not_delay_a_healthy_connection() {
     // 500 + Retry-After.
     broken.set(Mode::Unavailable);
     let ids = send_events(&server, "busy", 100, None).await;
-    healthy_gets(&ids, "500").await;
+    healthy_gets(&healthy, &broken, &ids, "500").await;
     all.extend(ids);
     wait_for("requests answered 500", Duration::from_secs(30), || {
         broken.hits("unavailable") >= 2
@@ -534,9 +531,11 @@ async fn an_event_a_transformation_throws_on_is_replayed_after_the_fix() {
     assert_eq!(code, 201, "{created}");
     let ids = send_events(&server, "x", 40, Some(13)).await;
     let expected: HashSet<String> = ids.iter().filter(|id| *id != "x-13").cloned().collect();
-    wait_for("the events around the poison one", Duration::from_secs(30), || {
-        expected.is_subset(&receiver.ids())
-    })
+    wait_for(
+        "the events around the poison one",
+        Duration::from_secs(30),
+        || expected.is_subset(&receiver.ids()),
+    )
     .await;
     let dlq = format!("{base}/connections/shaped/dlq");
     let start = Instant::now();
@@ -557,9 +556,13 @@ async fn an_event_a_transformation_throws_on_is_replayed_after_the_fix() {
         "{listing}"
     );
     assert!(!receiver.ids().contains("x-13"));
-    assert_eq!(receiver.event("x-12").unwrap()["properties"]["shaped"], "v1");
+    assert_eq!(
+        receiver.event("x-12").unwrap()["properties"]["shaped"],
+        "v1"
+    );
 
-    let fixed = "function transform(e) {\n  e.properties = {shaped: 'v2', was: e.event};\n  return e;\n}";
+    let fixed =
+        "function transform(e) {\n  e.properties = {shaped: 'v2', was: e.event};\n  return e;\n}";
     let (code, patched) = admin_call(
         &server,
         Method::PATCH,

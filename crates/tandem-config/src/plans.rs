@@ -301,9 +301,7 @@ name = "C"
             "{joined}"
         );
         assert!(
-            found
-                .iter()
-                .all(|problem| problem.starts_with("line ")),
+            found.iter().all(|problem| problem.starts_with("line ")),
             "every problem has a line: {joined}"
         );
         assert_eq!(

@@ -288,7 +288,11 @@ fn check_connection(parsed: &PostgresSettings, problems: &mut Vec<SettingsProble
             }
         }
     }
-    let ssl_field = if parsed.sslmode.is_some() { "sslmode" } else { "url" };
+    let ssl_field = if parsed.sslmode.is_some() {
+        "sslmode"
+    } else {
+        "url"
+    };
     match parsed.ssl_mode() {
         Err(message) => problems.push(SettingsProblem::new(ssl_field, message)),
         Ok(mode) => {

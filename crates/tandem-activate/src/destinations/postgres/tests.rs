@@ -594,10 +594,13 @@ fn settings_are_checked_without_connecting() {
         "two different modes"
     );
     assert_eq!(
-        problems(json!({"url": "postgres://u@h/d", "sslmode": "require", "ssl_root_cert_pem": "-----BEGIN CERTIFICATE-----"})),
+        problems(
+            json!({"url": "postgres://u@h/d", "sslmode": "require", "ssl_root_cert_pem": "-----BEGIN CERTIFICATE-----"})
+        ),
         ["ssl_root_cert_pem"]
     );
-    let verify = parse(&json!({"url": "postgres://u@h/d?sslmode=verify-full&connect_timeout=3"})).unwrap();
+    let verify =
+        parse(&json!({"url": "postgres://u@h/d?sslmode=verify-full&connect_timeout=3"})).unwrap();
     assert_eq!(verify.ssl_mode(), Ok(super::SslMode::VerifyFull));
     assert_eq!(
         verify.connection().unwrap().get_ssl_mode(),

@@ -16,9 +16,9 @@
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
-use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -286,7 +286,10 @@ mod tests {
         );
         assert_eq!(
             split_sslmode("host=h user=u sslmode=verify-ca dbname=d"),
-            ("host=h user=u dbname=d".to_string(), Some("verify-ca".into()))
+            (
+                "host=h user=u dbname=d".to_string(),
+                Some("verify-ca".into())
+            )
         );
     }
 
@@ -294,7 +297,11 @@ mod tests {
     fn modes_and_driver_modes() {
         use tokio_postgres::config::SslMode as Driver;
         assert_eq!(SslMode::parse("verify-full"), Some(SslMode::VerifyFull));
-        assert_eq!(SslMode::parse("allow"), None, "libpq's allow is not offered");
+        assert_eq!(
+            SslMode::parse("allow"),
+            None,
+            "libpq's allow is not offered"
+        );
         assert_eq!(SslMode::default(), SslMode::Prefer, "libpq's default");
         assert_eq!(SslMode::VerifyCa.driver_mode(), Driver::Require);
         assert_eq!(SslMode::Disable.driver_mode(), Driver::Disable);

@@ -53,7 +53,10 @@ pub fn build_requests(
 
 /// `{"batch": [...]}`: each event's stored bytes copied as they are, or its value serialized.
 fn batch_body(events: &[OutboundEvent]) -> Vec<u8> {
-    let bytes: usize = events.iter().map(|event| event.event.json_len_hint() + 1).sum();
+    let bytes: usize = events
+        .iter()
+        .map(|event| event.event.json_len_hint() + 1)
+        .sum();
     let mut body = Vec::with_capacity(16 + bytes);
     body.extend_from_slice(b"{\"batch\":[");
     for (index, event) in events.iter().enumerate() {
