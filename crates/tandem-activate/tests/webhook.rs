@@ -176,6 +176,17 @@ async fn https_receiver_with_a_private_ca_gets_signed_batches() {
     assert_eq!(received.requests.lock().len(), 2);
 }
 
+/// Sending through `destination` is retried, with an error that names the certificate.
+async fn assert_certificate_retry(destination: &dyn Destination, what: &str) {
+    match destination.send(&events()).await {
+        BatchOutcome::All(Outcome::Retry { error, .. }) => assert!(
+            error.to_lowercase().contains("certificate"),
+            "{what}: the error names the certificate: {error}"
+        ),
+        other => panic!("{what} must be retried, not {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn an_untrusted_or_misnamed_certificate_is_a_retry_naming_the_problem() {
     let ca = TestCa::new("tandem test CA");
@@ -183,15 +194,7 @@ async fn an_untrusted_or_misnamed_certificate_is_a_retry_naming_the_problem() {
     let (port, received) = start_https(server.cert_der, server.key_der).await;
     let url = format!("https://127.0.0.1:{port}/hook");
     let untrusted = webhook(json!({"url": url}));
-    match untrusted.send(&events()).await {
-        BatchOutcome::All(Outcome::Retry { error, .. }) => {
-            assert!(
-                error.to_lowercase().contains("certificate"),
-                "the error names the certificate: {error}"
-            );
-        }
-        other => panic!("an untrusted certificate must be retried, not {other:?}"),
-    }
+    assert_certificate_retry(untrusted.as_ref(), "an untrusted certificate").await;
     let other_ca = TestCa::new("another CA");
     let wrong_ca = webhook(json!({"url": url, "tls_ca_pem": other_ca.pem()}));
     assert!(matches!(
@@ -203,15 +206,7 @@ async fn an_untrusted_or_misnamed_certificate_is_a_retry_naming_the_problem() {
         "url": format!("https://localhost:{port}/hook"),
         "tls_ca_pem": ca.pem(),
     }));
-    match misnamed.send(&events()).await {
-        BatchOutcome::All(Outcome::Retry { error, .. }) => {
-            assert!(
-                error.to_lowercase().contains("certificate"),
-                "the error names the certificate: {error}"
-            );
-        }
-        other => panic!("a misnamed certificate must be retried, not {other:?}"),
-    }
+    assert_certificate_retry(misnamed.as_ref(), "a misnamed certificate").await;
     assert!(received.requests.lock().is_empty(), "nothing was served");
 }
 

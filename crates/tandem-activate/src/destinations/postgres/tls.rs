@@ -119,7 +119,7 @@ fn provider() -> Arc<CryptoProvider> {
 /// The connector for `mode`: every mode gets one (with `disable` the driver never uses it).
 pub fn connector(mode: SslMode, root_pem: Option<&str>) -> Result<MakeRustlsConnect, String> {
     let provider = provider();
-    let verifier: Arc<dyn ServerCertVerifier> = if mode.verifies() {
+    let chain = if mode.verifies() {
         let mut roots = RootCertStore::empty();
         match root_pem {
             Some(pem) => {
@@ -137,15 +137,15 @@ pub fn connector(mode: SslMode, root_pem: Option<&str>) -> Result<MakeRustlsConn
         let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
             .map_err(|error| format!("cannot build the certificate verifier: {error}"))?;
-        Arc::new(Verify {
-            inner: webpki,
-            check_name: mode == SslMode::VerifyFull,
-        })
+        Some(webpki)
     } else {
-        Arc::new(Unverified {
-            provider: provider.clone(),
-        })
+        None
     };
+    let verifier = Arc::new(Verifier {
+        provider: provider.clone(),
+        chain,
+        check_name: mode == SslMode::VerifyFull,
+    });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|error| format!("cannot configure TLS: {error}"))?
@@ -155,15 +155,18 @@ pub fn connector(mode: SslMode, root_pem: Option<&str>) -> Result<MakeRustlsConn
     Ok(MakeRustlsConnect::new(config))
 }
 
-/// `verify-ca` and `verify-full`: the chain must lead to a trusted root; the host name is checked
-/// only for `verify-full`.
+/// The server certificate check of a mode. `verify-ca`/`verify-full` (`chain`): the chain must
+/// lead to a trusted root, the host name checked only for `verify-full`. `prefer`/`require` (no
+/// chain): any certificate is accepted, as libpq does. The handshake's signatures are checked
+/// against the certificate in every mode.
 #[derive(Debug)]
-struct Verify {
-    inner: Arc<WebPkiServerVerifier>,
+struct Verifier {
+    provider: Arc<CryptoProvider>,
+    chain: Option<Arc<WebPkiServerVerifier>>,
     check_name: bool,
 }
 
-impl ServerCertVerifier for Verify {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -172,13 +175,10 @@ impl ServerCertVerifier for Verify {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if !self.check_name => Ok(ServerCertVerified::assertion()),
@@ -192,7 +192,8 @@ impl ServerCertVerifier for Verify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -201,59 +202,8 @@ impl ServerCertVerifier for Verify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require`: any certificate is accepted (as libpq does), but the handshake's
-/// signatures are still checked against it.
-#[derive(Debug)]
-struct Unverified {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
