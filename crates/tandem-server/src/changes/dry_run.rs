@@ -146,6 +146,21 @@ pub async fn impact(
     Ok(impacts)
 }
 
+/// The workspace's most recent events (`CHANGE_DRY_RUN_EVENTS`) of the sources `reads`
+/// accepts, or the error as a dry run shows it.
+fn recent(
+    log: &dyn tandem_log::EventLog,
+    reads: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, Value)>, Value> {
+    crate::routes::activate::recent_events(
+        log,
+        CHANGE_DRY_RUN_EVENTS,
+        TRANSFORM_TEST_SCAN_RECORDS_MAX,
+        |source_id, event_type, _| event_type != EventType::Control && reads(source_id),
+    )
+    .map_err(|error| json!({"error": format!("reading the log: {error}")}))
+}
+
 /// What tracking plan `config` would do with the most recent events of the sources it governs:
 /// how many it checks, how many pass, and what becomes of the others under its mode, with the
 /// most frequent violations and samples.
@@ -155,17 +170,11 @@ pub fn plan_counts(log: &dyn tandem_log::EventLog, config: TrackingPlanConfig) -
         Err(problems) => return json!({"error": "the plan does not compile", "problems": problems}),
     };
     let everywhere = config.sources.is_empty();
-    let events = match crate::routes::activate::recent_events(
-        log,
-        CHANGE_DRY_RUN_EVENTS,
-        TRANSFORM_TEST_SCAN_RECORDS_MAX,
-        |source_id, event_type, _| {
-            event_type != EventType::Control
-                && (everywhere || config.sources.iter().any(|source| source == source_id))
-        },
-    ) {
+    let events = match recent(log, |source_id| {
+        everywhere || config.sources.iter().any(|source| source == source_id)
+    }) {
         Ok(events) => events,
-        Err(error) => return json!({"error": format!("reading the log: {error}")}),
+        Err(error) => return error,
     };
     let (mut checked, mut passed, mut violating) = (0u64, 0u64, 0u64);
     let mut rules: std::collections::BTreeMap<(String, String), u64> = Default::default();
@@ -225,17 +234,11 @@ pub fn connection_counts(
     destination: &DestinationConfig,
 ) -> Value {
     let reads_all = config.sources.iter().any(|source| source == "*");
-    let events = match crate::routes::activate::recent_events(
-        log,
-        CHANGE_DRY_RUN_EVENTS,
-        TRANSFORM_TEST_SCAN_RECORDS_MAX,
-        |source_id, event_type, _| {
-            event_type != EventType::Control
-                && (reads_all || config.sources.iter().any(|source| source == source_id))
-        },
-    ) {
+    let events = match recent(log, |source_id| {
+        reads_all || config.sources.iter().any(|source| source == source_id)
+    }) {
         Ok(events) => events,
-        Err(error) => return json!({"error": format!("reading the log: {error}")}),
+        Err(error) => return error,
     };
     let plain = ConnectionConfig {
         transformation: None,
