@@ -97,7 +97,10 @@ async fn catalog_findings_and_record_of_processing() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("shoe-size"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shoe-size"),
         "{body}"
     );
     let (status, pos) = admin_post(
@@ -144,7 +147,8 @@ async fn catalog_findings_and_record_of_processing() {
     }
 
     // `pos` is disabled; a forgotten till keeps using its key.
-    let (status, body) = admin_post(&server, &format!("{ws}/sources/pos/disable"), &json!({})).await;
+    let (status, body) =
+        admin_post(&server, &format!("{ws}/sources/pos/disable"), &json!({})).await;
     assert_eq!(status, 200, "{body}");
     let response = client()
         .post(server.url("/v1/track"))
@@ -166,7 +170,10 @@ async fn catalog_findings_and_record_of_processing() {
     assert!(web["last_seen_at"].is_string(), "{web}");
     assert_eq!(web["connections"], json!(["web-to-crm", "all-to-lake"]));
     let pos = find(&catalog["sources"], "pos");
-    assert_eq!(pos["data_categories"], json!(["identifiers", "transactions"]));
+    assert_eq!(
+        pos["data_categories"],
+        json!(["identifiers", "transactions"])
+    );
     assert_eq!(pos["enabled"], false);
     assert_eq!(pos["managed_by"], "api");
     assert_eq!(pos["created"]["by"], "admin-token");
@@ -226,7 +233,9 @@ async fn catalog_findings_and_record_of_processing() {
         catalog["findings"][0]
     );
     assert!(
-        !found.iter().any(|(code, _)| code == "no_consent_categories"),
+        !found
+            .iter()
+            .any(|(code, _)| code == "no_consent_categories"),
         "a disabled connection sends nothing: {found:?}"
     );
 
@@ -260,12 +269,18 @@ async fn catalog_findings_and_record_of_processing() {
         json!(["identifiers", "transactions"]),
         "`*` reaches pos too: {lake}"
     );
-    assert_eq!(lake["undeclared_data_categories"], json!(["identifiers", "transactions"]));
+    assert_eq!(
+        lake["undeclared_data_categories"],
+        json!(["identifiers", "transactions"])
+    );
     let web = find(&record["collection"], "web");
     assert_eq!(web["recipients"], json!(["crm", "lake"]));
     let gaps = codes(&record["gaps"]);
     assert!(
-        gaps.contains(&("no_consent_categories".into(), "connection/all-to-lake".into())),
+        gaps.contains(&(
+            "no_consent_categories".into(),
+            "connection/all-to-lake".into()
+        )),
         "{gaps:?}"
     );
 
@@ -277,14 +292,25 @@ async fn catalog_findings_and_record_of_processing() {
     )
     .await;
     assert_eq!(status, 200, "{text}");
-    assert!(text.starts_with("# Record of processing activities — Demo"), "{text}");
+    assert!(
+        text.starts_with("# Record of processing activities — Demo"),
+        "{text}"
+    );
     assert!(
         text.contains("| CRM (`crm`, webhook) | crm-team@example.test | sales follow-up, order follow-up calls |"),
         "{text}"
     );
     let url = server.url("");
     let printed = run_cli_ok(&[
-        "catalog", "record", "--markdown", "--workspace", "demo", "--url", &url, "--token", &privacy,
+        "catalog",
+        "record",
+        "--markdown",
+        "--workspace",
+        "demo",
+        "--url",
+        &url,
+        "--token",
+        &privacy,
     ]);
     // The same document, generated a moment later: equal but for its `Generated:` line.
     let undated = |document: &str| -> Vec<String> {
@@ -294,9 +320,19 @@ async fn catalog_findings_and_record_of_processing() {
             .map(str::to_string)
             .collect()
     };
-    assert_eq!(undated(&String::from_utf8(printed).unwrap()), undated(&text));
+    assert_eq!(
+        undated(&String::from_utf8(printed).unwrap()),
+        undated(&text)
+    );
     let shown = run_cli_json(&[
-        "catalog", "show", "--workspace", "demo", "--url", &url, "--token", ADMIN_TOKEN,
+        "catalog",
+        "show",
+        "--workspace",
+        "demo",
+        "--url",
+        &url,
+        "--token",
+        ADMIN_TOKEN,
     ]);
     assert_eq!(shown["workspace"], "demo");
     let (status, body) = get(
@@ -315,7 +351,10 @@ async fn catalog_findings_and_record_of_processing() {
     assert_eq!(demo["sources"], 3);
     assert_eq!(demo["events_accepted"], 4);
     assert!(demo["delivered"].as_u64().unwrap() >= 3, "{demo}");
-    assert!(demo["findings"]["critical"].as_u64().unwrap() >= 1, "{demo}");
+    assert!(
+        demo["findings"]["critical"].as_u64().unwrap() >= 1,
+        "{demo}"
+    );
     let viewer = token(&server, "viewer", Some("demo")).await;
     let (status, body) = get(&server, &viewer, "/api/v1/catalog").await;
     assert_eq!(status, 403, "{body}");

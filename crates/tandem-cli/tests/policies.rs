@@ -84,10 +84,18 @@ async fn policies_through_the_api_and_tracking_plans_as_reviewed_changes() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["declared_in"].clone(), body["version"].clone()), (json!("api"), json!(1)));
+    assert_eq!(
+        (body["declared_in"].clone(), body["version"].clone()),
+        (json!("api"), json!(1))
+    );
 
     // The guardrail holds for API-created destinations.
-    let (status, body) = admin_post(&server, &format!("{ws}/destinations"), &nats_destination("bus")).await;
+    let (status, body) = admin_post(
+        &server,
+        &format!("{ws}/destinations"),
+        &nats_destination("bus"),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("`nats` is not allowed"), "{body}");
@@ -101,7 +109,10 @@ async fn policies_through_the_api_and_tracking_plans_as_reviewed_changes() {
         Some(json!({"value": "nats"})),
     )
     .await;
-    assert_eq!(status, 400, "a string where the organization has a list: {body}");
+    assert_eq!(
+        status, 400,
+        "a string where the organization has a list: {body}"
+    );
     let (status, body) = call(
         &server,
         &marketer,
@@ -123,7 +134,12 @@ async fn policies_through_the_api_and_tracking_plans_as_reviewed_changes() {
     assert_eq!(body["policy"]["source"], "workspace");
     assert_eq!(body["policy"]["declared_in"], "api");
     assert_eq!(body["policy"]["organization_value"], json!(["webhook"]));
-    let (status, body) = admin_post(&server, &format!("{ws}/destinations"), &nats_destination("bus")).await;
+    let (status, body) = admin_post(
+        &server,
+        &format!("{ws}/destinations"),
+        &nats_destination("bus"),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let (status, history) = call(
         &server,
@@ -136,7 +152,10 @@ async fn policies_through_the_api_and_tracking_plans_as_reviewed_changes() {
     assert_eq!(status, 200, "{history}");
     assert_eq!(history["versions"][0]["id"], "allowed_destination_types");
     assert!(
-        history["versions"][0]["by"].as_str().unwrap().starts_with("token:"),
+        history["versions"][0]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("token:"),
         "{history}"
     );
 
@@ -150,7 +169,10 @@ async fn policies_through_the_api_and_tracking_plans_as_reviewed_changes() {
     )
     .await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("demo"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("demo"),
+        "{body}"
+    );
 
     // History and rollback of an organization policy.
     let (status, body) = call(
@@ -192,7 +214,11 @@ async fn policies_through_the_api_and_tracking_plans_as_reviewed_changes() {
     // Recent events: two orders without a total, one with.
     let batch: Vec<Value> = (0..3)
         .map(|i| {
-            let properties = if i == 0 { json!({"total": 10}) } else { json!({}) };
+            let properties = if i == 0 {
+                json!({"total": 10})
+            } else {
+                json!({})
+            };
             json!({"type": "track", "event": "Order Completed", "userId": format!("u{i}"),
                    "messageId": format!("before-{i}"), "properties": properties})
         })
@@ -211,14 +237,19 @@ async fn policies_through_the_api_and_tracking_plans_as_reviewed_changes() {
         Some(plan.clone()),
     )
     .await;
-    assert_eq!(status, 403, "plans are IT's guardrails; marketers propose them: {body}");
+    assert_eq!(
+        status, 403,
+        "plans are IT's guardrails; marketers propose them: {body}"
+    );
     let (status, request) = call(
         &server,
         &marketer,
         Method::POST,
         &format!("{ws}/change-requests"),
-        Some(json!({"title": "block orders without a total", "operations": [
-            {"kind": "tracking_plan", "action": "create", "id": "web-plan", "value": plan}]})),
+        Some(
+            json!({"title": "block orders without a total", "operations": [
+            {"kind": "tracking_plan", "action": "create", "id": "web-plan", "value": plan}]}),
+        ),
     )
     .await;
     assert_eq!(status, 201, "{request}");
@@ -256,7 +287,10 @@ async fn policies_through_the_api_and_tracking_plans_as_reviewed_changes() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["tracking_plan"]["blocked"][0]["messageId"], "after-1", "{body}");
+    assert_eq!(
+        body["tracking_plan"]["blocked"][0]["messageId"], "after-1",
+        "{body}"
+    );
     let (_, history) = call(
         &server,
         ADMIN_TOKEN,
@@ -265,7 +299,11 @@ async fn policies_through_the_api_and_tracking_plans_as_reviewed_changes() {
         None,
     )
     .await;
-    assert_eq!(history["versions"][0]["change_request"], json!(id), "{history}");
+    assert_eq!(
+        history["versions"][0]["change_request"],
+        json!(id),
+        "{history}"
+    );
 
     // An admin's own plan change applies at once (exempt) and is versioned too.
     let (status, body) = call(
@@ -298,11 +336,22 @@ async fn policies_through_the_api_and_tracking_plans_as_reviewed_changes() {
         .unwrap();
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap();
-    assert_eq!((status, body["operations"].clone()), (200, json!(0)), "{body}");
+    assert_eq!(
+        (status, body["operations"].clone()),
+        (200, json!(0)),
+        "{body}"
+    );
 
     // Everything holds across a restart.
     server.restart();
-    let (_, body) = call(&server, &marketer, Method::GET, &format!("{ws}/policy/effective"), None).await;
+    let (_, body) = call(
+        &server,
+        &marketer,
+        Method::GET,
+        &format!("{ws}/policy/effective"),
+        None,
+    )
+    .await;
     let allowed = effective(&body, "allowed_destination_types");
     assert_eq!(allowed["value"], json!(["webhook", "nats"]), "{body}");
     assert_eq!(allowed["source"], "workspace");

@@ -219,11 +219,12 @@ impl PolicyValues {
         self.organization
             .iter()
             .map(|(name, (policy, declared_in))| {
-                let own = overrides
-                    .and_then(|overrides| overrides.get(name))
-                    .filter(|(value, _)| {
-                        policy.overridable && value.type_str() == policy.value.type_str()
-                    });
+                let own =
+                    overrides
+                        .and_then(|overrides| overrides.get(name))
+                        .filter(|(value, _)| {
+                            policy.overridable && value.type_str() == policy.value.type_str()
+                        });
                 match own {
                     Some((value, own_declared_in)) => EffectivePolicy {
                         name: name.clone(),
@@ -348,11 +349,19 @@ mod tests {
         );
         let de = values.effective("de");
         assert_eq!(de[0].value, toml::Value::Integer(7));
-        assert_eq!((de[0].source, de[0].declared_in), ("workspace", DeclaredIn::Api));
+        assert_eq!(
+            (de[0].source, de[0].declared_in),
+            ("workspace", DeclaredIn::Api)
+        );
         assert_eq!(de[0].organization_value, Some(toml::Value::Integer(30)));
         assert_eq!(values.effective("fr")[0].value, toml::Value::Integer(30));
 
-        values.organization.get_mut("retention_days").unwrap().0.overridable = false;
+        values
+            .organization
+            .get_mut("retention_days")
+            .unwrap()
+            .0
+            .overridable = false;
         assert_eq!(values.effective("de")[0].value, toml::Value::Integer(30));
         values.organization.get_mut("retention_days").unwrap().0 =
             policy(toml::Value::String("30d".into()), true);

@@ -303,15 +303,27 @@ fn check_destinations(
 /// catalog and the record of processing (GDPR Art. 30 (1)(c)) name them. A closed list, so the
 /// record groups the same data under the same word in every workspace.
 pub const DATA_CATEGORIES: &[(&str, &str)] = &[
-    ("identifiers", "user ids, anonymous ids, device and advertising ids"),
-    ("contact", "email addresses, phone numbers, postal addresses"),
+    (
+        "identifiers",
+        "user ids, anonymous ids, device and advertising ids",
+    ),
+    (
+        "contact",
+        "email addresses, phone numbers, postal addresses",
+    ),
     ("demographic", "name, age, gender, language"),
-    ("behavioral", "pages viewed, events performed, products browsed"),
+    (
+        "behavioral",
+        "pages viewed, events performed, products browsed",
+    ),
     ("transactions", "orders, payments, revenue"),
     ("device", "device, browser, operating system, IP address"),
     ("location", "country, city, coordinates"),
     ("preferences", "consent choices, interests, settings"),
-    ("special", "GDPR Art. 9 special categories (health, beliefs, …)"),
+    (
+        "special",
+        "GDPR Art. 9 special categories (health, beliefs, …)",
+    ),
 ];
 
 /// Each entry must be one of [`DATA_CATEGORIES`], named once.
@@ -354,7 +366,11 @@ pub fn destination_problems(destination: &DestinationConfig) -> Vec<ConfigProble
         "every destination needs an owner who answers for the data sent there",
         &mut problems,
     );
-    check_data_categories(&destination.data_categories, "data_categories", &mut problems);
+    check_data_categories(
+        &destination.data_categories,
+        "data_categories",
+        &mut problems,
+    );
     if !destination.settings.is_object() {
         problems.push(ConfigProblem::new(
             "settings",
@@ -911,4 +927,3 @@ mod tests {
         assert_eq!(validate(&Config::default()), Ok(()));
     }
 }
-

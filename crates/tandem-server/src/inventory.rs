@@ -187,12 +187,19 @@ pub fn findings(catalog: &WorkspaceCatalog, now_ms: i64) -> Vec<Finding> {
     };
     for source in &catalog.sources {
         let object = format!("source/{}", source.id);
-        if source.purpose.as_deref().is_none_or(|p| p.trim().is_empty()) {
+        if source
+            .purpose
+            .as_deref()
+            .is_none_or(|p| p.trim().is_empty())
+        {
             add(
                 Severity::Warning,
                 "no_purpose",
                 object.clone(),
-                format!("source `{}` states no purpose: why is this data collected?", source.id),
+                format!(
+                    "source `{}` states no purpose: why is this data collected?",
+                    source.id
+                ),
             );
         }
         if source.data_categories.is_empty() {
@@ -306,7 +313,11 @@ pub fn findings(catalog: &WorkspaceCatalog, now_ms: i64) -> Vec<Finding> {
                 "{} request(s) still use the key of disabled source `{}` (last from {} at {})",
                 refused.attempts,
                 refused.source,
-                refused.last_origin.as_deref().or(refused.last_ip.as_deref()).unwrap_or("an unknown origin"),
+                refused
+                    .last_origin
+                    .as_deref()
+                    .or(refused.last_ip.as_deref())
+                    .unwrap_or("an unknown origin"),
                 refused.last_seen_at
             ),
         );
@@ -364,7 +375,12 @@ pub(crate) mod tests {
         }
     }
 
-    pub fn connection(id: &str, sources: &[&str], destination: &str, consent: &[&str]) -> ConnectionItem {
+    pub fn connection(
+        id: &str,
+        sources: &[&str],
+        destination: &str,
+        consent: &[&str],
+    ) -> ConnectionItem {
         ConnectionItem {
             id: id.into(),
             sources: sources.iter().map(|s| s.to_string()).collect(),
@@ -439,16 +455,28 @@ pub(crate) mod tests {
         assert_eq!(
             codes,
             vec![
-                (Severity::Critical, "disabled_key_in_use", "source/legacy-app"),
+                (
+                    Severity::Critical,
+                    "disabled_key_in_use",
+                    "source/legacy-app"
+                ),
                 (Severity::Warning, "dead_letters", "connection/all-to-lake"),
-                (Severity::Warning, "no_consent_categories", "connection/all-to-lake"),
+                (
+                    Severity::Warning,
+                    "no_consent_categories",
+                    "connection/all-to-lake"
+                ),
                 (Severity::Warning, "no_purpose", "destination/lake"),
                 (Severity::Warning, "no_purpose", "source/crm-import"),
                 (Severity::Info, "no_data_categories", "destination/lake"),
                 (Severity::Info, "unused_destination", "destination/old-ads"),
             ]
         );
-        assert!(found[0].message.contains("https://old.acme.test"), "{}", found[0].message);
+        assert!(
+            found[0].message.contains("https://old.acme.test"),
+            "{}",
+            found[0].message
+        );
     }
 
     #[test]
@@ -475,10 +503,18 @@ pub(crate) mod tests {
     fn star_takes_every_source() {
         let catalog = fixture();
         let lake = &catalog.connections[1];
-        let ids: Vec<&str> = catalog.sources_of(lake).iter().map(|s| s.id.as_str()).collect();
+        let ids: Vec<&str> = catalog
+            .sources_of(lake)
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect();
         assert_eq!(ids, ["web", "crm-import"]);
         let crm = &catalog.connections[0];
-        let ids: Vec<&str> = catalog.sources_of(crm).iter().map(|s| s.id.as_str()).collect();
+        let ids: Vec<&str> = catalog
+            .sources_of(crm)
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect();
         assert_eq!(ids, ["web"]);
     }
 }

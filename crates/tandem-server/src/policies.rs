@@ -15,7 +15,9 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tandem_config::policy::{check_value, override_problem};
-use tandem_config::{ChangeApproval, Config, DeclaredIn, EffectivePolicy, PolicyConfig, PolicyValues};
+use tandem_config::{
+    ChangeApproval, Config, DeclaredIn, EffectivePolicy, PolicyConfig, PolicyValues,
+};
 use tandem_store::{MetadataStore, StoreError};
 
 /// The metadata-store setting holding every API-set policy value.
@@ -157,9 +159,8 @@ impl Policies {
             return Err(PolicyError::NotFound(format!("policy {name}")));
         }
         if let Some((value, _)) = &value {
-            check_value(name, value).map_err(|message| {
-                PolicyError::Invalid(format!("policy `{name}`: {message}"))
-            })?;
+            check_value(name, value)
+                .map_err(|message| PolicyError::Invalid(format!("policy `{name}`: {message}")))?;
         }
         let still_valid = |override_value: &toml::Value| match &value {
             None => false,
@@ -226,7 +227,11 @@ impl Policies {
     }
 
     /// A workspace's own value of `name`, with where it was declared.
-    pub fn workspace_override(&self, workspace: &str, name: &str) -> Option<(toml::Value, DeclaredIn)> {
+    pub fn workspace_override(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Option<(toml::Value, DeclaredIn)> {
         self.values()
             .workspaces
             .get(workspace)
@@ -320,7 +325,12 @@ name = "Germany"
     fn the_file_is_read_only_and_the_api_fills_the_rest() {
         let policies = policies(FILE);
         let refused = policies
-            .set_organization("change_approval", Some((toml::Value::Boolean(false), true)), "it", "")
+            .set_organization(
+                "change_approval",
+                Some((toml::Value::Boolean(false), true)),
+                "it",
+                "",
+            )
             .unwrap_err();
         assert!(matches!(refused, PolicyError::Conflict(_)), "{refused}");
         let version = policies
@@ -335,7 +345,12 @@ name = "Germany"
         assert!(policies.destination_type_problem("de", "nats").is_some());
         assert!(policies.destination_type_problem("de", "webhook").is_none());
         let bad = policies
-            .set_organization("allowed_destination_types", Some((toml::Value::Integer(1), true)), "it", "")
+            .set_organization(
+                "allowed_destination_types",
+                Some((toml::Value::Integer(1), true)),
+                "it",
+                "",
+            )
             .unwrap_err();
         assert!(matches!(bad, PolicyError::Invalid(_)), "{bad}");
     }
@@ -345,21 +360,37 @@ name = "Germany"
         let policies = policies(FILE);
         let list = |items: &[&str]| toml::Value::Array(items.iter().map(|i| (*i).into()).collect());
         policies
-            .set_organization("allowed_destination_types", Some((list(&["webhook"]), true)), "it", "")
+            .set_organization(
+                "allowed_destination_types",
+                Some((list(&["webhook"]), true)),
+                "it",
+                "",
+            )
             .unwrap();
         assert_eq!(
             policies.override_problem("allowed_destination_types", &toml::Value::Integer(3)),
             Some("a integer; organization policy `allowed_destination_types` is a array".into())
         );
         policies
-            .write_override("de", "allowed_destination_types", Some(&list(&["webhook", "nats"])))
+            .write_override(
+                "de",
+                "allowed_destination_types",
+                Some(&list(&["webhook", "nats"])),
+            )
             .unwrap();
         assert!(policies.destination_type_problem("de", "nats").is_none());
         let refused = policies
-            .set_organization("allowed_destination_types", Some((list(&["webhook"]), false)), "it", "")
+            .set_organization(
+                "allowed_destination_types",
+                Some((list(&["webhook"]), false)),
+                "it",
+                "",
+            )
             .unwrap_err();
         assert!(refused.to_string().contains("de"), "{refused}");
-        policies.write_override("de", "allowed_destination_types", None).unwrap();
+        policies
+            .write_override("de", "allowed_destination_types", None)
+            .unwrap();
         policies
             .set_organization("allowed_destination_types", None, "it", "gone")
             .unwrap();

@@ -187,7 +187,9 @@ pub fn record(
                 source_data_categories,
                 undeclared_data_categories,
                 consent_categories: sorted_union(
-                    connections.iter().map(|connection| &connection.consent_categories),
+                    connections
+                        .iter()
+                        .map(|connection| &connection.consent_categories),
                 ),
                 flows,
                 enabled: destination.enabled,
@@ -266,7 +268,10 @@ pub fn document(record: &RecordOfProcessing) -> String {
 
     let _ = writeln!(out, "## Processing activities (recipients)\n");
     if record.activities.is_empty() {
-        let _ = writeln!(out, "No personal data leaves tandem: no enabled connection.\n");
+        let _ = writeln!(
+            out,
+            "No personal data leaves tandem: no enabled connection.\n"
+        );
     } else {
         let _ = writeln!(
             out,
@@ -313,7 +318,10 @@ pub fn document(record: &RecordOfProcessing) -> String {
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "### Flows\n");
-        let _ = writeln!(out, "| Connection | Sources | Recipient | Scope | Consent required |");
+        let _ = writeln!(
+            out,
+            "| Connection | Sources | Recipient | Scope | Consent required |"
+        );
         let _ = writeln!(out, "|---|---|---|---|---|");
         for activity in &record.activities {
             for flow in &activity.flows {
@@ -364,7 +372,10 @@ pub fn document(record: &RecordOfProcessing) -> String {
         }
     );
     if let Some(bytes) = record.retention.log_bytes_max {
-        let _ = writeln!(out, "- Event log size limit: {bytes} bytes (oldest segments removed first)");
+        let _ = writeln!(
+            out,
+            "- Event log size limit: {bytes} bytes (oldest segments removed first)"
+        );
     }
     let _ = writeln!(out);
 
@@ -376,7 +387,10 @@ pub fn document(record: &RecordOfProcessing) -> String {
 
     let _ = writeln!(out, "## Gaps to resolve\n");
     if record.gaps.is_empty() {
-        let _ = writeln!(out, "None: every object states its purpose, data categories and consent.");
+        let _ = writeln!(
+            out,
+            "None: every object states its purpose, data categories and consent."
+        );
     } else {
         for gap in &record.gaps {
             let _ = writeln!(out, "- `{}` ({}): {}", gap.object, gap.code, gap.message);
@@ -407,11 +421,22 @@ mod tests {
     fn each_recipient_lists_what_reaches_it_and_why() {
         let record = fixture_record();
         assert_eq!(record.controller, "Acme");
-        let names: Vec<&str> = record.activities.iter().map(|a| a.destination.as_str()).collect();
-        assert_eq!(names, ["crm", "lake"], "an unused destination is no processing activity");
+        let names: Vec<&str> = record
+            .activities
+            .iter()
+            .map(|a| a.destination.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["crm", "lake"],
+            "an unused destination is no processing activity"
+        );
         let crm = &record.activities[0];
         assert_eq!(crm.purposes, ["sales follow-up"]);
-        assert_eq!(crm.source_data_categories, ["behavioral", "device", "identifiers"]);
+        assert_eq!(
+            crm.source_data_categories,
+            ["behavioral", "device", "identifiers"]
+        );
         assert_eq!(crm.undeclared_data_categories, ["device", "identifiers"]);
         assert_eq!(crm.consent_categories, ["marketing"]);
         assert_eq!(crm.flows[0].events, ["Order Completed"]);
@@ -461,7 +486,10 @@ mod tests {
         let text = document(&record);
         assert!(text.starts_with("# Record of processing activities — EMEA\n"));
         assert!(text.contains("| crm destination (`crm`, webhook) | crm@acme.test | sales follow-up | contact, behavioral, device (undeclared), identifiers (undeclared) | web | marketing | event filter |"), "{text}");
-        assert!(text.contains("| `all-to-lake` | * | `lake` | all calls | — |"), "{text}");
+        assert!(
+            text.contains("| `all-to-lake` | * | `lake` | all calls | — |"),
+            "{text}"
+        );
         assert!(text.contains("- Event log: 90 days"));
         assert!(text.contains("(no_purpose)"));
         // Every table row has as many cells as its header.

@@ -7,9 +7,9 @@ use axum::http::StatusCode;
 use base64::Engine;
 use parking_lot::Mutex;
 use serde_json::Value;
-use std::sync::Arc;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const WRITE_KEY: &str = "test-write-key-0123456789";
@@ -385,7 +385,12 @@ pub async fn token(server: &TestServer, role: &str, workspace: Option<&str>) -> 
         None => "/api/v1/tokens".to_string(),
     };
     let name = format!("{role} of {}", workspace.unwrap_or("the organization"));
-    let (status, body) = admin_post(server, &path, &serde_json::json!({"name": name, "role": role})).await;
+    let (status, body) = admin_post(
+        server,
+        &path,
+        &serde_json::json!({"name": name, "role": role}),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     body["token"].as_str().unwrap().to_string()
 }

@@ -8,12 +8,12 @@
 //! connections that use it.
 
 use super::{Kind, Operation};
-use tandem_config::TrackingPlanConfig;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tandem_activate::connection::Connection;
+use tandem_config::TrackingPlanConfig;
 use tandem_config::{ConnectionConfig, DestinationConfig};
 use tandem_core::limits::{
     CHANGE_DRY_RUN_EVENTS, CHANGE_DRY_RUN_SAMPLES, TRANSFORM_TEST_SCAN_RECORDS_MAX,
@@ -83,7 +83,10 @@ pub async fn impact(
             }),
             Kind::TrackingPlan => {
                 let mut impact = json!({});
-                for (label, config) in [("proposed", &operation.after), ("current", &operation.before)] {
+                for (label, config) in [
+                    ("proposed", &operation.after),
+                    ("current", &operation.before),
+                ] {
                     let Some(config) = config else {
                         impact[label] = Value::Null;
                         continue;

@@ -275,16 +275,18 @@ pub fn current(
                 )),
             }
         }
-        Kind::Policy => state
-            .policies
-            .workspace_override(workspace, id)
-            .map(|(value, declared_in)| {
-                let by = match declared_in {
-                    tandem_config::DeclaredIn::Config => ManagedBy::Config,
-                    tandem_config::DeclaredIn::Api => ManagedBy::Api,
-                };
-                (policy_document(id, &value), by)
-            }),
+        Kind::Policy => {
+            state
+                .policies
+                .workspace_override(workspace, id)
+                .map(|(value, declared_in)| {
+                    let by = match declared_in {
+                        tandem_config::DeclaredIn::Config => ManagedBy::Config,
+                        tandem_config::DeclaredIn::Api => ManagedBy::Api,
+                    };
+                    (policy_document(id, &value), by)
+                })
+        }
     })
 }
 
@@ -481,8 +483,9 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
             (Kind::Destination, Some(after)) => {
                 match crate::routes::activate::checked_destination(after.clone()) {
                     Ok(config) => {
-                        if let Some(problem) =
-                            state.policies.destination_type_problem(workspace, &config.kind)
+                        if let Some(problem) = state
+                            .policies
+                            .destination_type_problem(workspace, &config.kind)
                         {
                             problems.push((at(".type"), problem));
                         }
@@ -511,11 +514,7 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
                 let document: PolicyDocument =
                     serde_json::from_value(after.clone()).map_err(ApiError::internal)?;
                 let value = crate::policies::toml_of(&document.value)?;
-                if let Some(problem) =
-                    state
-                        .policies
-                        .override_problem(&document.name, &value)
-                {
+                if let Some(problem) = state.policies.override_problem(&document.name, &value) {
                     problems.push((at(".value"), problem));
                 }
             }
@@ -536,6 +535,14 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
         let create = operation.action == Action::Create;
         if let Err(error) = plans.check(&config, &plan_sources, create, Some(&plans_after)) {
             let at = format!("operations[{index}] (tracking_plan {})", operation.id);
+            // A plan that collides with another (same id, a source already governed) is a
+            // conflict with the current state, not a malformed request.
+            if let crate::plans::PlanError::Conflict(message) = error {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("{at}: {message}"),
+                ));
+            }
             problems.extend(error_problems(&ApiError::from(error), &|field| {
                 format!("{at}{field}")
             }));
@@ -585,16 +592,21 @@ fn error_problems(error: &ApiError, at: &dyn Fn(&str) -> String) -> Vec<(String,
             problems
                 .iter()
                 .map(|problem| {
+                    let message = problem["message"].as_str().unwrap_or("");
+                    // A schema that does not compile names its event rather than a field.
+                    if let Some(event) = problem["event"].as_str() {
+                        return (
+                            at(&format!(".events.{event}")),
+                            format!("the schema of event `{event}` does not compile: {message}"),
+                        );
+                    }
                     let field = problem["field"].as_str().unwrap_or("");
                     let field = if field.is_empty() {
                         String::new()
                     } else {
                         format!(".{field}")
                     };
-                    (
-                        at(&field),
-                        problem["message"].as_str().unwrap_or("").to_string(),
-                    )
+                    (at(&field), message.to_string())
                 })
                 .collect()
         })
@@ -696,7 +708,10 @@ fn write_elsewhere(
                 Some(after) => {
                     let document: PolicyDocument =
                         serde_json::from_value(after.clone()).map_err(|error| error.to_string())?;
-                    Some(crate::policies::toml_of(&document.value).map_err(|error| error.to_string())?)
+                    Some(
+                        crate::policies::toml_of(&document.value)
+                            .map_err(|error| error.to_string())?,
+                    )
                 }
                 None => None,
             };
@@ -751,7 +766,10 @@ fn source_records(
 /// Whether `principal`'s changes in `workspace` need approval (the `change_approval` policy,
 /// inherited from the organization unless the workspace overrides it).
 pub fn needs_approval(state: &AppState, principal: &Principal, workspace: &str) -> bool {
-    state.policies.change_approval(workspace).applies_to(principal.role.as_str())
+    state
+        .policies
+        .change_approval(workspace)
+        .applies_to(principal.role.as_str())
 }
 
 /// A change request of `operations` by the caller, stored (status open) and audited.

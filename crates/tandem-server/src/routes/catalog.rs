@@ -81,7 +81,11 @@ fn workspace<'a>(state: &'a AppState, id: &str) -> ApiResult<&'a Workspace> {
 }
 
 /// The live catalog of one workspace, findings included.
-fn build(state: &AppState, ws: &Workspace, unknown: &[UnknownKeyTraffic]) -> ApiResult<WorkspaceCatalog> {
+fn build(
+    state: &AppState,
+    ws: &Workspace,
+    unknown: &[UnknownKeyTraffic],
+) -> ApiResult<WorkspaceCatalog> {
     let provenance = Provenance::load(ws)?;
     let activation = &ws.activation;
     let destinations = activation.destinations()?;
@@ -186,7 +190,10 @@ fn build(state: &AppState, ws: &Workspace, unknown: &[UnknownKeyTraffic]) -> Api
                     .filter(|c| crate::inventory::takes(&c.sources, &view.id))
                     .map(|c| c.id.clone())
                     .collect(),
-                tracking_plan: ws.plans.plan_for(&view.id).map(|plan| plan.id().to_string()),
+                tracking_plan: ws
+                    .plans
+                    .plan_for(&view.id)
+                    .map(|plan| plan.id().to_string()),
                 created: Change {
                     at: Some(view.created_at.clone()),
                     by: Some(view.created_by.clone()),

@@ -29,10 +29,7 @@ use tandem_core::{time_util, ErrorCode};
 pub fn router() -> Routes {
     Routes::new()
         .route("/api/v1/policies", get(list))
-        .route(
-            "/api/v1/policies/{name}",
-            get(show).put(set).delete(remove),
-        )
+        .route("/api/v1/policies/{name}", get(show).put(set).delete(remove))
         .route("/api/v1/policies/{name}/history", get(history))
         .route("/api/v1/policies/{name}/rollback", post(rollback))
         .route(
@@ -80,7 +77,13 @@ fn policy_view(state: &AppState, name: &str) -> Option<Value> {
 }
 
 async fn list(State(state): State<AppState>, _auth: Authorized<ReadCatalog>) -> Json<Value> {
-    let names: Vec<String> = state.policies.values().organization.keys().cloned().collect();
+    let names: Vec<String> = state
+        .policies
+        .values()
+        .organization
+        .keys()
+        .cloned()
+        .collect();
     let policies: Vec<Value> = names
         .iter()
         .filter_map(|name| policy_view(&state, name))
@@ -129,9 +132,20 @@ async fn set(
         &body.reason,
     )?;
     let after = policy_view(&state, &name);
-    let action = if before.is_some() { "policy.update" } else { "policy.create" };
-    auth.audit(&state, action, None, format!("policy {name}"), before, after.clone())
-        .await?;
+    let action = if before.is_some() {
+        "policy.update"
+    } else {
+        "policy.create"
+    };
+    auth.audit(
+        &state,
+        action,
+        None,
+        format!("policy {name}"),
+        before,
+        after.clone(),
+    )
+    .await?;
     Ok(Json(after.unwrap_or_default()))
 }
 
@@ -144,8 +158,15 @@ async fn remove(
     state
         .policies
         .set_organization(&name, None, &auth.principal.name(), "removed")?;
-    auth.audit(&state, "policy.delete", None, format!("policy {name}"), before, None)
-        .await?;
+    auth.audit(
+        &state,
+        "policy.delete",
+        None,
+        format!("policy {name}"),
+        before,
+        None,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -161,7 +182,12 @@ async fn history(
     _auth: Authorized<ReadCatalog>,
     Path(name): Path<String>,
 ) -> Json<Value> {
-    let versions: Vec<Value> = state.policies.history(&name).iter().map(version_view).collect();
+    let versions: Vec<Value> = state
+        .policies
+        .history(&name)
+        .iter()
+        .map(version_view)
+        .collect();
     Json(json!({"name": name, "versions": versions}))
 }
 
@@ -199,9 +225,18 @@ async fn rollback(
         &format!("rollback to version {}", body.version),
     )?;
     let after = policy_view(&state, &name);
-    auth.audit(&state, "policy.rollback", None, format!("policy {name}"), before, after.clone())
-        .await?;
-    Ok(Json(json!({"restored_version": body.version, "version": version_view(&recorded), "policy": after})))
+    auth.audit(
+        &state,
+        "policy.rollback",
+        None,
+        format!("policy {name}"),
+        before,
+        after.clone(),
+    )
+    .await?;
+    Ok(Json(
+        json!({"restored_version": body.version, "version": version_view(&recorded), "policy": after}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -269,7 +304,9 @@ async fn set_override(
         return Err(ApiError::new(ErrorCode::InvalidRequest, problem));
     }
     let document = changes::policy_document(&name, &value);
-    if let Some(accepted) = submit_override(&state, &auth, &workspace, &name, Some(document)).await? {
+    if let Some(accepted) =
+        submit_override(&state, &auth, &workspace, &name, Some(document)).await?
+    {
         return Ok(accepted);
     }
     Ok(Json(override_view(&state, &workspace, &name)).into_response())

@@ -95,7 +95,10 @@ fn source_view(
     }
 }
 
-pub(crate) fn workspace_sources(state: &AppState, workspace_id: &str) -> ApiResult<Vec<SourceView>> {
+pub(crate) fn workspace_sources(
+    state: &AppState,
+    workspace_id: &str,
+) -> ApiResult<Vec<SourceView>> {
     let store = state.catalog.store();
     let activity = store.activity()?;
     let find = |key: &SourceKey| activity.iter().find(|(k, _)| k == key).map(|(_, a)| a);
@@ -217,7 +220,10 @@ async fn create_source(
     let mut problems = Vec::new();
     tandem_config::check_data_categories(&new.data_categories, "data_categories", &mut problems);
     if let Some(problem) = problems.first() {
-        return Err(ApiError::new(ErrorCode::InvalidRequest, problem.to_string()));
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            problem.to_string(),
+        ));
     }
     let id = match new.id {
         Some(id) if valid_source_id(&id) => id,

@@ -6,11 +6,11 @@ use crate::auth::{
     Authorized, ManageTrackingPlans, Permission, ReadQuarantine, ReadTrackingPlans,
     ReleaseQuarantine,
 };
+use crate::changes::{self, Kind};
 use crate::error::{ApiError, ApiResult};
 use crate::plans::quarantine::Selection;
 use crate::plans::store::Settled;
 use crate::plans::{PlanEntry, PlanError, WorkspacePlans};
-use crate::changes::{self, Kind};
 use crate::routes::Routes;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
