@@ -5,6 +5,8 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v mount >/dev/null 2>&1 || missing+=(mount)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# Node and npm for the SDK and console browser tests (playwright-core, analytics-next).
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 # PostgreSQL for the warehouse destination's tests (they run initdb/pg_ctl from
 # /usr/lib/postgresql/<version>/bin themselves).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)

@@ -30,7 +30,7 @@ pub struct TransformTarget {
 pub type TransformCompiler =
     fn(code: &str, target: &TransformTarget) -> Result<Arc<dyn Transform>, String>;
 
-use crate::destination::OutboundEvent;
+use crate::destination::{EventJson, OutboundEvent};
 use serde_json::Value;
 use std::collections::HashSet;
 use tandem_config::{ConnectionConfig, DeliveryConfig, DestinationConfig, MappingConfig};
@@ -265,11 +265,18 @@ impl Connection {
 
     /// The checks that need the event's JSON: track names and the `integrations` object.
     pub fn accepts_event(&self, event_type: EventType, event: &Value) -> Result<(), Skip> {
+        let name = event.get("event").and_then(Value::as_str);
+        self.accepts_fields(event_type, name, event.get("integrations"))
+    }
+
+    fn accepts_fields(
+        &self,
+        event_type: EventType,
+        name: Option<&str>,
+        integrations: Option<&Value>,
+    ) -> Result<(), Skip> {
         if event_type == EventType::Track {
-            let name = event
-                .get("event")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let name = name.unwrap_or_default();
             if self.exclude_events.contains(name)
                 || self
                     .events
@@ -279,10 +286,63 @@ impl Connection {
                 return Err(Skip::EventName);
             }
         }
-        if !self.integrations_allow(event.get("integrations")) {
+        if !self.integrations_allow(integrations) {
             return Err(Skip::Integrations);
         }
         Ok(())
+    }
+
+    /// Whether events go out exactly as the log stored them (no mappings, no transformation):
+    /// then [`Connection::outbound_stored`] sends the stored bytes without parsing them into a
+    /// tree.
+    pub fn sends_as_stored(&self) -> bool {
+        self.mappings.is_empty() && self.transform.is_none()
+    }
+
+    /// The outbound event of a record sent as stored (see [`Connection::sends_as_stored`]):
+    /// only the fields the plumbing needs are read (`messageId`, `userId`, `anonymousId`, and for
+    /// the filters `event` and `integrations`), the bytes themselves are shared. `None` when the
+    /// JSON is not an object this reader takes (duplicate keys, not UTF-8, not JSON) or has no
+    /// string `messageId` (collect always gives one; the parsed way writes one in): the caller
+    /// then goes the parsed way, which decides as it always did.
+    pub fn outbound_stored(
+        &self,
+        record: &StoredRecordView,
+    ) -> Option<Result<OutboundEvent, Skip>> {
+        let json = &record.json;
+        let text = std::str::from_utf8(json).ok()?;
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
+        let fields: StoredFields<'_> = serde_json::from_str(text).ok()?;
+        let message_id = raw_str(fields.message_id?)?.into_owned();
+        let name = match fields.event {
+            Some(raw) => raw_str(raw),
+            None => None,
+        };
+        let integrations = match fields.integrations {
+            Some(raw) => Some(serde_json::from_str::<Value>(raw.get()).ok()?),
+            None => None,
+        };
+        if let Err(skip) =
+            self.accepts_fields(record.event_type, name.as_deref(), integrations.as_ref())
+        {
+            return Some(Err(skip));
+        }
+        let user_key = [fields.user_id, fields.anonymous_id]
+            .into_iter()
+            .flatten()
+            .find_map(raw_user_key)
+            .unwrap_or_default();
+        Some(Ok(OutboundEvent {
+            offset: record.offset,
+            message_id,
+            event_type: record.event_type,
+            source_id: record.source_id.to_string(),
+            received_at_ms: record.received_at_ms,
+            user_key,
+            event: EventJson::stored(json.clone()),
+        }))
     }
 
     /// Segment's `integrations`: a key naming this destination (its name, type or id) decides;
@@ -367,7 +427,7 @@ impl Connection {
                     event_type: record.event_type,
                     source_id: record.source_id.to_string(),
                     received_at_ms: record.received_at_ms,
-                    event,
+                    event: event.into(),
                 }
             })
             .collect())
@@ -382,6 +442,54 @@ pub struct RecordView<'a> {
     pub event_type: EventType,
     pub source_id: &'a str,
     pub event: &'a Arc<Value>,
+}
+
+/// A log record to be sent as stored: its decoded header and the event's JSON bytes.
+#[derive(Debug, Clone)]
+pub struct StoredRecordView<'a> {
+    pub offset: u64,
+    pub received_at_ms: i64,
+    pub event_type: EventType,
+    pub source_id: &'a str,
+    pub json: bytes::Bytes,
+}
+
+/// The fields of a stored event the plumbing reads; everything else is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct StoredFields<'a> {
+    #[serde(rename = "messageId", borrow, default)]
+    message_id: Option<&'a serde_json::value::RawValue>,
+    #[serde(rename = "userId", borrow, default)]
+    user_id: Option<&'a serde_json::value::RawValue>,
+    #[serde(rename = "anonymousId", borrow, default)]
+    anonymous_id: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    event: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    integrations: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A JSON string's text (borrowed unless it has escapes); `None` for any other JSON.
+fn raw_str(raw: &serde_json::value::RawValue) -> Option<std::borrow::Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&str>(text) {
+        Ok(borrowed) => Some(std::borrow::Cow::Borrowed(borrowed)),
+        Err(_) => serde_json::from_str::<String>(text)
+            .ok()
+            .map(std::borrow::Cow::Owned),
+    }
+}
+
+/// [`user_key`]'s rule for one raw field: a non-empty string or a number.
+fn raw_user_key(raw: &serde_json::value::RawValue) -> Option<String> {
+    match serde_json::from_str::<Value>(raw.get()).ok()? {
+        Value::String(value) if !value.is_empty() => Some(value),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
 }
 
 /// `userId`, else `anonymousId` (strings or numbers), else empty: the ordering lane key.
@@ -619,5 +727,174 @@ mod tests {
         assert_eq!(user_key(&json!({"userId": "", "anonymousId": "a"})), "a");
         assert_eq!(user_key(&json!({"userId": 42})), "42");
         assert_eq!(user_key(&json!({})), "");
+    }
+}
+
+/// The stored-bytes path against the parsed path (the model): for any event object, both read
+/// the same messageId and lane key, make the same filter decision, and send the same JSON.
+#[cfg(test)]
+mod stored_path_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn connection(config: ConnectionConfig) -> Connection {
+        let destination = DestinationConfig {
+            id: "crm-hook".into(),
+            name: "CRM".into(),
+            kind: "webhook".into(),
+            owner: "o".into(),
+            ..Default::default()
+        };
+        Connection::compile("ws", &config, &destination, None).unwrap()
+    }
+
+    fn filtering() -> Connection {
+        connection(ConnectionConfig {
+            sources: vec!["*".into()],
+            exclude_events: vec!["Spam".into(), "é \"quoted\"".into()],
+            ..Default::default()
+        })
+    }
+
+    /// (message_id, user_key, event JSON) or the skip, by the parsed path.
+    fn parsed(
+        connection: &Connection,
+        event_type: EventType,
+        text: &str,
+    ) -> Result<(String, String, Value), Skip> {
+        let value: Value = serde_json::from_str(text).unwrap();
+        connection.accepts_event(event_type, &value)?;
+        let event = Arc::new(value);
+        let view = RecordView {
+            offset: 1,
+            received_at_ms: 2,
+            event_type,
+            source_id: "web",
+            event: &event,
+        };
+        let out = connection.outbound(&view).unwrap().remove(0);
+        Ok((out.message_id, out.user_key, out.event.to_value()))
+    }
+
+    fn stored(
+        connection: &Connection,
+        event_type: EventType,
+        text: &str,
+    ) -> Option<Result<(String, String, Value), Skip>> {
+        let view = StoredRecordView {
+            offset: 1,
+            received_at_ms: 2,
+            event_type,
+            source_id: "web",
+            json: bytes::Bytes::copy_from_slice(text.as_bytes()),
+        };
+        connection.outbound_stored(&view).map(|result| {
+            result.map(|out| {
+                assert!(out.event.is_stored());
+                assert_eq!(out.event.to_json_bytes(), text.as_bytes(), "sent as stored");
+                (out.message_id, out.user_key, out.event.to_value())
+            })
+        })
+    }
+
+    #[test]
+    fn cases_the_two_paths_must_agree_on() {
+        let connection = filtering();
+        for text in [
+            r#"{"messageId":"m1","userId":"u1","event":"Viewed"}"#,
+            r#"{"messageId":"m\u00e91","anonymousId":"a\"1","event":"Viewed"}"#,
+            r#"{"messageId":"m7","userId":42,"event":"Viewed"}"#,
+            r#"{"messageId":"m","userId":"","anonymousId":1.5e3,"event":null}"#,
+            r#"{"messageId":"m","userId":null,"event":"Spam"}"#,
+            r#"{"messageId":"m","event":"\u00e9 \"quoted\""}"#,
+            r#"{"messageId":"m","event":"Viewed","integrations":{"All":false,"CRM":true}}"#,
+            r#"{"messageId":"m","event":"Viewed","integrations":{"crm-hook":false}}"#,
+            r#"{"messageId":"m","event":"Viewed","integrations":"nonsense"}"#,
+            r#" { "messageId" : "m2" , "properties" : { "a" : [1, {"b": null}] } } "#,
+        ] {
+            let model = parsed(&connection, EventType::Track, text);
+            assert_eq!(
+                stored(&connection, EventType::Track, text),
+                Some(model),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_the_reader_does_not_take_goes_the_parsed_way() {
+        let filter = filtering();
+        for text in [
+            r#"{"messageId":"a","messageId":"b"}"#,
+            r#"["messageId"]"#,
+            r#"{"messageId":"a"} trailing"#,
+            r#"{"messageId":7}"#,
+            r#"{"userId":"u"}"#,
+        ] {
+            assert_eq!(stored(&filter, EventType::Track, text), None, "{text}");
+        }
+        let shaped = connection(ConnectionConfig {
+            sources: vec!["*".into()],
+            mappings: vec![MappingConfig {
+                from: Some("a".into()),
+                to: Some("b".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert!(!shaped.sends_as_stored(), "mappings need the value");
+        assert!(filtering().sends_as_stored());
+    }
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-zA-Z0-9 é\"\\\\\n]{0,8}".prop_map(Value::String),
+            Just(json!("Spam")),
+            Just(json!({"All": false, "CRM": true})),
+            Just(json!({"CRM": false})),
+            Just(json!({"nested": {"deep": [1, "x", null]}})),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn both_paths_agree_on_any_event(
+            fields in proptest::collection::btree_map(
+                prop_oneof![
+                    Just("messageId".to_string()), Just("userId".to_string()),
+                    Just("anonymousId".to_string()), Just("event".to_string()),
+                    Just("integrations".to_string()), Just("properties".to_string()),
+                    "[a-z]{1,6}",
+                ],
+                scalar(),
+                0..8,
+            ),
+            message_id in "[a-z0-9é\"]{1,8}",
+            pretty in any::<bool>(),
+            track in any::<bool>(),
+        ) {
+            let mut object = Value::Object(fields.into_iter().collect());
+            // Collect always stores a string messageId; sometimes the generated fields replace it.
+            if object.get("messageId").is_none() {
+                object["messageId"] = Value::String(message_id);
+            }
+            let text = if pretty {
+                serde_json::to_string_pretty(&object).unwrap()
+            } else {
+                serde_json::to_string(&object).unwrap()
+            };
+            let event_type = if track { EventType::Track } else { EventType::Identify };
+            let connection = filtering();
+            let model = parsed(&connection, event_type, &text);
+            match stored(&connection, event_type, &text) {
+                Some(result) => prop_assert_eq!(result, model),
+                None => prop_assert!(!object["messageId"].is_string(), "only then the parsed way"),
+            }
+        }
     }
 }

@@ -27,8 +27,123 @@ pub struct OutboundEvent {
     /// `userId`, else `anonymousId`: the key of the ordering lane.
     pub user_key: String,
     /// The Segment-shaped JSON object to send. Shared, not copied: retries and bisection clone
-    /// the event for every attempt, and an unmapped event is the log record's parsed JSON itself.
-    pub event: std::sync::Arc<serde_json::Value>,
+    /// the event for every attempt. An unshaped event is the log record's bytes themselves,
+    /// parsed only if a destination asks for the value.
+    pub event: EventJson,
+}
+
+/// The JSON of an outbound event, cheap to clone. Either the bytes the log stored (an event no
+/// mapping or transformation touched: a webhook or NATS writes them as they are, never building
+/// a tree) or a value that mappings or a transformation made. [`EventJson::value`] (and `Deref`)
+/// give the value either way, parsing stored bytes once on first use.
+#[derive(Clone)]
+pub struct EventJson(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Stored(Arc<StoredJson>),
+    Value(Arc<serde_json::Value>),
+}
+
+struct StoredJson {
+    bytes: bytes::Bytes,
+    parsed: std::sync::OnceLock<serde_json::Value>,
+}
+
+impl EventJson {
+    /// An event as the log stored it. `bytes` must be one JSON object (collect validated it);
+    /// should it not parse after all, [`EventJson::value`] is `null`.
+    pub fn stored(bytes: bytes::Bytes) -> EventJson {
+        EventJson(Repr::Stored(Arc::new(StoredJson {
+            bytes,
+            parsed: std::sync::OnceLock::new(),
+        })))
+    }
+
+    /// The event as a JSON value (stored bytes are parsed on first use, then kept).
+    pub fn value(&self) -> &serde_json::Value {
+        match &self.0 {
+            Repr::Value(value) => value,
+            Repr::Stored(stored) => stored.parsed.get_or_init(|| {
+                serde_json::from_slice(&stored.bytes).unwrap_or(serde_json::Value::Null)
+            }),
+        }
+    }
+
+    /// Appends the event's JSON to `out`: stored bytes as they are, a value serialized.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match &self.0 {
+            Repr::Stored(stored) => out.extend_from_slice(&stored.bytes),
+            Repr::Value(value) => {
+                serde_json::to_writer(out, value.as_ref()).expect("JSON values serialize")
+            }
+        }
+    }
+
+    /// The event's JSON bytes (see [`EventJson::write_json`]).
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.json_len_hint());
+        self.write_json(&mut out);
+        out
+    }
+
+    /// The stored JSON's length, or a guess for a value (to size buffers).
+    pub fn json_len_hint(&self) -> usize {
+        match &self.0 {
+            Repr::Stored(stored) => stored.bytes.len(),
+            Repr::Value(_) => 512,
+        }
+    }
+
+    /// Whether this is the log's bytes, unparsed so far (for tests and benchmarks).
+    pub fn is_stored(&self) -> bool {
+        matches!(self.0, Repr::Stored(_))
+    }
+
+    /// A copy of the value that can be changed (for mappings and dead letters).
+    pub fn to_value(&self) -> serde_json::Value {
+        self.value().clone()
+    }
+}
+
+impl std::ops::Deref for EventJson {
+    type Target = serde_json::Value;
+    fn deref(&self) -> &serde_json::Value {
+        self.value()
+    }
+}
+
+impl From<serde_json::Value> for EventJson {
+    fn from(value: serde_json::Value) -> EventJson {
+        EventJson(Repr::Value(Arc::new(value)))
+    }
+}
+
+impl From<Arc<serde_json::Value>> for EventJson {
+    fn from(value: Arc<serde_json::Value>) -> EventJson {
+        EventJson(Repr::Value(value))
+    }
+}
+
+impl PartialEq for EventJson {
+    fn eq(&self, other: &EventJson) -> bool {
+        self.value() == other.value()
+    }
+}
+
+impl std::fmt::Debug for EventJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Repr::Stored(stored) => write!(f, "Stored({})", String::from_utf8_lossy(&stored.bytes)),
+            Repr::Value(value) => write!(f, "Value({value})"),
+        }
+    }
+}
+
+impl serde::Serialize for EventJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(serializer)
+    }
 }
 
 /// What happened to one event or one batch.

@@ -5,6 +5,7 @@ use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 use tandem_core::limits::{
     DELIVERY_BACKOFF_BASE_MS, DELIVERY_BACKOFF_CAP_MS, DELIVERY_CIRCUIT_FAILURES,
+    DELIVERY_CIRCUIT_OPEN_MS_MAX,
 };
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP date (RFC 9110 §10.2.3). A date in
@@ -88,11 +89,16 @@ enum State {
 /// A circuit breaker per destination: after [`DELIVERY_CIRCUIT_FAILURES`] consecutive transient
 /// failures it opens; lanes wait instead of hammering a destination that is down; after the
 /// open period one probe batch is let through (half-open): success closes it, failure re-opens
-/// it for longer (backoff over successive openings, or the destination's `Retry-After`).
+/// it for longer (backoff over successive openings up to [`DELIVERY_CIRCUIT_OPEN_MS_MAX`], or
+/// the destination's `Retry-After`). Closing wakes every lane waiting on it ([`Self::wait`]),
+/// so a recovered destination is noticed within one open period and drained at full speed
+/// instead of after each lane's own backoff (up to a minute).
 #[derive(Debug)]
 pub struct CircuitBreaker {
     state: Mutex<State>,
     failures_to_open: u32,
+    /// Counts the times the circuit closed after being open.
+    closings: tokio::sync::watch::Sender<u64>,
 }
 
 /// How long a lane waits for the probe of a half-open circuit before asking again.
@@ -109,6 +115,35 @@ impl CircuitBreaker {
         CircuitBreaker {
             state: Mutex::new(State::Closed { failures: 0 }),
             failures_to_open: failures_to_open.max(1),
+            closings: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// A watch on the circuit's closings: take it *before* asking [`Self::permit`] or sending,
+    /// then [`Self::wait`] with it misses no closing that happened since.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.closings.subscribe()
+    }
+
+    /// When the open circuit lets its next probe through (`None` unless open).
+    pub fn probe_at(&self) -> Option<Instant> {
+        match *self.state.lock() {
+            State::Open { until, .. } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Waits `wait`, or less: until the circuit's next probe if it is open and that comes
+    /// sooner, or until the circuit closes (seen through `watch`, taken before the failure).
+    pub async fn wait(&self, wait: Duration, watch: &mut tokio::sync::watch::Receiver<u64>) {
+        let now = Instant::now();
+        let mut until = now + wait;
+        if let Some(probe) = self.probe_at() {
+            until = until.min(probe.max(now));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(until.into()) => {}
+            _ = watch.changed() => {}
         }
     }
 
@@ -130,14 +165,22 @@ impl CircuitBreaker {
 
     /// The destination answered (delivered, or refused an event permanently: it is up).
     pub fn succeeded(&self) {
-        *self.state.lock() = State::Closed { failures: 0 };
+        let mut state = self.state.lock();
+        let was_open = !matches!(*state, State::Closed { .. });
+        *state = State::Closed { failures: 0 };
+        drop(state);
+        if was_open {
+            self.closings.send_modify(|closings| *closings += 1);
+        }
     }
 
     /// A transient failure; returns true when this failure opened the circuit.
     pub fn failed(&self, now: Instant, retry_after: Option<Duration>) -> bool {
         let mut state = self.state.lock();
         let open = |opened: u32| {
-            let period = retry_after.unwrap_or_else(|| backoff_ceiling(opened + 3));
+            let period = retry_after.unwrap_or_else(|| {
+                backoff_ceiling(opened + 3).min(Duration::from_millis(DELIVERY_CIRCUIT_OPEN_MS_MAX))
+            });
             State::Open {
                 until: now + period,
                 opened: opened + 1,

@@ -666,7 +666,7 @@ async fn replay_chunk(delivery: &Delivery, entries: &[DlqEntry], progress: &JobP
                     items.push(Item {
                         event,
                         index: entry.index,
-                        original: original.clone(),
+                        original: original.clone().into(),
                         bytes: 0,
                     });
                     owners.push(position);

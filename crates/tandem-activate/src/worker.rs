@@ -3,8 +3,10 @@
 //! only below the lowest event not yet delivered or dead-lettered.
 
 use crate::batcher::Batcher;
-use crate::connection::{Connection, RecordView, Skip};
-use crate::destination::{BatchLimits, BatchOutcome, Destination, OutboundEvent, Outcome};
+use crate::connection::{Connection, RecordView, Skip, StoredRecordView};
+use crate::destination::{
+    BatchLimits, BatchOutcome, Destination, EventJson, OutboundEvent, Outcome,
+};
 use crate::dlq::{Dlq, DlqEntry};
 use crate::retry::{random_unit, retry_delay, CircuitBreaker, Permit, RetryBudget};
 use crate::stats::{AlertKind, Alerts, ConnectionStats, Counted};
@@ -44,7 +46,8 @@ pub struct Delivery {
 pub struct Item {
     pub event: OutboundEvent,
     pub index: u32,
-    pub original: Arc<serde_json::Value>,
+    /// The event as logged (what a dead letter keeps).
+    pub original: EventJson,
     pub bytes: usize,
 }
 
@@ -157,10 +160,12 @@ impl Delivery {
         let mut budget = RetryBudget::new(retry_max);
         let mut attempt = 0u32;
         loop {
+            // Taken before asking and sending, so a closing by another lane meanwhile is seen.
+            let mut closings = self.breaker.watch();
             loop {
                 match self.breaker.permit(Instant::now()) {
                     Permit::Send | Permit::Probe => break,
-                    Permit::Wait(wait) => tokio::time::sleep(wait).await,
+                    Permit::Wait(wait) => self.breaker.wait(wait, &mut closings).await,
                 }
             }
             self.pace(open.len()).await;
@@ -251,7 +256,10 @@ impl Delivery {
             self.stats
                 .retrying
                 .fetch_add(waiting, std::sync::atomic::Ordering::Relaxed);
-            tokio::time::sleep(retry_delay(attempt - 1, retry_after, random_unit())).await;
+            // The own backoff, cut short by the circuit: its next probe when it is open (one
+            // lane probes, the others wait on it), or its closing.
+            let delay = retry_delay(attempt - 1, retry_after, random_unit());
+            self.breaker.wait(delay, &mut closings).await;
             self.stats
                 .retrying
                 .fetch_sub(waiting, std::sync::atomic::Ordering::Relaxed);
@@ -286,7 +294,7 @@ impl Delivery {
                 event_type: item.event.event_type.as_str().to_string(),
                 source_id: item.event.source_id.clone(),
                 received_at_ms: item.event.received_at_ms,
-                original: (*item.original).clone(),
+                original: item.original.to_value(),
                 error,
                 attempts,
                 first_failure_ms: now,
@@ -541,7 +549,7 @@ pub async fn prepare(
     delivery: &Delivery,
     offset: u64,
     received_at_ms: i64,
-    payload: &[u8],
+    payload: &bytes::Bytes,
 ) -> Result<Vec<Item>, String> {
     let connection = &delivery.connection;
     let Ok(envelope) = EventEnvelope::decode(payload) else {
@@ -555,6 +563,32 @@ pub async fn prepare(
         delivery.stats.count(Counted::Filtered, 1);
         return Ok(Vec::new());
     }
+    let bytes = envelope.json.len();
+    if connection.sends_as_stored() {
+        let stored = StoredRecordView {
+            offset,
+            received_at_ms,
+            event_type: envelope.event_type,
+            source_id: envelope.source_id,
+            json: payload.slice_ref(envelope.json),
+        };
+        match connection.outbound_stored(&stored) {
+            Some(Ok(event)) => {
+                let original = event.event.clone();
+                return Ok(vec![Item {
+                    event,
+                    index: 0,
+                    original,
+                    bytes,
+                }]);
+            }
+            Some(Err(_)) => {
+                delivery.stats.count(Counted::Filtered, 1);
+                return Ok(Vec::new());
+            }
+            None => {}
+        }
+    }
     let Ok(original) = serde_json::from_slice::<serde_json::Value>(envelope.json) else {
         tracing::warn!(connection = %connection.id, offset, "skipping a record whose JSON does not parse");
         return Ok(Vec::new());
@@ -564,7 +598,6 @@ pub async fn prepare(
         delivery.stats.count(Counted::Filtered, 1);
         return Ok(Vec::new());
     }
-    let bytes = envelope.json.len();
     // Shared by the outbound event (when unmapped) and the dead letter, if it comes to that.
     let original = Arc::new(original);
     let view = RecordView {
@@ -579,16 +612,19 @@ pub async fn prepare(
             delivery.stats.count(Counted::DroppedByTransform, 1);
             Ok(Vec::new())
         }
-        Ok(events) => Ok(events
-            .into_iter()
-            .enumerate()
-            .map(|(index, event)| Item {
-                event,
-                index: index as u32,
-                original: original.clone(),
-                bytes,
-            })
-            .collect()),
+        Ok(events) => {
+            let original = EventJson::from(original);
+            Ok(events
+                .into_iter()
+                .enumerate()
+                .map(|(index, event)| Item {
+                    event,
+                    index: index as u32,
+                    original: original.clone(),
+                    bytes,
+                })
+                .collect())
+        }
         Err(error) => {
             let message = format!("transformation failed: {error}");
             delivery.stats.error("transform", &message);
@@ -603,14 +639,14 @@ pub async fn prepare(
                 source_id: envelope.source_id.to_string(),
                 received_at_ms,
                 user_key: crate::connection::user_key(&original),
-                event: Arc::new(serde_json::Value::Null),
+                event: serde_json::Value::Null.into(),
             };
             delivery
                 .bury(vec![(
                     Item {
                         event,
                         index: 0,
-                        original,
+                        original: original.into(),
                         bytes,
                     },
                     message,

@@ -2,9 +2,11 @@
 //! temporary directory, a free loopback port): tables and columns created, schema evolution, a
 //! type conflict kept and reported, idempotent redelivery, users upserted with the latest
 //! traits, a poison event rejected alone, subject deletion, audience memberships, and an outage
-//! (server stopped: retry; restarted: delivered).
+//! (server stopped: retry; restarted: delivered); TLS against a server with `ssl = on` and a
+//! certificate the test makes (`rcgen`), refusing plain TCP: every `sslmode`.
 
 mod pg_harness;
+mod tls_harness;
 
 use pg_harness::PgServer;
 use serde_json::{json, Value};
@@ -480,7 +482,9 @@ async fn users_hold_the_latest_traits() {
     // A replay of the oldest identify must not bring the old plan back.
     let mut replayed = early;
     replayed.message_id = "m1-replayed".into();
-    std::sync::Arc::make_mut(&mut replayed.event)["messageId"] = json!("m1-replayed");
+    let mut changed = replayed.event.to_value();
+    changed["messageId"] = json!("m1-replayed");
+    replayed.event = changed.into();
     assert_eq!(
         send(&destination, &[replayed]).await,
         BatchOutcome::All(Outcome::Delivered)
@@ -914,4 +918,105 @@ async fn registered_and_validated() {
         .collect();
     assert_eq!(fields, ["host", "schema"], "{problems:?}");
     assert!((kind.validate)(&json!({"url": "postgres://x@h/db", "colour": "red"})).is_err());
+}
+
+/// Loads one event through `settings`: delivered, or the retry's error.
+async fn load_with(settings: Value, id: &str) -> Result<(), String> {
+    load_through(&tls_warehouse(settings, id), id).await
+}
+
+fn tls_warehouse(settings: Value, id: &str) -> Postgres {
+    let context = BuildContext {
+        workspace_id: WORKSPACE.into(),
+        destination_id: format!("tls-{id}"),
+        data_dir: std::env::temp_dir(),
+    };
+    Postgres::new(&settings, &context).expect("build")
+}
+
+async fn load_through(destination: &Postgres, id: &str) -> Result<(), String> {
+    match send(destination, &[order(id, "u1", json!({"total": 1}))]).await {
+        BatchOutcome::All(Outcome::Delivered) => Ok(()),
+        BatchOutcome::All(Outcome::Retry { error, .. }) => Err(error),
+        other => panic!("a TLS problem is never the event's fault: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tls_with_every_sslmode() {
+    let ca = tls_harness::TestCa::new("tandem test CA");
+    // Issued for `localhost` only: connecting to 127.0.0.1 passes verify-ca, not verify-full.
+    let certificate = ca.server(&["localhost"]);
+    let server = PgServer::start_tls(&certificate.cert_pem, &certificate.key_pem);
+    let port = server.port();
+    let by_ip = format!("postgres://tandem@127.0.0.1:{port}/postgres");
+    let by_name = format!("postgres://tandem@localhost:{port}/postgres");
+    let with = |url: &str, mode: &str| json!({"url": url, "sslmode": mode, "pool_size": 1});
+    let trusting = |url: &str, mode: &str| json!({"url": url, "sslmode": mode, "ssl_root_cert_pem": ca.pem(), "pool_size": 1});
+
+    load_with(trusting(&by_name, "verify-full"), "m-full")
+        .await
+        .expect("verify-full: trusted CA, matching name");
+    load_with(
+        json!({"url": format!("{by_name}?sslmode=verify-full"), "ssl_root_cert_pem": ca.pem()}),
+        "m-url",
+    )
+    .await
+    .expect("sslmode in the URL, as libpq takes it");
+    load_with(trusting(&by_ip, "verify-ca"), "m-ca")
+        .await
+        .expect("verify-ca does not check the name");
+    load_with(with(&by_ip, "require"), "m-require")
+        .await
+        .expect("require encrypts without checking the certificate");
+    load_with(json!({"url": by_ip, "pool_size": 1}), "m-prefer")
+        .await
+        .expect("prefer (the default) uses TLS when offered");
+
+    let misnamed = load_with(trusting(&by_ip, "verify-full"), "m-misnamed")
+        .await
+        .expect_err("verify-full checks the name");
+    assert!(
+        misnamed.to_lowercase().contains("certificate"),
+        "{misnamed}"
+    );
+    let untrusted = load_with(with(&by_name, "verify-full"), "m-untrusted")
+        .await
+        .expect_err("verify-full without the CA: the system's roots do not know it");
+    assert!(
+        untrusted.to_lowercase().contains("certificate"),
+        "{untrusted}"
+    );
+    let plain = load_with(with(&by_ip, "disable"), "m-plain")
+        .await
+        .expect_err("the server refuses plain TCP");
+    assert!(
+        plain.contains("no encryption") || plain.contains("pg_hba"),
+        "{plain}"
+    );
+
+    // A pool kept open, to see its connection from the server's side.
+    let kept = tls_warehouse(trusting(&by_name, "verify-full"), "m-kept");
+    load_through(&kept, "m-full")
+        .await
+        .expect("again: nothing twice");
+    let client = server.client().await;
+    let loaded: Vec<String> = client
+        .query(&format!("SELECT id FROM {SCHEMA}.tracks ORDER BY id"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(loaded, ["m-ca", "m-full", "m-prefer", "m-require", "m-url"]);
+    let encrypted: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'tandem' AND ssl",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 1, "the open pool's connection is encrypted");
+    drop(kept);
 }

@@ -114,6 +114,16 @@ fn print_banner(server: &tandem_server::RunningServer) {
             "  admin token: as generated at first start (set TANDEM_ADMIN_TOKEN to replace it)"
         ),
     }
+    println!("  console: {url}/");
+    if server
+        .state
+        .store
+        .users()
+        .is_ok_and(|users| users.is_empty())
+    {
+        println!("  no console user yet; make the first one (an organization admin) with the admin token:");
+        println!("    echo 'a long passphrase' | TANDEM_ADMIN_TOKEN=… tandem users add --url {url} --email you@example.com --role org_admin");
+    }
     println!(
         "  started in {} ms ({} dedup entries recovered)",
         report.startup.as_millis(),

@@ -643,11 +643,11 @@ async fn effective_policy_shows_where_each_value_comes_from() {
     let by_name = |name: &str| policies.iter().find(|p| p["name"] == name).unwrap().clone();
     assert_eq!(
         by_name("retention_days"),
-        json!({"name": "retention_days", "value": 90, "source": "workspace", "overridable": true, "organization_value": 395})
+        json!({"name": "retention_days", "value": 90, "source": "workspace", "declared_in": "config", "overridable": true, "organization_value": 395})
     );
     assert_eq!(
         by_name("change_approval"),
-        json!({"name": "change_approval", "value": true, "source": "organization", "overridable": false})
+        json!({"name": "change_approval", "value": true, "source": "organization", "declared_in": "config", "overridable": false})
     );
     let (_, demo) = admin(
         Method::GET,

@@ -41,7 +41,11 @@ write_key = "other-write-key-0123456789"
 #[derive(Clone, Debug)]
 enum Send {
     Bearer(String),
-    Cookie(String),
+    /// The session cookie, with the session's CSRF token as the console sends it on changes.
+    Cookie {
+        session: String,
+        csrf: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -126,28 +130,16 @@ async fn create_token(server: &TestServer, role: &str, workspace: Option<&str>) 
     body["token"].as_str().unwrap().to_string()
 }
 
-async fn create_user_session(server: &TestServer, role: &str, workspace: Option<&str>) -> String {
+/// A user of `role` logged in: (session, CSRF token).
+async fn create_user_session(
+    server: &TestServer,
+    role: &str,
+    workspace: Option<&str>,
+) -> (String, String) {
     let email = format!("{role}-{}@example.test", workspace.unwrap_or("org"));
-    let password = "a long enough password";
-    let response = client()
-        .post(server.url("/api/v1/users"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"email": email, "role": role, "workspace": workspace, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    let login = client()
-        .post(server.url("/api/v1/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
-    login.json::<Value>().await.unwrap()["session"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    let answer = user_login(server, &email, role, workspace, "a long enough password").await;
+    let text = |key: &str| answer[key].as_str().unwrap().to_string();
+    (text("session"), text("csrf_token"))
 }
 
 async fn principals(server: &TestServer, roles: &[String]) -> Vec<Principal> {
@@ -177,19 +169,19 @@ async fn principals(server: &TestServer, roles: &[String]) -> Vec<Principal> {
         }
     }
     // Sessions too: as a bearer and as the console's cookie.
-    let session = create_user_session(server, "marketer", Some(OWN)).await;
+    let (session, _) = create_user_session(server, "marketer", Some(OWN)).await;
     out.push(Principal {
         label: "marketer session @demo (bearer)".into(),
         role: "marketer".into(),
         workspace: Some(OWN.into()),
         send: Send::Bearer(session),
     });
-    let session = create_user_session(server, "privacy_officer", None).await;
+    let (session, csrf) = create_user_session(server, "privacy_officer", None).await;
     out.push(Principal {
         label: "privacy_officer session @organization (cookie)".into(),
         role: "privacy_officer".into(),
         workspace: None,
-        send: Send::Cookie(session),
+        send: Send::Cookie { session, csrf },
     });
     out
 }
@@ -204,9 +196,9 @@ fn request(
     let builder = client.request(method, server.url(path));
     match send {
         Some(Send::Bearer(token)) => builder.bearer_auth(token),
-        Some(Send::Cookie(session)) => {
-            builder.header("cookie", format!("theme=dark; tandem_session={session}"))
-        }
+        Some(Send::Cookie { session, csrf }) => builder
+            .header("cookie", format!("theme=dark; tandem_session={session}"))
+            .header("x-tandem-csrf", csrf),
         None => builder,
     }
 }

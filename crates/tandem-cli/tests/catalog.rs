@@ -59,16 +59,6 @@ async fn get(server: &TestServer, token: &str, path: &str) -> (u16, String) {
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
-async fn token(server: &TestServer, role: &str, workspace: Option<&str>) -> String {
-    let path = match workspace {
-        Some(workspace) => format!("/api/v1/workspaces/{workspace}/tokens"),
-        None => "/api/v1/tokens".to_string(),
-    };
-    let (status, body) = admin_post(server, &path, &json!({"name": role, "role": role})).await;
-    assert_eq!(status, 201, "{body}");
-    body["token"].as_str().unwrap().to_string()
-}
-
 fn find<'a>(list: &'a Value, id: &str) -> &'a Value {
     list.as_array()
         .unwrap()

@@ -39,39 +39,6 @@ write_key = "{FREE_WRITE_KEY}"
     )
 }
 
-async fn token(server: &TestServer, role: &str, workspace: &str) -> String {
-    let (status, body) = admin_post(
-        server,
-        &format!("/api/v1/workspaces/{workspace}/tokens"),
-        &json!({"name": format!("{role} of {workspace}"), "role": role}),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["token"].as_str().unwrap().to_string()
-}
-
-async fn call(
-    server: &TestServer,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = client()
-        .request(method, server.url(path))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 async fn send(server: &TestServer, prefix: &str, names: &[&str]) {
     let batch: Vec<Value> = names
         .iter()
@@ -102,8 +69,8 @@ async fn marketer_proposes_admin_approves_history_rollback_and_conflict() {
     let receiver = Receiver::start().await;
     let server = TestServer::start(&extra());
     let ws = "/api/v1/workspaces/demo";
-    let marketer = token(&server, "marketer", "demo").await;
-    let workspace_admin = token(&server, "workspace_admin", "demo").await;
+    let marketer = token(&server, "marketer", Some("demo")).await;
+    let workspace_admin = token(&server, "workspace_admin", Some("demo")).await;
 
     // The policy is inherited by demo, overridden by free.
     let (_, effective) = admin_get(&server, &format!("{ws}/policy/effective")).await;
@@ -431,7 +398,7 @@ async fn marketer_proposes_admin_approves_history_rollback_and_conflict() {
 
     // With approval not required (workspace free overrides the policy), the marketer's change
     // applies directly, versioned.
-    let free_marketer = token(&server, "marketer", "free").await;
+    let free_marketer = token(&server, "marketer", Some("free")).await;
     let (status, body) = call(
         &server,
         &free_marketer,
@@ -474,7 +441,7 @@ async fn export_round_trips_and_import_is_one_change_request() {
     let receiver = Receiver::start().await;
     let server = TestServer::start(&extra());
     let ws = "/api/v1/workspaces/demo";
-    let marketer = token(&server, "marketer", "demo").await;
+    let marketer = token(&server, "marketer", Some("demo")).await;
     for (path, body) in [
         (
             "destinations",

@@ -3,13 +3,18 @@
 //! `Retry-After`, 400 for a poison event, ok.
 //!
 //! - outage: the receiver is down, then slow, then answers 500 + Retry-After, then heals: every
-//!   event is delivered, and a second, healthy connection gets its events during the outage;
+//!   event is delivered, none dead-lettered, and a second, healthy connection gets the events of
+//!   every phase while the broken one still fails (none late because of it);
 //! - poison: one event refused with 400 goes alone to the DLQ, the rest are delivered; after
-//!   the receiver is fixed, a replay through the API delivers it and empties the DLQ;
+//!   the receiver is fixed, a replay through the API delivers it and empties the DLQ; the same
+//!   for an event a transformation throws on, replayed after the transformation is fixed;
 //! - kill -9 during delivery under load: after restart every acknowledged event is delivered at
-//!   least once, and every request's `Idempotency-Key` is its event's messageId.
+//!   least once; an event arrives twice only if it lay between the committed offset and the
+//!   log's end at a kill (the in-flight window), and every request's `Idempotency-Key` is its
+//!   event's messageId.
 //!
-//! Durations are scaled down from the minutes to seconds.
+//! Durations are scaled down from the minutes to seconds: the outage lasts
+//! `TANDEM_TEST_OUTAGE_SECONDS` (default 5; set 300 for the five minutes).
 
 mod common;
 
@@ -202,6 +207,15 @@ async fn send_events(
     ids
 }
 
+/// How long the receiver stays down in the outage test.
+fn outage() -> Duration {
+    let seconds = std::env::var("TANDEM_TEST_OUTAGE_SECONDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(5);
+    Duration::from_secs(seconds)
+}
+
 async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -310,6 +324,22 @@ async fn poison_event_goes_alone_to_the_dlq_and_replay_delivers_it() {
     server.stop();
 }
 
+/// The healthy connection gets a phase's events while the broken one still fails: a failing
+/// destination never makes another late.
+async fn healthy_gets(healthy: &Receiver, broken: &Receiver, ids: &[String], phase: &str) {
+    let wanted: HashSet<String> = ids.iter().cloned().collect();
+    wait_for(
+        &format!("the healthy connection during the {phase} phase"),
+        Duration::from_secs(30),
+        || wanted.is_subset(&healthy.ids()),
+    )
+    .await;
+    assert!(
+        wanted.is_disjoint(&broken.ids()),
+        "the broken receiver got {phase} events before the healthy one had them all"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_loses_nothing_and_does_not_delay_a_healthy_connection() {
     let mut broken = Receiver::start().await;
@@ -322,37 +352,37 @@ async fn outage_loses_nothing_and_does_not_delay_a_healthy_connection() {
     server.wait_ready();
     broken.down().await;
     let mut all = Vec::new();
-    // Down: the healthy connection gets its events while the broken one cannot deliver.
-    let ids = send_events(&server, "down", 300, None).await;
-    let sent_at = Instant::now();
-    let wanted: HashSet<String> = ids.iter().cloned().collect();
-    wait_for(
-        "the healthy connection during the outage",
-        Duration::from_secs(10),
-        || wanted.is_subset(&healthy.ids()),
-    )
-    .await;
-    assert!(sent_at.elapsed() < Duration::from_secs(10));
-    all.extend(ids);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Down (listener closed) for the whole outage, with events arriving all along.
+    let down_since = Instant::now();
+    let mut round = 0;
+    while down_since.elapsed() < outage() {
+        let ids = send_events(&server, &format!("down{round}"), 50, None).await;
+        healthy_gets(&healthy, &broken, &ids, "down").await;
+        all.extend(ids);
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let during = status(&server, "to-broken").await;
     assert_eq!(during["delivered"], 0, "{during}");
     assert!(
-        during["lag_records"].as_u64().unwrap() >= 300,
+        during["lag_records"].as_u64().unwrap() >= all.len() as u64,
         "the log is the buffer: {during}"
     );
     assert!(
         during["last_errors"].to_string().contains("connection"),
         "{during}"
     );
+    assert_ne!(during["circuit"], "closed", "{during}");
     // Slow: every request times out (request_timeout_ms = 1000).
     broken.set(Mode::Slow(3000));
     broken.up().await;
-    all.extend(send_events(&server, "slow", 100, None).await);
-    // The circuit opened during the outage: the next probe comes when its open period ends.
+    let ids = send_events(&server, "slow", 100, None).await;
+    healthy_gets(&healthy, &broken, &ids, "slow").await;
+    all.extend(ids);
+    // The circuit's next probe comes within its open period (at most 5 s).
     wait_for(
         "requests to the slow receiver",
-        Duration::from_secs(70),
+        Duration::from_secs(30),
         || broken.hits("slow") >= 2,
     )
     .await;
@@ -361,8 +391,10 @@ async fn outage_loses_nothing_and_does_not_delay_a_healthy_connection() {
         .contains("timeout"));
     // 500 + Retry-After.
     broken.set(Mode::Unavailable);
-    all.extend(send_events(&server, "busy", 100, None).await);
-    wait_for("requests answered 500", Duration::from_secs(70), || {
+    let ids = send_events(&server, "busy", 100, None).await;
+    healthy_gets(&healthy, &broken, &ids, "500").await;
+    all.extend(ids);
+    wait_for("requests answered 500", Duration::from_secs(30), || {
         broken.hits("unavailable") >= 2
     })
     .await;
@@ -374,7 +406,7 @@ async fn outage_loses_nothing_and_does_not_delay_a_healthy_connection() {
     let everything: HashSet<String> = all.iter().cloned().collect();
     wait_for(
         "every event after recovery",
-        Duration::from_secs(90),
+        Duration::from_secs(60),
         || everything.is_subset(&broken.ids()),
     )
     .await;
@@ -383,8 +415,12 @@ async fn outage_loses_nothing_and_does_not_delay_a_healthy_connection() {
     loop {
         let after = status(&server, "to-broken").await;
         if after["lag_records"] == 0 {
-            assert_eq!(after["dlq_size"], 0, "{after}");
+            assert_eq!(after["dlq_size"], 0, "zero lost: {after}");
             assert_eq!(after["circuit"], "closed", "{after}");
+            assert!(
+                after["delivered"].as_u64().unwrap() >= everything.len() as u64,
+                "{after}"
+            );
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "{after}");
@@ -407,11 +443,22 @@ async fn kill_9_during_delivery_redelivers_with_the_same_idempotency_key() {
         destination_toml("hook", &receiver.url(), false) + &connection_toml("to-hook", "hook");
     let mut server = TestServer::start(&extra);
     server.wait_ready();
+    let offset_file = server
+        .data
+        .join("logs/demo/consumers/deliver.to-hook.offset");
     let mut acknowledged = Vec::new();
+    // Per kill: the committed offset the next start resumes at, and the events acknowledged.
+    let mut kills = Vec::new();
     for round in 0..3 {
         acknowledged.extend(send_events(&server, &format!("k{round}"), 400, None).await);
         tokio::time::sleep(Duration::from_millis(300)).await;
         server.kill9();
+        let committed: u64 = std::fs::read_to_string(&offset_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        kills.push((committed, acknowledged.len()));
         server.restart_after_kill();
     }
     receiver.set(Mode::Ok);
@@ -422,11 +469,124 @@ async fn kill_9_during_delivery_redelivers_with_the_same_idempotency_key() {
         || wanted.is_subset(&receiver.ids()),
     )
     .await;
+    server.stop();
+    let offsets: HashMap<String, u64> = server
+        .export()
+        .iter()
+        .map(|line| {
+            (
+                line["event"]["messageId"].as_str().unwrap().to_string(),
+                line["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // The in-flight window of each kill: from the committed offset to the log's end then.
+    let windows: Vec<(u64, u64)> = kills
+        .iter()
+        .map(|&(committed, count)| (committed, offsets[&acknowledged[count - 1]] + 1))
+        .collect();
+    let mut duplicates = 0;
     for (id, keys) in receiver.shared.received.lock().iter() {
         assert!(
             keys.iter().all(|key| key == id),
             "{id} arrived with keys {keys:?}"
         );
+        if keys.len() > 1 {
+            duplicates += 1;
+            let offset = offsets[id];
+            assert!(
+                windows
+                    .iter()
+                    .any(|&(committed, end)| (committed..end).contains(&offset)),
+                "{id} (offset {offset}) arrived {} times but lay below every committed offset: {windows:?}",
+                keys.len()
+            );
+        }
+    }
+    let window_total: u64 = windows.iter().map(|(committed, end)| end - committed).sum();
+    assert!(
+        duplicates as u64 <= window_total,
+        "{duplicates} duplicates, in-flight windows {windows:?}"
+    );
+}
+
+/// A transformation throws on one event: that event alone goes to the DLQ with the error, the
+/// rest flow; the transformation is fixed through the API; a replay runs the fixed code on the
+/// stored original and delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_a_transformation_throws_on_is_replayed_after_the_fix() {
+    use reqwest::Method;
+    let receiver = Receiver::start().await;
+    let mut server = TestServer::start(&destination_toml("hook", &receiver.url(), true));
+    server.wait_ready();
+    let base = "/api/v1/workspaces/demo";
+    let throwing = "function transform(e) {\n  if (e.event === 'Poison') throw new Error('cannot price poison');\n  e.properties = {shaped: 'v1'};\n  return e;\n}";
+    let (code, created) = admin_post(
+        &server,
+        &format!("{base}/connections"),
+        &json!({"id": "shaped", "sources": ["*"], "destination": "hook", "transformation": throwing,
+                "delivery": {"batch_events_max": 20, "batch_age_ms": 20}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    let ids = send_events(&server, "x", 40, Some(13)).await;
+    let expected: HashSet<String> = ids.iter().filter(|id| *id != "x-13").cloned().collect();
+    wait_for(
+        "the events around the poison one",
+        Duration::from_secs(30),
+        || expected.is_subset(&receiver.ids()),
+    )
+    .await;
+    let dlq = format!("{base}/connections/shaped/dlq");
+    let start = Instant::now();
+    let listing = loop {
+        let (_, listing) = admin_get(&server, &dlq).await;
+        if listing["dlq_size"] == 1 {
+            break listing;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{listing}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(listing["entries"][0]["message_id"], "x-13");
+    assert!(
+        listing["entries"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot price poison"),
+        "{listing}"
+    );
+    assert!(!receiver.ids().contains("x-13"));
+    assert_eq!(
+        receiver.event("x-12").unwrap()["properties"]["shaped"],
+        "v1"
+    );
+
+    let fixed =
+        "function transform(e) {\n  e.properties = {shaped: 'v2', was: e.event};\n  return e;\n}";
+    let (code, patched) = admin_call(
+        &server,
+        Method::PATCH,
+        &format!("{base}/connections/shaped"),
+        Some(&json!({"transformation": fixed})),
+    )
+    .await;
+    assert_eq!(code, 200, "{patched}");
+    let (code, job) = admin_post(&server, &format!("{dlq}/replay"), &json!({"all": true})).await;
+    assert_eq!(code, 202, "{job}");
+    wait_for("the replayed event", Duration::from_secs(30), || {
+        receiver.ids().contains("x-13")
+    })
+    .await;
+    let replayed = receiver.event("x-13").unwrap();
+    assert_eq!(
+        replayed["properties"],
+        json!({"shaped": "v2", "was": "Poison"}),
+        "the fixed code ran on the stored original: {replayed}"
+    );
+    let start = Instant::now();
+    while status(&server, "shaped").await["dlq_size"] != 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the DLQ empties");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server.stop();
 }

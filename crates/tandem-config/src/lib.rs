@@ -18,6 +18,7 @@ mod env;
 mod error;
 mod locate;
 mod plans;
+pub mod policy;
 mod schema;
 mod validate;
 
@@ -32,6 +33,10 @@ pub use error::{ConfigProblem, LoadError};
 pub use plans::{
     plan_overlaps, tracking_plan_problems, PlanMode, TrackingPlanConfig, UnplannedEvents,
 };
+pub use policy::{
+    change_approval, effective_policies, ChangeApproval, DeclaredIn, EffectivePolicy, PolicyValues,
+    ALLOWED_DESTINATION_TYPES_POLICY, CHANGE_APPROVAL_POLICY,
+};
 pub use schema::{
     AdminConfig, CollectConfig, ComputedTraitConfig, Config, ConnectionConfig, DeliveryConfig,
     DestinationConfig, IdentifierConfig, IdentityConfig, LogConfig, MappingConfig,
@@ -39,13 +44,12 @@ pub use schema::{
     WorkspaceConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
 };
 pub use validate::{
-    change_approval, check_data_categories, check_destination_settings, connection_problems,
-    destination_problems, effective_policies, fill_derived_ids, is_slug, slug_from_name, validate,
-    validate_unify_rules, ChangeApproval, EffectivePolicy, SettingsValidator,
-    ADMIN_TOKEN_CHARS_MIN, CHANGE_APPROVAL_POLICY, COMPUTED_FUNCTIONS, DATA_CATEGORIES,
-    DEDUP_WINDOW_HOURS_HIGHEST, FILTER_OPERATORS, MAPPING_OPS, QUEUE_BYTES_MAX_LOWEST,
-    RETENTION_HOURS_HIGHEST, SEGMENT_BYTES_MAX_HIGHEST, SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX,
-    TRANSFORMATION_BYTES_MAX, WRITE_KEY_CHARS_MIN,
+    check_data_categories, check_destination_settings, connection_problems, destination_problems,
+    fill_derived_ids, is_slug, slug_from_name, validate, validate_unify_rules, SettingsValidator,
+    ADMIN_TOKEN_CHARS_MIN, COMPUTED_FUNCTIONS, DATA_CATEGORIES, DEDUP_WINDOW_HOURS_HIGHEST,
+    FILTER_OPERATORS, MAPPING_OPS, QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST,
+    SEGMENT_BYTES_MAX_HIGHEST, SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX, TRANSFORMATION_BYTES_MAX,
+    WRITE_KEY_CHARS_MIN,
 };
 
 use locate::DocumentIndex;

@@ -685,11 +685,11 @@ fn policy_overrides_are_checked_with_lines() {
     };
     assert_problem(
         &with("change_approval = false\n"),
-        "line 16: workspaces[0].policies.change_approval: organization.policies.change_approval is not overridable",
+        "line 16: workspaces[0].policies.change_approval: organization policy `change_approval` is not overridable",
     );
     assert_problem(
         &with("retention_days = \"long\"\n"),
-        "line 16: workspaces[0].policies.retention_days: a string; organization.policies.retention_days is a integer",
+        "line 16: workspaces[0].policies.retention_days: a string; organization policy `retention_days` is a integer",
     );
     assert_problem(
         &with("colour = \"red\"\n"),

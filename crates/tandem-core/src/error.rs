@@ -43,6 +43,9 @@ error_codes! {
     InvalidToken = ("invalid_token", 401),
     /// Authenticated, but not allowed to do this.
     Forbidden = ("forbidden", 403),
+    /// A state-changing request authenticated by the session cookie lacked the session's CSRF
+    /// token (`X-Tandem-CSRF`) or came from another origin: never applied.
+    CsrfRejected = ("csrf_rejected", 403),
     /// No such resource.
     NotFound = ("not_found", 404),
     /// The method is not allowed on this route.

@@ -221,6 +221,10 @@ pub const DELIVERY_BACKOFF_CAP_MS: u64 = 60_000;
 /// Consecutive transient failures of a destination that open its circuit breaker; lanes then
 /// wait and one probe batch tests the destination.
 pub const DELIVERY_CIRCUIT_FAILURES: u32 = 5;
+/// Longest an open circuit waits before its next probe when the destination gave no
+/// `Retry-After` (the open period doubles from 800 ms up to this): the most a recovered
+/// destination waits to be noticed. Costs one request per period to a destination that is down.
+pub const DELIVERY_CIRCUIT_OPEN_MS_MAX: u64 = 5_000;
 /// Records the delivery worker holds between the committed offset and the newest record read
 /// (the in-flight window): a kill -9 redelivers at most these. Bounds memory per connection.
 pub const DELIVERY_IN_FLIGHT_RECORDS_MAX: usize = 20_000;

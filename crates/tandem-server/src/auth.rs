@@ -182,6 +182,10 @@ permissions! {
     /// Create, change and delete tracking plans, infer drafts, and force the release of
     /// quarantined events that still violate: IT sets the guardrails.
     ManageTrackingPlans => [OrgAdmin, WorkspaceAdmin],
+    /// Set, remove and roll back organization policies (the guardrails every workspace inherits).
+    ManageOrganizationPolicies => [OrgAdmin],
+    /// Override an overridable organization policy in one workspace.
+    ManageWorkspacePolicies => [OrgAdmin, WorkspaceAdmin],
     /// Read quarantined events with their payloads (personal data, as dead letters are).
     ReadQuarantine => [OrgAdmin, WorkspaceAdmin, Marketer],
     /// Release quarantined events (re-validated against the current plan) and discard them.
@@ -508,8 +512,19 @@ pub const SESSION_PREFIX: &str = "tdm_sess_";
 /// The cookie a login sets for the console.
 pub const SESSION_COOKIE: &str = "tandem_session";
 
+/// The header a cookie-authenticated state-changing request carries its CSRF token in.
+pub const CSRF_HEADER: &str = "x-tandem-csrf";
+
+/// How a request presented its credential: the cookie is sent by the browser by itself (so a
+/// state-changing request needs proof it came from the console), a bearer token is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presented {
+    Bearer,
+    Cookie,
+}
+
 /// The credential of a request: `Authorization: Bearer …`, else the session cookie.
-fn presented_secret(headers: &HeaderMap) -> Option<String> {
+fn presented_secret(headers: &HeaderMap) -> Option<(String, Presented)> {
     if let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -518,10 +533,95 @@ fn presented_secret(headers: &HeaderMap) -> Option<String> {
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
         {
-            return Some(token.trim().to_string());
+            return Some((token.trim().to_string(), Presented::Bearer));
         }
     }
-    session_cookie(headers)
+    session_cookie(headers).map(|secret| (secret, Presented::Cookie))
+}
+
+/// The CSRF token of a session: derived from its secret (SHA-256 with a domain prefix), so
+/// nothing is stored and it cannot be turned back into the session. The console learns it from
+/// the login answer or `GET /api/v1/me` — answers another origin cannot read (no CORS on the
+/// management API) — and sends it as `X-Tandem-CSRF` (synchronizer token).
+pub fn csrf_token(session_secret: &str) -> String {
+    ids::hex(&Sha256::digest(
+        format!("tandem-csrf-v1\0{session_secret}").as_bytes(),
+    ))
+}
+
+/// Methods that change nothing: the cookie alone may authenticate them.
+fn is_safe_method(method: &axum::http::Method) -> bool {
+    matches!(
+        *method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    )
+}
+
+/// Whether the request's `Origin` (when the browser sent one) is this server: its host and port
+/// equal the `Host` the request was sent to (or `X-Forwarded-Host` behind a proxy), or the
+/// origin of `server.public_url`.
+pub fn same_origin(headers: &HeaderMap, state: &AppState) -> bool {
+    let Some(origin) = header_text(headers, header::ORIGIN.as_str()) else {
+        return true;
+    };
+    let authority = |url: &str| {
+        url.split_once("://").map(|(_, rest)| {
+            rest.split('/')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+        })
+    };
+    let Some(origin_authority) = authority(&origin) else {
+        return false; // `null` (sandboxed frames, some redirects) and the like
+    };
+    let hosts = [
+        header_text(headers, header::HOST.as_str()),
+        header_text(headers, "x-forwarded-host"),
+        state
+            .config
+            .server
+            .public_url
+            .as_deref()
+            .and_then(authority),
+    ];
+    hosts
+        .into_iter()
+        .flatten()
+        .any(|host| host.trim().eq_ignore_ascii_case(&origin_authority))
+}
+
+/// The console's CSRF defence for a cookie-authenticated request (bearer credentials are not
+/// sent by the browser on its own, so they need none): a state-changing method must carry the
+/// session's token in `X-Tandem-CSRF` and, when the browser names one, come from this origin.
+fn check_csrf(parts: &Parts, state: &AppState, secret: &str) -> Result<(), ApiError> {
+    if is_safe_method(&parts.method) {
+        return Ok(());
+    }
+    if !same_origin(&parts.headers, state) {
+        return Err(ApiError::new(
+            ErrorCode::CsrfRejected,
+            "this request comes from another origin; the session cookie is not accepted from there",
+        ));
+    }
+    let expected = csrf_token(secret);
+    let sent = header_text(&parts.headers, CSRF_HEADER).unwrap_or_default();
+    let matches = sent.len() == expected.len()
+        && sent
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0;
+    if !matches {
+        return Err(ApiError::new(
+            ErrorCode::CsrfRejected,
+            format!(
+                "a change made with the session cookie needs the session's CSRF token in `{CSRF_HEADER}` \
+                 (from the login answer or GET /api/v1/me); scripts send `Authorization: Bearer` instead"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The `tandem_session` cookie's value.
@@ -544,7 +644,7 @@ pub fn secret_digest(secret: &str) -> String {
 
 /// Resolves the request's credential to a principal: 401 when there is none or it is not valid.
 pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
-    let Some(secret) = presented_secret(&parts.headers) else {
+    let Some((secret, presented)) = presented_secret(&parts.headers) else {
         return Err(ApiError::new(
             ErrorCode::MissingCredentials,
             "send a token as `Authorization: Bearer <token>` (admin token, API token or session), or log in",
@@ -560,6 +660,10 @@ pub fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiErr
     match resolved {
         Ok(principal) => {
             AuditSlot::set(parts, SlotInfo::Principal(principal.clone()));
+            if presented == Presented::Cookie {
+                // Refused as the principal it is (audited as `access.denied`), not as a bad credential.
+                check_csrf(parts, state, &secret)?;
+            }
             Ok(principal)
         }
         Err(error) => {
@@ -771,6 +875,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_csrf_token_is_the_sessions_own_and_not_its_store_key() {
+        let session = "tdm_sess_0123456789abcdef";
+        let token = csrf_token(session);
+        assert_eq!(token, csrf_token(session), "derived, not random");
+        assert_eq!(token.len(), 64);
+        assert_ne!(
+            token,
+            secret_digest(session),
+            "not the digest the store keys sessions by"
+        );
+        assert_ne!(token, csrf_token("tdm_sess_another"));
+        assert!(is_safe_method(&axum::http::Method::GET));
+        assert!(!is_safe_method(&axum::http::Method::POST));
+        assert!(!is_safe_method(&axum::http::Method::DELETE));
     }
 
     #[test]

@@ -8,10 +8,12 @@ pub mod auth;
 pub mod background;
 pub mod catalog;
 pub mod changes;
+pub mod console;
 pub mod error;
 pub mod inventory;
 pub mod personalize;
 pub mod plans;
+pub mod policies;
 pub mod processing;
 pub mod rate_limit;
 pub mod routes;
@@ -232,8 +234,10 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
     let listen = listener.local_addr()?;
     let (live, _) = tokio::sync::broadcast::channel(LIVE_STREAM_BUFFER_EVENTS);
     let rate_limiter = rate_limit::RateLimiter::new(config.collect.rate_limit_events_per_second);
+    let policies = Arc::new(policies::Policies::open(&config, store.clone())?);
     let state = AppState(Arc::new(Inner {
         config,
+        policies,
         store: store.clone(),
         catalog,
         workspaces,

@@ -39,6 +39,9 @@ pub struct Workspace {
 /// An event as the live debugger shows it: accepted (with its offset) or rejected (with why).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LiveEvent {
+    /// `accepted` (stored), `quarantined` or `blocked` (by a tracking plan), `rejected` (invalid).
+    #[serde(skip)]
+    pub kind: &'static str,
     pub workspace_id: String,
     pub source_id: String,
     pub received_at_ms: i64,
@@ -48,10 +51,16 @@ pub struct LiveEvent {
     pub event: Option<Box<serde_json::value::RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejection: Option<serde_json::Value>,
+    /// The tracking plan's verdict `{plan, version, mode, outcome, violations}`, when a plan
+    /// checked the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<serde_json::Value>,
 }
 
 pub struct Inner {
     pub config: Config,
+    /// The policies in force: the config file's and those set through the API (`policies.rs`).
+    pub policies: Arc<crate::policies::Policies>,
     /// The metadata store (catalog, settings, tokens).
     pub store: Arc<dyn tandem_store::MetadataStore>,
     pub catalog: Catalog,

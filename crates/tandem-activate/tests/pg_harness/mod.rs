@@ -19,11 +19,24 @@ pub struct PgServer {
     port: u16,
     /// (uid, gid) the server runs as, when the tests run as root.
     run_as: Option<(u32, u32)>,
+    /// With TLS: TCP connections must use it (`hostssl`), plain ones are refused.
+    tls: bool,
 }
 
 impl PgServer {
     /// A fresh cluster, started and ready; user `tandem` (trust authentication).
     pub fn start() -> PgServer {
+        PgServer::create(None)
+    }
+
+    /// A fresh cluster with `ssl = on`, presenting `cert_pem` (with `key_pem`), that accepts TCP
+    /// connections only over TLS (`hostssl`; `hostnossl … reject`). The Unix socket stays open
+    /// without TLS, for [`PgServer::client`].
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> PgServer {
+        PgServer::create(Some((cert_pem, key_pem)))
+    }
+
+    fn create(tls: Option<(&str, &str)>) -> PgServer {
         let bin = binaries();
         let dir = tempfile::Builder::new()
             .prefix("tandem-pg-")
@@ -38,6 +51,7 @@ impl PgServer {
             bin,
             port: free_port(),
             run_as,
+            tls: tls.is_some(),
         };
         server.run(
             "initdb",
@@ -52,8 +66,35 @@ impl PgServer {
                 "--no-sync",
             ],
         );
+        if let Some((cert_pem, key_pem)) = tls {
+            server.install_tls(cert_pem, key_pem);
+        }
         server.resume();
         server
+    }
+
+    /// Certificate and key files the server user owns (the key `0600`, as PostgreSQL demands),
+    /// and a `pg_hba.conf` that lets TCP clients in only over TLS.
+    fn install_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = PathBuf::from(self.data_dir());
+        for (name, content, mode) in [
+            ("server.crt", cert_pem, 0o644),
+            ("server.key", key_pem, 0o600),
+            (
+                "pg_hba.conf",
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+                0o600,
+            ),
+        ] {
+            let path = data.join(name);
+            std::fs::write(&path, content).expect("write a TLS file");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .expect("chmod a TLS file");
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown a TLS file");
+            }
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -67,11 +108,14 @@ impl PgServer {
 
     /// Starts the (stopped) server again on the same port and data.
     pub fn resume(&self) {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let log = self.dir.path().join("server.log");
         self.run(
             "pg_ctl",
@@ -107,9 +151,18 @@ impl PgServer {
         );
     }
 
-    /// A connection for assertions.
+    /// A connection for assertions (over the Unix socket when the server insists on TLS).
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+        let target = if self.tls {
+            format!(
+                "host={} port={} user=tandem dbname=postgres",
+                self.dir.path().display(),
+                self.port
+            )
+        } else {
+            self.url()
+        };
+        let (client, connection) = tokio_postgres::connect(&target, tokio_postgres::NoTls)
             .await
             .expect("connect to the test server");
         tokio::spawn(async move {

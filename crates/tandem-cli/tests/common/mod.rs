@@ -393,3 +393,69 @@ impl Receiver {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 }
+
+/// A management API token of `role`, for the organization (`None`) or one workspace.
+pub async fn token(server: &TestServer, role: &str, workspace: Option<&str>) -> String {
+    let path = match workspace {
+        Some(workspace) => format!("/api/v1/workspaces/{workspace}/tokens"),
+        None => "/api/v1/tokens".to_string(),
+    };
+    let name = format!("{role} of {}", workspace.unwrap_or("the organization"));
+    let (status, body) = admin_post(
+        server,
+        &path,
+        &serde_json::json!({"name": name, "role": role}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["token"].as_str().unwrap().to_string()
+}
+
+/// Any management call with a bearer token: the status and the body (JSON, else its text).
+pub async fn call(
+    server: &TestServer,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client()
+        .request(method, server.url(path))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Creates a user with the admin token and logs them in: the login answer (`session`,
+/// `csrf_token`, `user`, …).
+pub async fn user_login(
+    server: &TestServer,
+    email: &str,
+    role: &str,
+    workspace: Option<&str>,
+    password: &str,
+) -> serde_json::Value {
+    let (status, created) = admin_post(
+        server,
+        "/api/v1/users",
+        &serde_json::json!({"email": email, "role": role, "workspace": workspace, "password": password}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let login = client()
+        .post(server.url("/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    login.json().await.unwrap()
+}

@@ -13,6 +13,7 @@ use crate::state::AppState;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tandem_activate::connection::Connection;
+use tandem_config::TrackingPlanConfig;
 use tandem_config::{ConnectionConfig, DestinationConfig};
 use tandem_core::limits::{
     CHANGE_DRY_RUN_EVENTS, CHANGE_DRY_RUN_SAMPLES, TRANSFORM_TEST_SCAN_RECORDS_MAX,
@@ -58,7 +59,7 @@ pub async fn impact(
                         .push(serde_json::from_value(after.clone()).map_err(ApiError::internal)?);
                 }
             }
-            Kind::Source | Kind::Audience => {}
+            Kind::Source | Kind::Audience | Kind::TrackingPlan | Kind::Policy => {}
         }
     }
     let mut impacts = Vec::with_capacity(operations.len());
@@ -78,6 +79,29 @@ pub async fn impact(
                 "connections_reading_it": users(&|c| c.sources.iter().any(|s| s == "*" || s == &operation.id)),
             }),
             Kind::Audience => audience_impact(state, workspace, operation).await?,
+            Kind::Policy => json!({
+                "note": "a policy applies to the workspace's later changes and stages; no event is re-run",
+            }),
+            Kind::TrackingPlan => {
+                let mut impact = json!({});
+                for (label, config) in [
+                    ("proposed", &operation.after),
+                    ("current", &operation.before),
+                ] {
+                    let Some(config) = config else {
+                        impact[label] = Value::Null;
+                        continue;
+                    };
+                    let config: TrackingPlanConfig =
+                        serde_json::from_value(config.clone()).map_err(ApiError::internal)?;
+                    let log = log.clone();
+                    impact[label] =
+                        tokio::task::spawn_blocking(move || plan_counts(log.as_ref(), config))
+                            .await
+                            .map_err(ApiError::internal)?;
+                }
+                impact
+            }
             Kind::Connection => {
                 let find_destination = |config: &ConnectionConfig| {
                     destinations
@@ -167,6 +191,86 @@ async fn audience_impact(
     }))
 }
 
+/// The workspace's most recent events (`CHANGE_DRY_RUN_EVENTS`) of the sources `reads`
+/// accepts, or the error as a dry run shows it.
+fn recent(
+    log: &dyn tandem_log::EventLog,
+    reads: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, Value)>, Value> {
+    crate::routes::activate::recent_events(
+        log,
+        CHANGE_DRY_RUN_EVENTS,
+        TRANSFORM_TEST_SCAN_RECORDS_MAX,
+        |source_id, event_type, _| event_type != EventType::Control && reads(source_id),
+    )
+    .map_err(|error| json!({"error": format!("reading the log: {error}")}))
+}
+
+/// What tracking plan `config` would do with the most recent events of the sources it governs:
+/// how many it checks, how many pass, and what becomes of the others under its mode, with the
+/// most frequent violations and samples.
+pub fn plan_counts(log: &dyn tandem_log::EventLog, config: TrackingPlanConfig) -> Value {
+    let plan = match tandem_plans::CompiledPlan::compile(config.clone(), 0) {
+        Ok(plan) => plan,
+        Err(problems) => return json!({"error": "the plan does not compile", "problems": problems}),
+    };
+    let everywhere = config.sources.is_empty();
+    let events = match recent(log, |source_id| {
+        everywhere || config.sources.iter().any(|source| source == source_id)
+    }) {
+        Ok(events) => events,
+        Err(error) => return error,
+    };
+    let (mut checked, mut passed, mut violating) = (0u64, 0u64, 0u64);
+    let mut rules: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    let mut samples: Vec<Value> = Vec::new();
+    for (_, event) in &events {
+        let event_type = event["type"]
+            .as_str()
+            .and_then(EventType::parse)
+            .unwrap_or(EventType::Track);
+        if !plan.governs(event_type) {
+            continue;
+        }
+        checked += 1;
+        let violations = plan.check(event_type, event);
+        if violations.is_empty() {
+            passed += 1;
+            continue;
+        }
+        violating += 1;
+        for violation in &violations {
+            *rules
+                .entry((violation.field.clone(), violation.rule.clone()))
+                .or_default() += 1;
+        }
+        sample(
+            &mut samples,
+            json!({"messageId": event["messageId"], "event": event["event"], "violations": violations}),
+        );
+    }
+    let outcome = if config.draft {
+        "not enforced (draft)"
+    } else {
+        match config.mode {
+            tandem_config::PlanMode::Allow => "stored (violations counted)",
+            tandem_config::PlanMode::Flag => "stored with context.violations",
+            tandem_config::PlanMode::Quarantine => "quarantined",
+            tandem_config::PlanMode::Block => "blocked",
+        }
+    };
+    let mut top: Vec<Value> = rules
+        .into_iter()
+        .map(|((field, rule), count)| json!({"field": field, "rule": rule, "count": count}))
+        .collect();
+    top.sort_by(|a, b| b["count"].as_u64().cmp(&a["count"].as_u64()));
+    json!({
+        "events": events.len(), "checked": checked, "passed": passed,
+        "violating": violating, "violating_outcome": outcome,
+        "violations": top, "samples": samples,
+    })
+}
+
 /// What `config` would do with the workspace's most recent events of its sources.
 pub fn connection_counts(
     log: &dyn tandem_log::EventLog,
@@ -175,17 +279,11 @@ pub fn connection_counts(
     destination: &DestinationConfig,
 ) -> Value {
     let reads_all = config.sources.iter().any(|source| source == "*");
-    let events = match crate::routes::activate::recent_events(
-        log,
-        CHANGE_DRY_RUN_EVENTS,
-        TRANSFORM_TEST_SCAN_RECORDS_MAX,
-        |source_id, event_type, _| {
-            event_type != EventType::Control
-                && (reads_all || config.sources.iter().any(|source| source == source_id))
-        },
-    ) {
+    let events = match recent(log, |source_id| {
+        reads_all || config.sources.iter().any(|source| source == source_id)
+    }) {
         Ok(events) => events,
-        Err(error) => return json!({"error": format!("reading the log: {error}")}),
+        Err(error) => return error,
     };
     let plain = ConnectionConfig {
         transformation: None,

@@ -24,7 +24,9 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tandem_activate::history::{DefinitionWrite, Provenance, Version};
 use tandem_activate::runtime::{Activation, ManagedBy};
-use tandem_config::{AudienceConfig, ConnectionConfig, DestinationConfig, SourceConfig};
+use tandem_config::{
+    AudienceConfig, ConnectionConfig, DestinationConfig, SourceConfig, TrackingPlanConfig,
+};
 use tandem_core::limits::CHANGE_REQUEST_OPERATIONS_MAX;
 use tandem_core::{ids, time_util, ErrorCode};
 use tandem_store::SourceRecord;
@@ -37,6 +39,11 @@ pub enum Kind {
     Destination,
     Connection,
     Audience,
+    /// A tracking plan (API-managed plans; `DATA/plans/<ws>.redb`).
+    #[serde(rename = "tracking_plan")]
+    TrackingPlan,
+    /// A workspace's override of an organization policy: `{"name", "value"}`, id = the name.
+    Policy,
 }
 
 impl Kind {
@@ -46,18 +53,28 @@ impl Kind {
             Kind::Destination => "destination",
             Kind::Connection => "connection",
             Kind::Audience => "audience",
+            Kind::TrackingPlan => "tracking_plan",
+            Kind::Policy => "policy",
         }
     }
 
+    pub const ALL: [Kind; 6] = [
+        Kind::Source,
+        Kind::Destination,
+        Kind::Connection,
+        Kind::Audience,
+        Kind::TrackingPlan,
+        Kind::Policy,
+    ];
+
     pub fn parse(text: &str) -> Option<Kind> {
-        [
-            Kind::Source,
-            Kind::Destination,
-            Kind::Connection,
-            Kind::Audience,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == text)
+        Kind::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    /// Whether the activate store keeps the definition itself (else another store does, written
+    /// in the apply transaction's last step).
+    fn stored_in_activate(self) -> bool {
+        matches!(self, Kind::Destination | Kind::Connection | Kind::Audience)
     }
 }
 
@@ -262,7 +279,48 @@ pub fn current(
             None => None,
             Some((config, by)) => Some((to_json(serde_json::to_value(config))?, by)),
         },
+        Kind::TrackingPlan => {
+            let set = workspace_plans(state, workspace)?.set();
+            match set.get(id) {
+                None => None,
+                Some(entry) => Some((
+                    to_json(serde_json::to_value(&entry.plan.config))?,
+                    managed(entry.managed_by),
+                )),
+            }
+        }
+        Kind::Policy => {
+            state
+                .policies
+                .workspace_override(workspace, id)
+                .map(|(value, declared_in)| {
+                    let by = match declared_in {
+                        tandem_config::DeclaredIn::Config => ManagedBy::Config,
+                        tandem_config::DeclaredIn::Api => ManagedBy::Api,
+                    };
+                    (policy_document(id, &value), by)
+                })
+        }
     })
+}
+
+/// A workspace policy override as changes and versions hold it.
+pub fn policy_document(name: &str, value: &toml::Value) -> Value {
+    json!({"name": name, "value": crate::policies::json_of(value)})
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyDocument {
+    name: String,
+    value: Value,
+}
+
+fn managed(by: tandem_store::ManagedBy) -> ManagedBy {
+    match by {
+        tandem_store::ManagedBy::Config => ManagedBy::Config,
+        tandem_store::ManagedBy::Api => ManagedBy::Api,
+    }
 }
 
 fn workspace_of<'a>(
@@ -272,6 +330,18 @@ fn workspace_of<'a>(
     state
         .workspaces
         .get(workspace)
+        .ok_or_else(|| ApiError::not_found(format!("workspace {workspace}")))
+}
+
+/// The workspace's tracking plans, or 404.
+pub fn workspace_plans(
+    state: &AppState,
+    workspace: &str,
+) -> ApiResult<Arc<crate::plans::WorkspacePlans>> {
+    state
+        .workspaces
+        .get(workspace)
+        .map(|workspace| workspace.plans.clone())
         .ok_or_else(|| ApiError::not_found(format!("workspace {workspace}")))
 }
 
@@ -351,6 +421,15 @@ fn normalised(kind: Kind, id: &str, after: Value) -> ApiResult<Value> {
             let config: AudienceConfig = serde_json::from_value(after).map_err(invalid)?;
             (serde_json::to_value(&config), config.id)
         }
+        Kind::TrackingPlan => {
+            let config: TrackingPlanConfig = serde_json::from_value(after).map_err(invalid)?;
+            (serde_json::to_value(&config), config.id)
+        }
+        Kind::Policy => {
+            let document: PolicyDocument = serde_json::from_value(after).map_err(invalid)?;
+            let value = crate::policies::toml_of(&document.value)?;
+            (Ok(policy_document(&document.name, &value)), document.name)
+        }
     };
     if own_id != id {
         return Err(ApiError::new(
@@ -405,6 +484,13 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
         .map(|(config, _)| config)
         .collect();
     let audiences_touched = operations.iter().any(|op| op.kind == Kind::Audience);
+    let plans = workspace_plans(state, workspace)?;
+    let mut plans_after: Vec<TrackingPlanConfig> = plans
+        .set()
+        .entries
+        .iter()
+        .map(|entry| entry.plan.config.clone())
+        .collect();
     let mut problems: Vec<(String, String)> = Vec::new();
     for (index, operation) in operations.iter().enumerate() {
         let at = |field: &str| {
@@ -432,6 +518,12 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
             (Kind::Destination, Some(after)) => {
                 match crate::routes::activate::checked_destination(after.clone()) {
                     Ok(config) => {
+                        if let Some(problem) = state
+                            .policies
+                            .destination_type_problem(workspace, &config.kind)
+                        {
+                            problems.push((at(".type"), problem));
+                        }
                         destinations.retain(|(id, _)| id != &config.id);
                         destinations.push((config.id.clone(), Some(config)));
                     }
@@ -453,6 +545,22 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
                 audiences.push(config);
             }
             (Kind::Audience, None) => audiences.retain(|a| a.id != operation.id),
+            (Kind::TrackingPlan, Some(after)) => {
+                let config: TrackingPlanConfig =
+                    serde_json::from_value(after.clone()).map_err(ApiError::internal)?;
+                plans_after.retain(|plan| plan.id != config.id);
+                plans_after.push(config);
+            }
+            (Kind::TrackingPlan, None) => plans_after.retain(|plan| plan.id != operation.id),
+            (Kind::Policy, Some(after)) => {
+                let document: PolicyDocument =
+                    serde_json::from_value(after.clone()).map_err(ApiError::internal)?;
+                let value = crate::policies::toml_of(&document.value)?;
+                if let Some(problem) = state.policies.override_problem(&document.name, &value) {
+                    problems.push((at(".value"), problem));
+                }
+            }
+            (Kind::Policy, None) => {}
         }
     }
     if audiences_touched {
@@ -477,6 +585,33 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
             if problem.message.starts_with("no audience") {
                 problems.push((format!("personalization.{}", problem.path), problem.message));
             }
+        }
+    }
+    // Tracking plans are checked against the plans the whole request leaves (overlaps).
+    let plan_sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+    for (index, operation) in operations.iter().enumerate() {
+        if operation.kind != Kind::TrackingPlan {
+            continue;
+        }
+        let Some(after) = &operation.after else {
+            continue;
+        };
+        let config: TrackingPlanConfig =
+            serde_json::from_value(after.clone()).map_err(ApiError::internal)?;
+        let create = operation.action == Action::Create;
+        if let Err(error) = plans.check(&config, &plan_sources, create, Some(&plans_after)) {
+            let at = format!("operations[{index}] (tracking_plan {})", operation.id);
+            // A plan that collides with another (same id, a source already governed) is a
+            // conflict with the current state, not a malformed request.
+            if let crate::plans::PlanError::Conflict(message) = error {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("{at}: {message}"),
+                ));
+            }
+            problems.extend(error_problems(&ApiError::from(error), &|field| {
+                format!("{at}{field}")
+            }));
         }
     }
     // Connections are checked once every destination and source of the request is known.
@@ -523,16 +658,21 @@ fn error_problems(error: &ApiError, at: &dyn Fn(&str) -> String) -> Vec<(String,
             problems
                 .iter()
                 .map(|problem| {
+                    let message = problem["message"].as_str().unwrap_or("");
+                    // A schema that does not compile names its event rather than a field.
+                    if let Some(event) = problem["event"].as_str() {
+                        return (
+                            at(&format!(".events.{event}")),
+                            format!("the schema of event `{event}` does not compile: {message}"),
+                        );
+                    }
                     let field = problem["field"].as_str().unwrap_or("");
                     let field = if field.is_empty() {
                         String::new()
                     } else {
                         format!(".{field}")
                     };
-                    (
-                        at(&field),
-                        problem["message"].as_str().unwrap_or("").to_string(),
-                    )
+                    (at(&field), message.to_string())
                 })
                 .collect()
         })
@@ -564,7 +704,7 @@ pub async fn apply(
             before: operation.before.clone(),
             after: operation.after.clone(),
             base_version: operation.base_version,
-            stored: operation.kind != Kind::Source,
+            stored: operation.kind.stored_in_activate(),
             reason: if operation.reason.is_empty() {
                 format!("{:?}", operation.action).to_lowercase()
             } else {
@@ -574,6 +714,14 @@ pub async fn apply(
         .collect();
     let source_records = source_records(state, workspace, operations, provenance)?;
     let store = state.store.clone();
+    let plans = workspace_plans(state, workspace)?;
+    let sources: Vec<String> = store
+        .sources()?
+        .into_iter()
+        .filter(|source| source.workspace_id == workspace)
+        .map(|source| source.id)
+        .chain(source_records.iter().map(|(record, _)| record.id.clone()))
+        .collect();
     let versions = activation
         .apply_writes(&writes, provenance, || {
             for (record, create) in &source_records {
@@ -583,6 +731,10 @@ pub async fn apply(
                     store.put_source(record)
                 };
                 written.map_err(|error| error.to_string())?;
+            }
+            let source_ids: Vec<&str> = sources.iter().map(String::as_str).collect();
+            for operation in operations {
+                write_elsewhere(state, workspace, &plans, &source_ids, operation, provenance)?;
             }
             Ok(())
         })
@@ -604,6 +756,52 @@ pub async fn apply(
         )?;
     }
     Ok(versions)
+}
+
+/// The write of an operation whose object lives outside the activate store (tracking plans,
+/// policy overrides): the apply transaction's last step, after validation.
+fn write_elsewhere(
+    state: &AppState,
+    workspace: &str,
+    plans: &crate::plans::WorkspacePlans,
+    source_ids: &[&str],
+    operation: &Operation,
+    provenance: &Provenance,
+) -> Result<(), String> {
+    match (operation.kind, &operation.after) {
+        (Kind::TrackingPlan, Some(after)) => {
+            let config: TrackingPlanConfig =
+                serde_json::from_value(after.clone()).map_err(|error| error.to_string())?;
+            let create = operation.action == Action::Create;
+            plans
+                .put(config, source_ids, &provenance.by, create)
+                .map_err(|error| ApiError::from(error).message)?;
+        }
+        (Kind::TrackingPlan, None) => {
+            plans
+                .delete(&operation.id)
+                .map_err(|error| ApiError::from(error).message)?;
+        }
+        (Kind::Policy, after) => {
+            let value = match after {
+                Some(after) => {
+                    let document: PolicyDocument =
+                        serde_json::from_value(after.clone()).map_err(|error| error.to_string())?;
+                    Some(
+                        crate::policies::toml_of(&document.value)
+                            .map_err(|error| error.to_string())?,
+                    )
+                }
+                None => None,
+            };
+            state
+                .policies
+                .write_override(workspace, &operation.id, value.as_ref())
+                .map_err(|error| error.to_string())?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The metadata-store records the source operations write, with whether each is new.
@@ -647,7 +845,10 @@ fn source_records(
 /// Whether `principal`'s changes in `workspace` need approval (the `change_approval` policy,
 /// inherited from the organization unless the workspace overrides it).
 pub fn needs_approval(state: &AppState, principal: &Principal, workspace: &str) -> bool {
-    tandem_config::change_approval(&state.config, workspace).applies_to(principal.role.as_str())
+    state
+        .policies
+        .change_approval(workspace)
+        .applies_to(principal.role.as_str())
 }
 
 /// A change request of `operations` by the caller, stored (status open) and audited.

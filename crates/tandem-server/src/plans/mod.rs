@@ -70,12 +70,40 @@ impl PlanSet {
 
 /// What the collect path does with one event.
 pub enum Verdict {
-    /// Into the log (possibly annotated with its violations).
-    Store,
+    /// Into the log (possibly annotated with its violations); `Some` when a plan checked it.
+    Store(Option<Checked>),
     /// Into the quarantine, with why.
     Hold(Arc<CompiledPlan>, Vec<Violation>),
     /// Dropped (counted).
-    Drop,
+    Drop(Checked),
+}
+
+/// The plan that checked an event and what it found (empty: the event passed). The live
+/// debugger shows it; nothing is computed for it that enforcement did not already compute.
+pub struct Checked {
+    pub plan: Arc<CompiledPlan>,
+    pub violations: Vec<Violation>,
+}
+
+impl Checked {
+    /// `{plan, version, mode, outcome, violations}` for the live stream, `outcome` being what
+    /// became of the event: passed, allowed, flagged, quarantined or blocked.
+    pub fn live_view(&self) -> serde_json::Value {
+        let outcome = if self.violations.is_empty() {
+            "passed"
+        } else {
+            match self.plan.mode() {
+                PlanMode::Allow => "allowed",
+                PlanMode::Flag => "flagged",
+                PlanMode::Quarantine => "quarantined",
+                PlanMode::Block => "blocked",
+            }
+        };
+        serde_json::json!({
+            "plan": self.plan.id(), "version": self.plan.version, "mode": self.plan.mode().as_str(),
+            "outcome": outcome, "violations": self.violations,
+        })
+    }
 }
 
 /// Why a plan change was refused.
@@ -102,7 +130,7 @@ pub struct WorkspacePlans {
     config_plans: Vec<TrackingPlanConfig>,
     set: RwLock<Arc<PlanSet>>,
     /// One plan change at a time (each rebuilds the set from the store).
-    changes: tokio::sync::Mutex<()>,
+    changes: parking_lot::Mutex<()>,
     pub violations: Violations,
     pub quarantine: Quarantine,
     /// The quarantine log, closed at shutdown.
@@ -143,7 +171,7 @@ impl WorkspacePlans {
             store,
             config_plans: workspace.tracking_plans.clone(),
             set: RwLock::new(Arc::new(PlanSet::default())),
-            changes: tokio::sync::Mutex::new(()),
+            changes: parking_lot::Mutex::new(()),
             violations,
             quarantine,
             quarantine_log,
@@ -234,14 +262,17 @@ impl WorkspacePlans {
         now_ms: i64,
     ) -> Verdict {
         if !plan.governs(enriched.event_type) {
-            return Verdict::Store;
+            return Verdict::Store(None);
         }
         let Ok(mut event) = serde_json::from_slice::<Value>(&enriched.json) else {
-            return Verdict::Store;
+            return Verdict::Store(None);
         };
         let violations = plan.check(enriched.event_type, &event);
         if violations.is_empty() {
-            return Verdict::Store;
+            return Verdict::Store(Some(Checked {
+                plan: plan.clone(),
+                violations,
+            }));
         }
         if plan.mode() == PlanMode::Quarantine && self.quarantine.holds_key(enriched.dedup_key) {
             // A retry of an event already held: held (and acknowledged) again, not counted again.
@@ -266,41 +297,45 @@ impl WorkspacePlans {
             },
             &violations,
         );
+        let checked = Checked {
+            plan: plan.clone(),
+            violations,
+        };
         match plan.mode() {
-            PlanMode::Allow => Verdict::Store,
+            PlanMode::Allow => Verdict::Store(Some(checked)),
             PlanMode::Flag => {
-                annotate(&mut event, &violations);
+                annotate(&mut event, &checked.violations);
                 if let Ok(json) = serde_json::to_vec(&event) {
                     enriched.json = json;
                 }
-                Verdict::Store
+                Verdict::Store(Some(checked))
             }
-            PlanMode::Quarantine => Verdict::Hold(plan.clone(), violations),
-            PlanMode::Block => Verdict::Drop,
+            PlanMode::Quarantine => Verdict::Hold(checked.plan, checked.violations),
+            PlanMode::Block => Verdict::Drop(checked),
         }
     }
 
-    /// Adds an API-managed plan (`version` 1), or replaces one (`version` + 1). The plan is
-    /// compiled here, once; overlapping enforced plans are refused (409).
-    pub async fn put(
+    /// Whether `config` may be stored as it is: its own problems, a create of an existing plan
+    /// or an update of a missing or config-file one, the per-workspace limit, and overlaps with
+    /// the other enforced plans (`others_after`: the plans there would be besides it, default
+    /// the live ones). Returns the stored plan it replaces.
+    pub fn check(
         &self,
-        config: TrackingPlanConfig,
+        config: &TrackingPlanConfig,
         source_ids: &[&str],
-        by: &str,
         create: bool,
-    ) -> Result<Arc<CompiledPlan>, PlanError> {
+        others_after: Option<&[TrackingPlanConfig]>,
+    ) -> Result<Option<StoredPlan>, PlanError> {
         let problems: Vec<(String, String)> =
-            tandem_config::tracking_plan_problems(&config, source_ids)
+            tandem_config::tracking_plan_problems(config, source_ids)
                 .into_iter()
                 .map(|problem| (problem.path, problem.message))
                 .collect();
         if !problems.is_empty() {
             return Err(PlanError::Invalid(problems));
         }
-        let _change = self.changes.lock().await;
         let current = self.set();
-        let existing = current.get(&config.id);
-        let previous = match (existing, create) {
+        let previous = match (current.get(&config.id), create) {
             (Some(_), true) => {
                 return Err(PlanError::Conflict(format!(
                     "tracking plan {} already exists",
@@ -332,14 +367,24 @@ impl WorkspacePlans {
                 ),
             )]));
         }
-        let others = current
-            .entries
-            .iter()
-            .filter(|entry| entry.plan.id() != config.id);
+        let live: Vec<TrackingPlanConfig>;
+        let others: &[TrackingPlanConfig] = match others_after {
+            Some(others) => others,
+            None => {
+                live = current
+                    .entries
+                    .iter()
+                    .map(|entry| entry.plan.config.clone())
+                    .collect();
+                &live
+            }
+        };
         let overlaps = tandem_config::plan_overlaps(
             others
-                .map(|entry| (format!("plan {}", entry.plan.id()), &entry.plan.config))
-                .chain([("this plan".to_string(), &config)]),
+                .iter()
+                .filter(|other| other.id != config.id)
+                .map(|other| (format!("plan {}", other.id), other))
+                .chain([("this plan".to_string(), config)]),
         );
         if let Some(problem) = overlaps
             .into_iter()
@@ -347,6 +392,21 @@ impl WorkspacePlans {
         {
             return Err(PlanError::Conflict(problem.message));
         }
+        CompiledPlan::compile(config.clone(), 0).map_err(PlanError::Schemas)?;
+        Ok(previous)
+    }
+
+    /// Adds an API-managed plan (`version` 1), or replaces one (`version` + 1), after
+    /// [`Self::check`]. The plan is compiled here, once.
+    pub fn put(
+        &self,
+        config: TrackingPlanConfig,
+        source_ids: &[&str],
+        by: &str,
+        create: bool,
+    ) -> Result<Arc<CompiledPlan>, PlanError> {
+        let _change = self.changes.lock();
+        let previous = self.check(&config, source_ids, create, None)?;
         let version = previous.as_ref().map_or(1, |stored| stored.version + 1);
         let plan =
             Arc::new(CompiledPlan::compile(config.clone(), version).map_err(PlanError::Schemas)?);
@@ -362,13 +422,13 @@ impl WorkspacePlans {
             updated_by: by.to_string(),
         };
         self.store.put_plan(&stored)?;
-        self.reload(&current, Some(plan.clone()))?;
+        self.reload(&self.set(), Some(plan.clone()))?;
         Ok(plan)
     }
 
     /// Removes an API-managed plan (and its counters).
-    pub async fn delete(&self, id: &str) -> Result<Arc<CompiledPlan>, PlanError> {
-        let _change = self.changes.lock().await;
+    pub fn delete(&self, id: &str) -> Result<Arc<CompiledPlan>, PlanError> {
+        let _change = self.changes.lock();
         let current = self.set();
         let entry = current
             .get(id)

@@ -12,9 +12,9 @@
 //! are audited.
 
 use crate::auth::{
-    authorize, hash_argon2, secret_digest, session_cookie, verify_argon2, Authorized, Credential,
-    ManageApiTokens, ManageUsers, Permission, Principal, ReadSelf, RequestInfo, Role, Scope,
-    API_TOKEN_PREFIX, SESSION_COOKIE, SESSION_PREFIX,
+    authorize, csrf_token, hash_argon2, same_origin, secret_digest, session_cookie, verify_argon2,
+    Authorized, Credential, ManageApiTokens, ManageUsers, Permission, Principal, ReadSelf,
+    RequestInfo, Role, Scope, API_TOKEN_PREFIX, SESSION_COOKIE, SESSION_PREFIX,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::routes::Routes;
@@ -115,6 +115,13 @@ async fn login(
     credentials: Result<Json<LoginBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
     let request = RequestInfo::of(&parts, &state);
+    // Login CSRF: another site must not log a browser in (as someone else) behind its back.
+    if !same_origin(&parts.headers, &state) {
+        return Err(ApiError::new(
+            ErrorCode::CsrfRejected,
+            "a login from another origin is refused",
+        ));
+    }
     let credentials = body(credentials, r#"{"email": "…", "password": "…"}"#)?;
     if credentials.password.len() > PASSWORD_BYTES_MAX {
         return Err(invalid(format!(
@@ -181,6 +188,7 @@ async fn login(
     crate::routes::audit::record(&state, event).await?;
     let mut response = Json(json!({
         "session": secret,
+        "csrf_token": csrf_token(&secret),
         "expires_at": iso(Some(session.expires_at_ms)),
         "user": user_view(&user),
         "note": "also set as the tandem_session cookie; send it as `Authorization: Bearer` from scripts",
@@ -203,19 +211,7 @@ async fn logout(
             "logout ends a login session; tokens are revoked instead (DELETE /api/v1/tokens/{id})",
         ));
     }
-    let bearer = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|v| v.trim().to_string())
-        .filter(|v| v.starts_with(SESSION_PREFIX));
-    let secret = bearer
-        .or_else(|| session_cookie(&parts.headers))
-        .ok_or_else(|| invalid("no session to end"))?;
+    let secret = session_secret(&parts).ok_or_else(|| invalid("no session to end"))?;
     state.store.delete_session(&secret_digest(&secret))?;
     auth.audit(
         &state,
@@ -234,14 +230,38 @@ async fn logout(
     Ok(response)
 }
 
-async fn me(State(state): State<AppState>, auth: Authorized<ReadSelf>) -> ApiResult<Json<Value>> {
+async fn me(
+    State(state): State<AppState>,
+    auth: Authorized<ReadSelf>,
+    parts: Parts,
+) -> ApiResult<Json<Value>> {
     let mut view = auth.principal.to_json();
     if let Credential::Session { user_id, .. } = &auth.principal.credential {
         if let Some(user) = state.store.user(user_id)? {
             view["user"] = user_view(&user);
         }
+        // The console reloads with only the (HttpOnly) cookie: this is how it learns the token
+        // its changes must carry. Another origin cannot read this answer.
+        if let Some(secret) = session_secret(&parts) {
+            view["csrf_token"] = Value::String(csrf_token(&secret));
+        }
     }
     Ok(Json(view))
+}
+
+/// The session secret the request presented: a bearer `tdm_sess_…`, else the cookie.
+fn session_secret(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|v| v.trim().to_string())
+        .filter(|v| v.starts_with(SESSION_PREFIX))
+        .or_else(|| session_cookie(&parts.headers))
 }
 
 /// The role → permission table the server enforces.

@@ -26,6 +26,10 @@ use tandem_core::{time_util, ErrorCode};
 pub fn router() -> Routes {
     Routes::new()
         .route("/api/v1/destination-types", get(destination_types))
+        .route(
+            "/api/v1/workspaces/{workspace}/destination-types",
+            get(workspace_destination_types),
+        )
         .route("/api/v1/alerts", get(alerts))
         .route(
             "/api/v1/workspaces/{workspace}/destinations",
@@ -104,11 +108,26 @@ fn activation(state: &AppState, workspace: &str) -> ApiResult<Arc<Activation>> {
 }
 
 async fn destination_types(_auth: Authorized<ReadDestinations>) -> Json<Value> {
+    Json(destination_types_json())
+}
+
+/// The same catalog for a credential scoped to one workspace (the organization route refuses
+/// those): what the console's set-up forms are generated from.
+async fn workspace_destination_types(
+    State(state): State<AppState>,
+    _auth: Authorized<ReadDestinations>,
+    Path(workspace): Path<String>,
+) -> ApiResult<Json<Value>> {
+    activation(&state, &workspace)?;
+    Ok(Json(destination_types_json()))
+}
+
+fn destination_types_json() -> Value {
     let types: Vec<Value> = tandem_activate::registry::REGISTRY
         .iter()
         .map(|kind| json!({"name": kind.name, "description": kind.description, "settings_schema": (kind.settings_schema)()}))
         .collect();
-    Json(json!({ "destination_types": types }))
+    json!({ "destination_types": types })
 }
 
 #[derive(Deserialize)]
@@ -789,7 +808,13 @@ struct TransformationTest {
     connection: Option<String>,
     /// The source the sample events come through (`context.sourceId`); for `recent`, only its events.
     source: Option<String>,
+    /// Mappings to try instead of the connection's (an editor's unsaved ones). Without `code`
+    /// (and no code on the connection) the test shows what the mappings alone make of the events.
+    mappings: Option<Vec<tandem_config::MappingConfig>>,
 }
+
+/// The code a test runs when only mappings are tried: the event as the mappings left it.
+const IDENTITY_TRANSFORMATION: &str = "function transform(event) { return event }";
 
 async fn test_transformation(
     State(state): State<AppState>,
@@ -823,8 +848,10 @@ async fn test_transformation(
                     ApiError::not_found(format!("destination {workspace}/{}", config.destination))
                 })?;
             let code = config.transformation.clone();
+            let mappings = request.mappings.clone().unwrap_or(config.mappings.clone());
             let plain = ConnectionConfig {
                 transformation: None,
+                mappings,
                 ..config
             };
             let shaper = Connection::compile(&workspace, &plain, &destination, None)
@@ -832,12 +859,38 @@ async fn test_transformation(
             (Some(Arc::new(shaper)), code)
         }
     };
-    let code = request.code.or(connection_code).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::InvalidRequest,
-            "give `code`, or a `connection` that has a transformation",
-        )
-    })?;
+    // Mappings tried without a connection apply by themselves, in order.
+    let loose_mappings: Vec<tandem_activate::connection::Mapping> =
+        match (&request.connection, &request.mappings) {
+            (None, Some(mappings)) => mappings
+                .iter()
+                .enumerate()
+                .map(|(index, mapping)| {
+                    tandem_activate::connection::Mapping::compile(mapping).map_err(|error| {
+                        ApiError::new(
+                            ErrorCode::InvalidRequest,
+                            format!("mappings[{index}]: {error}"),
+                        )
+                    })
+                })
+                .collect::<ApiResult<_>>()?,
+            _ => Vec::new(),
+        };
+    let code = request
+        .code
+        .or(connection_code)
+        .or_else(|| {
+            request
+                .mappings
+                .is_some()
+                .then(|| IDENTITY_TRANSFORMATION.to_string())
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                "give `code` or `mappings`, or a `connection` that has a transformation",
+            )
+        })?;
     let source = request.source.clone().unwrap_or_default();
     let samples: Vec<(String, Value)> = match (request.events, request.recent) {
         (Some(_), Some(_)) => {
@@ -906,7 +959,13 @@ async fn test_transformation(
                     .ok()
                     .and_then(|mut shaped| shaped.pop())
                     .unwrap_or(event),
-                None => event,
+                None => {
+                    let mut event = event;
+                    for mapping in &loose_mappings {
+                        mapping.apply(&mut event);
+                    }
+                    event
+                }
             };
             (source, event)
         })

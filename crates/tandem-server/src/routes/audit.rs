@@ -133,6 +133,11 @@ struct Filter {
     until: Option<String>,
     /// Entries after this sequence number.
     after: Option<u64>,
+    /// Entries before this sequence number (with `order=newest`, to page back).
+    before: Option<u64>,
+    /// `oldest` (default: in order, paging on with `after`) or `newest` (the newest matching
+    /// entries first, paging back with `before` = `next_before`): what a console shows first.
+    order: Option<String>,
     limit: Option<usize>,
 }
 
@@ -181,6 +186,18 @@ impl Filter {
             && bounds.since_ms.is_none_or(|since| entry.at_ms >= since)
             && bounds.until_ms.is_none_or(|until| entry.at_ms < until)
             && self.after.is_none_or(|after| entry.seq > after)
+            && self.before.is_none_or(|before| entry.seq < before)
+    }
+
+    fn newest_first(&self) -> ApiResult<bool> {
+        match self.order.as_deref() {
+            None | Some("oldest") => Ok(false),
+            Some("newest") => Ok(true),
+            Some(other) => Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("`order` is `oldest` or `newest`, not `{other}`"),
+            )),
+        }
     }
 }
 
@@ -188,7 +205,7 @@ fn bad_filter(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
     ApiError::new(
         ErrorCode::InvalidRequest,
         format!(
-            "{}; filters: actor, action, workspace, since, until, after, limit",
+            "{}; filters: actor, action, workspace, since, until, after, before, order, limit",
             rejection.body_text()
         ),
     )
@@ -201,18 +218,29 @@ fn select(
     limit: usize,
 ) -> ApiResult<(Vec<(AuditEntry, String)>, bool)> {
     let bounds = filter.bounds()?;
-    let mut out = Vec::new();
+    let newest_first = filter.newest_first()?;
+    let mut out = std::collections::VecDeque::new();
+    let mut more = false;
     let entries = state.audit.entries().map_err(ApiError::internal)?;
     for item in entries {
         let (entry, line) = item.map_err(ApiError::internal)?;
         if filter.matches(&bounds, &entry) {
             if out.len() == limit {
-                return Ok((out, true));
+                more = true;
+                if !newest_first {
+                    break;
+                }
+                // Newest first: the window slides on, keeping the last `limit` matches.
+                out.pop_front();
             }
-            out.push((entry, line));
+            out.push_back((entry, line));
         }
     }
-    Ok((out, false))
+    let mut out: Vec<_> = out.into();
+    if newest_first {
+        out.reverse();
+    }
+    Ok((out, more))
 }
 
 async fn list(
@@ -228,6 +256,7 @@ async fn list(
             format!("limit is 1..={AUDIT_PAGE_ENTRIES_MAX}"),
         ));
     }
+    let newest_first = filter.newest_first()?;
     let (entries, more) = {
         let state = state.clone();
         tokio::task::spawn_blocking(move || select(&state, &filter, limit))
@@ -237,10 +266,19 @@ async fn list(
     let next = more
         .then(|| entries.last().map(|(entry, _)| entry.seq))
         .flatten();
-    Ok(Json(json!({
+    let (next_after, next_before) = if newest_first {
+        (None, next)
+    } else {
+        (next, None)
+    };
+    let mut answer = json!({
         "entries": entries.into_iter().map(|(entry, _)| entry).collect::<Vec<_>>(),
-        "next_after": next,
-    })))
+        "next_after": next_after,
+    });
+    if newest_first {
+        answer["next_before"] = json!(next_before);
+    }
+    Ok(Json(answer))
 }
 
 /// The stored lines (`{"entry":…,"sha256":…}`) of the matching entries, as JSON lines.

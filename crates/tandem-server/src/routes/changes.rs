@@ -140,7 +140,10 @@ fn parse_kind(kind: &str) -> ApiResult<Kind> {
     Kind::parse(kind).ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidRequest,
-            format!("unknown kind `{kind}`: source, destination or connection"),
+            format!(
+                "unknown kind `{kind}`: {}",
+                Kind::ALL.map(Kind::as_str).join(", ")
+            ),
         )
     })
 }
@@ -639,12 +642,35 @@ pub fn live_config(state: &AppState, workspace: &str) -> ApiResult<Config> {
             own.personalization = Some(policy.config.clone());
         }
     }
+    own.tracking_plans = changes::workspace_plans(state, workspace)?
+        .set()
+        .entries
+        .iter()
+        .map(|entry| entry.plan.config.clone())
+        .collect();
+    let policies = state.policies.values();
+    own.policies = policies
+        .workspaces
+        .get(workspace)
+        .map(|overrides| {
+            overrides
+                .iter()
+                .map(|(name, (value, _))| (name.clone(), value.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut organization = state.config.organization.clone();
+    organization.policies = policies
+        .organization
+        .iter()
+        .map(|(name, (policy, _))| (name.clone(), policy.clone()))
+        .collect();
     Ok(Config {
         server: state.config.server.clone(),
         admin: Default::default(),
         log: state.config.log.clone(),
         collect: state.config.collect.clone(),
-        organization: state.config.organization.clone(),
+        organization,
         workspaces: vec![own],
     })
 }
@@ -783,6 +809,34 @@ async fn import(
         &mut operations,
         &mut problems,
     )?;
+    let plans = to_pairs(
+        wanted
+            .tracking_plans
+            .iter()
+            .map(|plan| (plan.id.clone(), serde_json::to_value(plan)))
+            .collect(),
+    )?;
+    diff_kind(
+        &state,
+        &workspace,
+        Kind::TrackingPlan,
+        plans.clone(),
+        &mut operations,
+        &mut problems,
+    )?;
+    let policies: Vec<(String, Value)> = wanted
+        .policies
+        .iter()
+        .map(|(name, value)| (name.clone(), changes::policy_document(name, value)))
+        .collect();
+    diff_kind(
+        &state,
+        &workspace,
+        Kind::Policy,
+        policies.clone(),
+        &mut operations,
+        &mut problems,
+    )?;
     // What the file leaves out is deleted (sources excepted).
     let absent =
         |kind: Kind, live_ids: Vec<String>, wanted: &[(String, Value)]| -> Vec<(Kind, String)> {
@@ -806,6 +860,16 @@ async fn import(
         Kind::Audience,
         live.audiences.iter().map(|a| a.id.clone()).collect(),
         &audiences,
+    ));
+    removed.extend(absent(
+        Kind::TrackingPlan,
+        live.tracking_plans.iter().map(|p| p.id.clone()).collect(),
+        &plans,
+    ));
+    removed.extend(absent(
+        Kind::Policy,
+        live.policies.keys().cloned().collect(),
+        &policies,
     ));
     for (kind, id) in removed {
         match changes::prepare(&state, &workspace, kind, &id, None) {

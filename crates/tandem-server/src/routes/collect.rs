@@ -19,7 +19,7 @@
 use crate::catalog::{KeyLookup, RequestOrigin, SourceEntry};
 use crate::error::{ApiError, ApiResult};
 use crate::plans::quarantine::{HeldEvent, HoldError};
-use crate::plans::Verdict;
+use crate::plans::{Checked, Verdict};
 use crate::routes::Routes;
 use crate::state::{AppState, LiveEvent, Workspace};
 use axum::body::Body;
@@ -151,7 +151,11 @@ pub(crate) async fn collect_parsed(
     let context = EnrichContext::new(&source.record.id, received_at_ms, ip, parsed);
     // Asked once per request: without a plan for this source, nothing below parses an event.
     let plan = workspace.plans.plan_for(&source.record.id);
-    let mut batch = Batch::default();
+    let mut batch = Batch {
+        // Only someone watching the live stream needs each event's validation and fate.
+        watched: state.live.receiver_count() > 0,
+        ..Batch::default()
+    };
     for (index, event) in parsed.events.iter().enumerate() {
         match event
             .as_ref()
@@ -160,7 +164,7 @@ pub(crate) async fn collect_parsed(
         {
             Ok(mut enriched) => {
                 let verdict = match &plan {
-                    None => Verdict::Store,
+                    None => Verdict::Store(None),
                     Some(plan) => workspace.plans.enforce(
                         plan,
                         &source.record.id,
@@ -169,15 +173,34 @@ pub(crate) async fn collect_parsed(
                     ),
                 };
                 match verdict {
-                    Verdict::Store => batch.admit(
-                        enriched,
-                        workspace,
-                        &state.dedup,
-                        received_at_ms,
-                        &source.record.id,
-                    ),
+                    Verdict::Store(checked) => {
+                        let validation = if batch.watched {
+                            checked.as_ref().map(Checked::live_view)
+                        } else {
+                            None
+                        };
+                        if batch.admit(
+                            enriched,
+                            workspace,
+                            &state.dedup,
+                            received_at_ms,
+                            &source.record.id,
+                        ) && batch.watched
+                        {
+                            batch.accepted_validation.push(validation);
+                        }
+                    }
                     Verdict::Hold(plan, violations) => {
                         batch.quarantined.push((index, enriched.message_id.clone()));
+                        if batch.watched {
+                            let checked = Checked {
+                                plan: plan.clone(),
+                                violations: violations.clone(),
+                            };
+                            batch
+                                .held_live
+                                .push(held_live("quarantined", &enriched, &checked));
+                        }
                         batch.held.extend(HeldEvent::new(
                             &enriched,
                             &source.record.id,
@@ -187,7 +210,14 @@ pub(crate) async fn collect_parsed(
                             violations,
                         ));
                     }
-                    Verdict::Drop => batch.blocked.push((index, enriched.message_id)),
+                    Verdict::Drop(checked) => {
+                        if batch.watched {
+                            batch
+                                .held_live
+                                .push(held_live("blocked", &enriched, &checked));
+                        }
+                        batch.blocked.push((index, enriched.message_id))
+                    }
                 }
             }
             Err(rejection) => batch.rejected.push(rejection),
@@ -202,12 +232,35 @@ pub(crate) async fn collect_parsed(
     Ok(batch)
 }
 
+/// An event a plan kept out of the log, as the live stream shows it.
+pub(crate) struct HeldLive {
+    kind: &'static str,
+    event: Option<Box<serde_json::value::RawValue>>,
+    validation: serde_json::Value,
+}
+
+fn held_live(kind: &'static str, enriched: &Enriched, checked: &Checked) -> HeldLive {
+    HeldLive {
+        kind,
+        event: String::from_utf8(enriched.json.clone())
+            .ok()
+            .and_then(|json| serde_json::value::RawValue::from_string(json).ok()),
+        validation: checked.live_view(),
+    }
+}
+
 /// The events of one request on their way into the log.
 #[derive(Default)]
 pub(crate) struct Batch {
     records: Vec<Record>,
+    /// Someone watches the live stream: keep what it shows (`accepted_validation`, `held_live`).
+    watched: bool,
     /// Events kept for the live stream (only when someone watches).
     pub(crate) accepted: Vec<Enriched>,
+    /// The plan's verdict on each of `accepted` (when watched; `None`: no plan checked it).
+    accepted_validation: Vec<Option<serde_json::Value>>,
+    /// Events a plan quarantined or blocked (when watched).
+    held_live: Vec<HeldLive>,
     /// Dedup keys reserved by this request: confirmed once durable, released if the append fails.
     reserved_keys: Vec<u64>,
     /// Events already stored (same source and messageId): acknowledged, not stored again.
@@ -228,12 +281,12 @@ impl Batch {
         dedup: &DedupIndex,
         received_at_ms: i64,
         source_id: &str,
-    ) {
+    ) -> bool {
         let key = enriched.dedup_key ^ workspace.dedup_salt;
         match dedup.reserve(key, received_at_ms) {
             Reservation::Duplicate => {
                 self.duplicates += 1;
-                return;
+                return false;
             }
             Reservation::New => self.reserved_keys.push(key),
             // A concurrent request holds this messageId and is not yet durable: storing it again
@@ -245,6 +298,7 @@ impl Batch {
             payload: Bytes::from(enriched.envelope_bytes(source_id)),
         });
         self.accepted.push(enriched);
+        true
     }
 }
 
@@ -353,6 +407,11 @@ pub(crate) async fn append_enriched(
     for enriched in events {
         batch.admit(enriched, workspace, &state.dedup, now_ms, source_id);
     }
+    batch.accepted_validation =
+        vec![
+            Some(json!({"outcome": "released", "note": "released from the quarantine"}));
+            batch.accepted.len()
+        ];
     let offsets = store_batch(state, workspace, &mut batch).await?;
     if state.live.receiver_count() > 0 {
         publish_live(state, &workspace.id, source_id, &batch, now_ms, offsets);
@@ -415,32 +474,52 @@ fn publish_live(
     offsets: Option<std::ops::Range<u64>>,
 ) {
     let first_offset = offsets.map(|range| range.start);
-    let live_event = |offset: Option<u64>,
+    let live_event = |kind: &'static str,
+                      offset: Option<u64>,
                       event: Option<Box<serde_json::value::RawValue>>,
-                      rejection: Option<serde_json::Value>| {
+                      rejection: Option<serde_json::Value>,
+                      validation: Option<serde_json::Value>| {
         Arc::new(LiveEvent {
+            kind,
             workspace_id: workspace_id.to_string(),
             source_id: source_id.to_string(),
             received_at_ms,
             offset,
             event,
             rejection,
+            validation,
         })
     };
     for (index, enriched) in batch.accepted.iter().enumerate() {
         let raw = String::from_utf8(enriched.json.clone())
             .ok()
             .and_then(|json| serde_json::value::RawValue::from_string(json).ok());
+        let validation = batch.accepted_validation.get(index).cloned().flatten();
         let _ = state.live.send(live_event(
+            "accepted",
             first_offset.map(|first| first + index as u64),
             raw,
             None,
+            validation,
+        ));
+    }
+    for held in &batch.held_live {
+        let _ = state.live.send(live_event(
+            held.kind,
+            None,
+            held.event.clone(),
+            None,
+            Some(held.validation.clone()),
         ));
     }
     for rejection in &batch.rejected {
-        let _ = state
-            .live
-            .send(live_event(None, None, serde_json::to_value(rejection).ok()));
+        let _ = state.live.send(live_event(
+            "rejected",
+            None,
+            None,
+            serde_json::to_value(rejection).ok(),
+            None,
+        ));
     }
 }
 

@@ -119,6 +119,8 @@ pub fn router(state: AppState) -> Router {
         .merge(segment_api)
         .merge(management)
         .merge(public_routes().into_router())
+        // The console's files: not API operations (no credential, nothing to document).
+        .merge(crate::console::router())
         .fallback(not_found)
         .with_state(state)
 }

@@ -6,6 +6,7 @@ use crate::auth::{
     Authorized, ManageTrackingPlans, Permission, ReadQuarantine, ReadTrackingPlans,
     ReleaseQuarantine,
 };
+use crate::changes::{self, Kind};
 use crate::error::{ApiError, ApiResult};
 use crate::plans::quarantine::Selection;
 use crate::plans::store::Settled;
@@ -14,6 +15,7 @@ use crate::routes::Routes;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
 use serde::Deserialize;
@@ -186,30 +188,55 @@ fn parse_plan(body: Value) -> ApiResult<TrackingPlanConfig> {
         .map_err(|error| ApiError::new(ErrorCode::InvalidRequest, error.to_string()))
 }
 
+/// A plan change through the change machinery: applied now (versioned) unless the caller's
+/// changes need approval, when it becomes a change request (202).
+async fn submit_plan_change(
+    state: &AppState,
+    auth: &Authorized<ManageTrackingPlans>,
+    workspace: &str,
+    id: &str,
+    after: Option<TrackingPlanConfig>,
+    title: String,
+) -> ApiResult<Option<Response>> {
+    let after = after
+        .map(|config| serde_json::to_value(&config).map_err(ApiError::internal))
+        .transpose()?;
+    let operation = changes::prepare(state, workspace, Kind::TrackingPlan, id, after)?;
+    changes::submit(state, auth, workspace, title, vec![operation]).await
+}
+
 async fn create_plan(
     State(state): State<AppState>,
     auth: Authorized<ManageTrackingPlans>,
     Path(workspace): Path<String>,
     Json(body): Json<Value>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<Response> {
     let plans = plans(&state, &workspace)?;
     let config = parse_plan(body)?;
-    let sources = source_ids(&state, &workspace)?;
-    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
-    let plan = plans
-        .put(config, &sources, &auth.principal.name(), true)
-        .await?;
-    let view = view_of(&plans, plan.id())?;
+    let id = config.id.clone();
+    if plans.set().get(&id).is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("tracking plan {id} already exists"),
+        ));
+    }
+    let title = format!("create tracking plan {id}");
+    if let Some(accepted) =
+        submit_plan_change(&state, &auth, &workspace, &id, Some(config), title).await?
+    {
+        return Ok(accepted);
+    }
+    let view = view_of(&plans, &id)?;
     auth.audit(
         &state,
         "tracking_plan.create",
         Some(&workspace),
-        format!("tracking plan {workspace}/{}", plan.id()),
+        format!("tracking plan {workspace}/{id}"),
         None,
         Some(view.clone()),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
 async fn patch_plan(
@@ -217,7 +244,7 @@ async fn patch_plan(
     auth: Authorized<ManageTrackingPlans>,
     Path((workspace, id)): Path<(String, String)>,
     Json(patch): Json<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let plans = plans(&state, &workspace)?;
     let current = {
         let set = plans.set();
@@ -235,11 +262,12 @@ async fn patch_plan(
     let before = view_of(&plans, &id)?;
     let (_, after) = crate::routes::activate::patched(&current, &id, &patch)?;
     let config = parse_plan(after)?;
-    let sources = source_ids(&state, &workspace)?;
-    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
-    plans
-        .put(config, &sources, &auth.principal.name(), false)
-        .await?;
+    let title = format!("update tracking plan {id}");
+    if let Some(accepted) =
+        submit_plan_change(&state, &auth, &workspace, &id, Some(config), title).await?
+    {
+        return Ok(accepted);
+    }
     let view = view_of(&plans, &id)?;
     auth.audit(
         &state,
@@ -250,17 +278,20 @@ async fn patch_plan(
         Some(view.clone()),
     )
     .await?;
-    Ok(Json(view))
+    Ok(Json(view).into_response())
 }
 
 async fn delete_plan(
     State(state): State<AppState>,
     auth: Authorized<ManageTrackingPlans>,
     Path((workspace, id)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     let plans = plans(&state, &workspace)?;
     let before = view_of(&plans, &id)?;
-    plans.delete(&id).await?;
+    let title = format!("delete tracking plan {id}");
+    if let Some(accepted) = submit_plan_change(&state, &auth, &workspace, &id, None, title).await? {
+        return Ok(accepted);
+    }
     auth.audit(
         &state,
         "tracking_plan.delete",
@@ -270,7 +301,7 @@ async fn delete_plan(
         None,
     )
     .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]
@@ -339,7 +370,7 @@ async fn infer_plan(
     auth: Authorized<ManageTrackingPlans>,
     Path(workspace): Path<String>,
     Json(request): Json<InferRequest>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<Response> {
     let plans = plans(&state, &workspace)?;
     if !(1..=TRACKING_PLAN_INFER_EVENTS_MAX).contains(&request.events) {
         return Err(ApiError::new(
@@ -401,19 +432,22 @@ async fn infer_plan(
             Json(
                 json!({"plan": config, "events_read": read, "samples": samples_per_event, "saved": false}),
             ),
-        ));
+        )
+            .into_response());
     }
-    let sources = source_ids(&state, &workspace)?;
-    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
-    let plan = plans
-        .put(config, &sources, &auth.principal.name(), true)
-        .await?;
-    let view = view_of(&plans, plan.id())?;
+    let id = config.id.clone();
+    let title = format!("save inferred draft tracking plan {id}");
+    if let Some(accepted) =
+        submit_plan_change(&state, &auth, &workspace, &id, Some(config), title).await?
+    {
+        return Ok(accepted);
+    }
+    let view = view_of(&plans, &id)?;
     auth.audit(
         &state,
         "tracking_plan.infer",
         Some(&workspace),
-        format!("tracking plan {workspace}/{}", plan.id()),
+        format!("tracking plan {workspace}/{id}"),
         None,
         Some(view.clone()),
     )
@@ -423,7 +457,8 @@ async fn infer_plan(
         Json(
             json!({"plan": view, "events_read": read, "samples": samples_per_event, "saved": true}),
         ),
-    ))
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

@@ -89,7 +89,8 @@ pub fn object_stem(events: &[&OutboundEvent]) -> String {
 fn encode_jsonl(events: &[&OutboundEvent]) -> Vec<u8> {
     let mut body = Vec::new();
     for event in events {
-        serde_json::to_writer(&mut body, &event.event).expect("JSON values serialize");
+        // The value, not the stored bytes: those may hold newlines between tokens.
+        serde_json::to_writer(&mut body, event.event.value()).expect("JSON values serialize");
         body.push(b'\n');
     }
     body
@@ -128,7 +129,7 @@ impl FileRow {
                 .and_then(tandem_core::time_util::parse_iso8601_ms),
             received_at_ms: event.received_at_ms,
             source_id: event.source_id.clone(),
-            event_json: serde_json::to_string(&event.event).expect("JSON values serialize"),
+            event_json: serde_json::to_string(event.event.value()).expect("JSON values serialize"),
         }
     }
 }

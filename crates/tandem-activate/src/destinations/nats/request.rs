@@ -30,9 +30,7 @@ pub fn build_messages(batch: &[OutboundEvent], context: &SubjectContext<'_>) -> 
         .map(|event| NatsMessage {
             subject: render_subject(context, event),
             message_id: event.message_id.clone(),
-            payload: serde_json::to_vec(&event.event)
-                .expect("JSON values serialize")
-                .into(),
+            payload: event.event.to_json_bytes().into(),
         })
         .collect()
 }

@@ -1,5 +1,6 @@
 //! The warehouse's settings as users write them.
 
+use super::tls::{self, SslMode};
 use crate::destination::{parse_settings, SettingsProblem};
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
@@ -61,6 +62,14 @@ pub struct PostgresSettings {
     pub connect_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement_timeout_ms: Option<u64>,
+    /// TLS as libpq's `sslmode` (see `tls.rs`); also read from the URL's `sslmode` (give it in
+    /// one place). Default `prefer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslmode: Option<SslMode>,
+    /// PEM root certificate(s) `verify-ca`/`verify-full` trust instead of the system's roots
+    /// (libpq's `sslrootcert`, inline): a private CA, or the server's self-signed certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_root_cert_pem: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -96,10 +105,35 @@ impl PostgresSettings {
         }
     }
 
-    /// The driver's connection settings (statement timeout and application name included).
+    /// The TLS mode: the setting, else the URL's `sslmode`, else `prefer`.
+    pub fn ssl_mode(&self) -> Result<SslMode, String> {
+        let from_url = match &self.url {
+            Some(url) => match tls::split_sslmode(url).1 {
+                Some(value) => Some(SslMode::parse(&value).ok_or_else(|| {
+                    format!("sslmode `{value}`: one of disable, prefer, require, verify-ca, verify-full")
+                })?),
+                None => None,
+            },
+            None => None,
+        };
+        match (self.sslmode, from_url) {
+            (Some(setting), Some(url)) if setting != url => {
+                Err("sslmode is given both in the URL and as a setting, differently".into())
+            }
+            (setting, url) => Ok(setting.or(url).unwrap_or_default()),
+        }
+    }
+
+    /// The TLS connector of these settings (used by every mode but `disable`).
+    pub fn tls_connector(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+        tls::connector(self.ssl_mode()?, self.ssl_root_cert_pem.as_deref())
+    }
+
+    /// The driver's connection settings (statement timeout, application name and the TLS mode
+    /// the driver negotiates included).
     pub fn connection(&self) -> Result<tokio_postgres::Config, String> {
         let mut config = match &self.url {
-            Some(url) => tokio_postgres::Config::from_str(url)
+            Some(url) => tokio_postgres::Config::from_str(&tls::split_sslmode(url).0)
                 .map_err(|error| format!("not a PostgreSQL URL: {error}"))?,
             None => {
                 let mut config = tokio_postgres::Config::new();
@@ -123,6 +157,7 @@ impl PostgresSettings {
             .statement_timeout_ms
             .unwrap_or(DEFAULT_STATEMENT_TIMEOUT_MS);
         config
+            .ssl_mode(self.ssl_mode()?.driver_mode())
             .application_name("tandem")
             .connect_timeout(self.connect_timeout())
             .options(format!(
@@ -152,7 +187,9 @@ pub fn schema() -> serde_json::Value {
             "batch_age_ms": {"type": "integer", "minimum": 1, "maximum": BATCH_AGE_MS_HIGHEST, "default": DEFAULT_WAREHOUSE_BATCH_AGE_MS},
             "pool_size": {"type": "integer", "minimum": 1, "maximum": WAREHOUSE_POOL_SIZE_MAX, "default": DEFAULT_WAREHOUSE_POOL_SIZE},
             "connect_timeout_ms": {"type": "integer", "minimum": 1, "maximum": CONNECT_TIMEOUT_MS_HIGHEST, "default": DEFAULT_CONNECT_TIMEOUT_MS},
-            "statement_timeout_ms": {"type": "integer", "minimum": 1, "maximum": STATEMENT_TIMEOUT_MS_HIGHEST, "default": DEFAULT_STATEMENT_TIMEOUT_MS}
+            "statement_timeout_ms": {"type": "integer", "minimum": 1, "maximum": STATEMENT_TIMEOUT_MS_HIGHEST, "default": DEFAULT_STATEMENT_TIMEOUT_MS},
+            "sslmode": {"enum": ["disable", "prefer", "require", "verify-ca", "verify-full"], "default": "prefer", "description": "as libpq: prefer/require encrypt without checking the certificate; verify-ca checks it is signed by a trusted root; verify-full also that it names the host"},
+            "ssl_root_cert_pem": {"type": "string", "description": "PEM root certificate(s) trusted by verify-ca/verify-full instead of the system's roots"}
         }
     })
 }
@@ -251,15 +288,32 @@ fn check_connection(parsed: &PostgresSettings, problems: &mut Vec<SettingsProble
             }
         }
     }
-    match parsed.connection() {
-        Err(message) => problems.push(SettingsProblem::new("url", message)),
-        Ok(config) => {
-            if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-                problems.push(SettingsProblem::new(
-                    "url",
-                    "sslmode=require is not supported yet (tandem connects without TLS); use a trusted network or a local TLS tunnel",
-                ));
+    let ssl_field = if parsed.sslmode.is_some() {
+        "sslmode"
+    } else {
+        "url"
+    };
+    match parsed.ssl_mode() {
+        Err(message) => problems.push(SettingsProblem::new(ssl_field, message)),
+        Ok(mode) => {
+            if let Some(pem) = &parsed.ssl_root_cert_pem {
+                if let Err(message) = tls::parse_roots(pem) {
+                    problems.push(SettingsProblem::new("ssl_root_cert_pem", message));
+                } else if !matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) {
+                    problems.push(SettingsProblem::new(
+                        "ssl_root_cert_pem",
+                        "only read with sslmode verify-ca or verify-full",
+                    ));
+                }
             }
+        }
+    }
+    match parsed.connection() {
+        Err(message) if parsed.ssl_mode().is_ok() => {
+            problems.push(SettingsProblem::new("url", message))
+        }
+        Err(_) => {}
+        Ok(config) => {
             if parsed.url.is_some() && config.get_hosts().is_empty() {
                 problems.push(SettingsProblem::new("url", "names no host"));
             }

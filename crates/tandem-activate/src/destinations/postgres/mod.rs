@@ -15,6 +15,8 @@
 //!   `schema_problems` table, [`schema_problems`] for the API, a warning in the log).
 //! - One transaction per batch, idempotent by messageId (`ON CONFLICT (id) DO NOTHING`): a
 //!   redelivery inserts nothing twice. See `service.rs` for the life of a batch.
+//! - TLS (rustls) with libpq's `sslmode` (`disable`, `prefer` — the default —, `require`,
+//!   `verify-ca`, `verify-full`) and `ssl_root_cert_pem`: see `tls.rs`.
 
 mod config;
 mod request;
@@ -22,11 +24,13 @@ mod schema;
 mod service;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub use config::PostgresSettings;
 pub use request::FIXED_TABLES;
 pub use schema::{schema_problems, ColumnType, ReportedProblem, SchemaProblem};
 pub use service::{membership_change, membership_changes, Failure, MembershipChange, Postgres};
+pub use tls::SslMode;
 
 use crate::destination::DestinationType;
 

@@ -134,7 +134,7 @@ impl Postgres {
             .map_err(|problems| crate::destination::describe_problems(&problems))?;
         let manager = Manager::from_config(
             settings.connection()?,
-            tokio_postgres::NoTls,
+            settings.tls_connector()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

@@ -584,8 +584,33 @@ fn settings_are_checked_without_connecting() {
     );
     assert_eq!(problems(json!({"url": "mysql://u@h/d"})), ["url"]);
     assert_eq!(
-        problems(json!({"url": "postgres://u@h/d?sslmode=require"})),
-        ["url"]
+        problems(json!({"url": "postgres://u@h/d?sslmode=allow"})),
+        ["url"],
+        "libpq's allow is not offered"
+    );
+    assert_eq!(
+        problems(json!({"url": "postgres://u@h/d?sslmode=require", "sslmode": "verify-full"})),
+        ["sslmode"],
+        "two different modes"
+    );
+    assert_eq!(
+        problems(
+            json!({"url": "postgres://u@h/d", "sslmode": "require", "ssl_root_cert_pem": "-----BEGIN CERTIFICATE-----"})
+        ),
+        ["ssl_root_cert_pem"]
+    );
+    let verify =
+        parse(&json!({"url": "postgres://u@h/d?sslmode=verify-full&connect_timeout=3"})).unwrap();
+    assert_eq!(verify.ssl_mode(), Ok(super::SslMode::VerifyFull));
+    assert_eq!(
+        verify.connection().unwrap().get_ssl_mode(),
+        tokio_postgres::config::SslMode::Require,
+        "the driver insists on TLS; the connector verifies"
+    );
+    assert_eq!(
+        ok.connection().unwrap().get_ssl_mode(),
+        tokio_postgres::config::SslMode::Prefer,
+        "libpq's default"
     );
     assert_eq!(
         problems(json!({"url": "postgres://h/d"})),

@@ -39,6 +39,11 @@ pub struct WebhookSettings {
     /// Timeout of one request (default: the connection's `request_timeout_ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// PEM certificates trusted for an `https://` URL besides the system's roots: for a
+    /// receiver whose certificate comes from a private (company) CA, or is self-signed. There is
+    /// deliberately no way to turn verification off: a trusted CA is the safe form of that wish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_pem: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -68,7 +73,8 @@ pub fn schema() -> serde_json::Value {
                 {"type": "object", "required": ["type", "token"], "properties": {"type": {"const": "bearer"}, "token": {"type": "string"}}}
             ]},
             "signing_secret": {"type": "string", "minLength": SIGNING_SECRET_CHARS_MIN, "description": "adds X-Tandem-Timestamp and X-Tandem-Signature: v1=<hex HMAC-SHA256 of \"timestamp.body\">"},
-            "timeout_ms": {"type": "integer", "minimum": 1, "maximum": TIMEOUT_MS_HIGHEST}
+            "timeout_ms": {"type": "integer", "minimum": 1, "maximum": TIMEOUT_MS_HIGHEST},
+            "tls_ca_pem": {"type": "string", "description": "PEM certificate(s) trusted for an https:// URL besides the system's roots (a private CA, or a self-signed receiver)"}
         }
     })
 }
@@ -82,6 +88,9 @@ pub fn parse(settings: &serde_json::Value) -> Result<WebhookSettings, Vec<Settin
     let parsed: WebhookSettings = parse_settings(settings)?;
     let mut problems = Vec::new();
     match reqwest::Url::parse(&parsed.url) {
+        Ok(url) if url.scheme() == "http" && parsed.tls_ca_pem.is_some() => problems.push(
+            SettingsProblem::new("tls_ca_pem", "only for an https:// URL"),
+        ),
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
         Ok(_) => problems.push(SettingsProblem::new(
             "url",
@@ -132,9 +141,24 @@ pub fn parse(settings: &serde_json::Value) -> Result<WebhookSettings, Vec<Settin
         let message = format!("outside 1 ..= {TIMEOUT_MS_HIGHEST}");
         problems.push(SettingsProblem::new("timeout_ms", message));
     }
+    if let Some(pem) = &parsed.tls_ca_pem {
+        if let Err(message) = trusted_certificates(pem) {
+            problems.push(SettingsProblem::new("tls_ca_pem", message));
+        }
+    }
     if problems.is_empty() {
         Ok(parsed)
     } else {
         Err(problems)
     }
+}
+
+/// The certificates of a `tls_ca_pem` setting (at least one).
+pub fn trusted_certificates(pem: &str) -> Result<Vec<reqwest::Certificate>, String> {
+    let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+        .map_err(|error| format!("not PEM certificates: {error}"))?;
+    if certificates.is_empty() {
+        return Err("holds no `-----BEGIN CERTIFICATE-----` block".into());
+    }
+    Ok(certificates)
 }

@@ -29,7 +29,7 @@ pub fn build_requests(
             .iter()
             .enumerate()
             .map(|(index, event)| WebhookRequest {
-                body: serde_json::to_vec(&event.event).expect("JSON values serialize"),
+                body: event.event.to_json_bytes(),
                 events: index..index + 1,
                 idempotency_key: event.message_id.clone(),
             })
@@ -51,15 +51,19 @@ pub fn build_requests(
     requests
 }
 
-/// `{"batch": [...]}`, serialized straight from the events (no intermediate JSON value).
+/// `{"batch": [...]}`: each event's stored bytes copied as they are, or its value serialized.
 fn batch_body(events: &[OutboundEvent]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(64 + events.len() * 512);
+    let bytes: usize = events
+        .iter()
+        .map(|event| event.event.json_len_hint() + 1)
+        .sum();
+    let mut body = Vec::with_capacity(16 + bytes);
     body.extend_from_slice(b"{\"batch\":[");
     for (index, event) in events.iter().enumerate() {
         if index > 0 {
             body.push(b',');
         }
-        serde_json::to_writer(&mut body, &event.event).expect("JSON values serialize");
+        event.event.write_json(&mut body);
     }
     body.extend_from_slice(b"]}");
     body

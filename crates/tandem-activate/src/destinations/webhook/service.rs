@@ -32,11 +32,19 @@ pub fn build(
             .timeout_ms
             .unwrap_or(DEFAULT_DELIVERY_REQUEST_TIMEOUT_MS),
     );
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(true)
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .pool_idle_timeout(Duration::from_secs(30))
-        .no_proxy()
+        .no_proxy();
+    if let Some(pem) = &settings.tls_ca_pem {
+        for certificate in config::trusted_certificates(pem)? {
+            client = client.add_root_certificate(certificate);
+        }
+    }
+    let client = client
         .build()
         .map_err(|error| format!("cannot build the HTTP client: {error}"))?;
     Ok(Arc::new(Webhook { settings, client }))
@@ -59,18 +67,20 @@ impl Destination for Webhook {
 impl Webhook {
     async fn send_batch(&self, batch: &[OutboundEvent]) -> BatchOutcome {
         let per_request = self.settings.batch_events_max.unwrap_or(batch.len());
-        let requests = build_requests(batch, self.settings.batch, per_request);
-        if let [only] = requests.as_slice() {
-            return BatchOutcome::All(self.post(&only.body, &only.idempotency_key).await);
+        let mut requests = build_requests(batch, self.settings.batch, per_request);
+        if requests.len() == 1 {
+            let only = requests.pop().expect("one request");
+            return BatchOutcome::All(self.post(only.body, &only.idempotency_key).await);
         }
         let mut outcomes = Vec::with_capacity(batch.len());
-        for (index, request) in requests.iter().enumerate() {
-            let outcome = self.post(&request.body, &request.idempotency_key).await;
+        let count = requests.len();
+        for (index, request) in requests.into_iter().enumerate() {
+            let outcome = self.post(request.body, &request.idempotency_key).await;
             if let Outcome::Retry { error, after } = &outcome {
                 // Later requests may hold later events of the same users: keep them for the retry,
                 // so per-user order survives.
                 let rest = batch.len() - request.events.start;
-                let message = format!("{error} (request {} of {})", index + 1, requests.len());
+                let message = format!("{error} (request {} of {count})", index + 1);
                 outcomes.extend(std::iter::repeat_n(
                     Outcome::Retry {
                         error: message,
@@ -85,7 +95,7 @@ impl Webhook {
         BatchOutcome::PerEvent(outcomes)
     }
 
-    async fn post(&self, body: &[u8], idempotency_key: &str) -> Outcome {
+    async fn post(&self, body: Vec<u8>, idempotency_key: &str) -> Outcome {
         let mut request = self
             .client
             .post(&self.settings.url)
@@ -105,9 +115,9 @@ impl Webhook {
             let timestamp = tandem_core::time_util::now_ms() / 1000;
             request = request
                 .header(TIMESTAMP_HEADER, timestamp.to_string())
-                .header(SIGNATURE_HEADER, signature(secret, timestamp, body));
+                .header(SIGNATURE_HEADER, signature(secret, timestamp, &body));
         }
-        match request.body(body.to_vec()).send().await {
+        match request.body(body).send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let retry_after = response
