@@ -124,7 +124,12 @@ pub fn audiences(command: AudiencesCommand) -> anyhow::Result<ExitCode> {
             no_wait,
         } => {
             let body = read_definition(&file)?;
-            let (ok, value) = call(&target.api, Method::POST, &target.path("/audiences"), Some(body))?;
+            let (ok, value) = call(
+                &target.api,
+                Method::POST,
+                &target.path("/audiences"),
+                Some(body),
+            )?;
             saved(&target, ok, value, no_wait)
         }
         AudiencesCommand::Update {
@@ -158,7 +163,12 @@ pub fn audiences(command: AudiencesCommand) -> anyhow::Result<ExitCode> {
 
 /// After a create or update: a change request (202) is printed as is; a saved audience's
 /// backfill is followed until the audience is live.
-fn saved(target: &WorkspaceArgs, ok: bool, mut value: Value, no_wait: bool) -> anyhow::Result<ExitCode> {
+fn saved(
+    target: &WorkspaceArgs,
+    ok: bool,
+    mut value: Value,
+    no_wait: bool,
+) -> anyhow::Result<ExitCode> {
     let status = |value: &Value| value["status"].as_str().unwrap_or_default().to_string();
     let applied = ok && ["pending", "backfilling", "live"].contains(&status(&value).as_str());
     if !applied || no_wait {

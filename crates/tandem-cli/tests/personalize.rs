@@ -41,9 +41,7 @@ write_key = "other-write-key-0123456789"
 
 async fn put_policy(server: &TestServer, workspace: &str, policy: &Value) -> (u16, Value) {
     let response = client()
-        .put(server.url(&format!(
-            "/api/v1/workspaces/{workspace}/personalization"
-        )))
+        .put(server.url(&format!("/api/v1/workspaces/{workspace}/personalization")))
         .bearer_auth(ADMIN_TOKEN)
         .json(policy)
         .send()
@@ -208,10 +206,7 @@ async fn a_public_key_reads_its_workspace_allow_list_and_rule_decisions() {
         json!({"homepage_banner": "vip-banner", "badge": "gold"})
     );
     assert_eq!(answer["rules"], json!(["vip", "gold-badge"]));
-    assert!(
-        !answer.to_string().contains("vip@example.test"),
-        "{answer}"
-    );
+    assert!(!answer.to_string().contains("vip@example.test"), "{answer}");
 
     // The other workspace's key sees the other workspace's profile only, from its origin.
     let other = client()
@@ -231,7 +226,10 @@ async fn a_public_key_reads_its_workspace_allow_list_and_rule_decisions() {
     assert_eq!(other["profile"]["traits"], json!({"plan": "other-plan"}));
     assert_eq!(other["decisions"], json!({}));
     let (status, body) = ask(&server, &other_key, "userId=vip-1").await;
-    assert_eq!(status, 403, "no Origin, a key for other.example only: {body}");
+    assert_eq!(
+        status, 403,
+        "no Origin, a key for other.example only: {body}"
+    );
     assert_eq!(body["error"]["code"], "forbidden");
 
     // A public key is no management credential, and a management token is no public key.
@@ -268,7 +266,10 @@ async fn a_public_key_reads_its_workspace_allow_list_and_rule_decisions() {
         .map(|k| k["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [demo_key_id.as_str()]);
-    assert!(keys.to_string().find("tdm_pub_").is_none(), "never shown again");
+    assert!(
+        keys.to_string().find("tdm_pub_").is_none(),
+        "never shown again"
+    );
 
     // Other ways to present the key: HTTP Basic (user name) and `?key=`; the POST form.
     let basic_answer: Value = client()
@@ -333,10 +334,7 @@ async fn a_public_key_reads_its_workspace_allow_list_and_rule_decisions() {
         stranger["profile"],
         json!({"known": false, "traits": {}, "audiences": []})
     );
-    assert_eq!(
-        stranger["decisions"],
-        json!({"homepage_banner": "welcome"})
-    );
+    assert_eq!(stranger["decisions"], json!({"homepage_banner": "welcome"}));
     let (status, body) = ask(&server, &demo_key, "anonymousId=").await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_request");

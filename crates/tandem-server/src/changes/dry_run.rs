@@ -59,7 +59,11 @@ pub async fn impact(
                         .push(serde_json::from_value(after.clone()).map_err(ApiError::internal)?);
                 }
             }
-            Kind::Source | Kind::Audience | Kind::TrackingPlan | Kind::Policy => {}
+            Kind::Source
+            | Kind::Audience
+            | Kind::TrackingPlan
+            | Kind::Policy
+            | Kind::Personalization => {}
         }
     }
     let mut impacts = Vec::with_capacity(operations.len());
@@ -79,6 +83,9 @@ pub async fn impact(
                 "connections_reading_it": users(&|c| c.sources.iter().any(|s| s == "*" || s == &operation.id)),
             }),
             Kind::Audience => audience_impact(state, workspace, operation).await?,
+            Kind::Personalization => json!({
+                "note": "the personalization API answers under the new allow-list and rules at once; no event is re-run",
+            }),
             Kind::Policy => json!({
                 "note": "a policy applies to the workspace's later changes and stages; no event is re-run",
             }),

@@ -25,7 +25,8 @@ use std::sync::Arc;
 use tandem_activate::history::{DefinitionWrite, Provenance, Version};
 use tandem_activate::runtime::{Activation, ManagedBy};
 use tandem_config::{
-    AudienceConfig, ConnectionConfig, DestinationConfig, SourceConfig, TrackingPlanConfig,
+    AudienceConfig, ConnectionConfig, DestinationConfig, PersonalizationConfig, SourceConfig,
+    TrackingPlanConfig,
 };
 use tandem_core::limits::CHANGE_REQUEST_OPERATIONS_MAX;
 use tandem_core::{ids, time_util, ErrorCode};
@@ -44,6 +45,9 @@ pub enum Kind {
     TrackingPlan,
     /// A workspace's override of an organization policy: `{"name", "value"}`, id = the name.
     Policy,
+    /// The personalization API's policy of a workspace (allow-list and rules), id = the
+    /// workspace's; kept in the metadata store's settings.
+    Personalization,
 }
 
 impl Kind {
@@ -55,16 +59,18 @@ impl Kind {
             Kind::Audience => "audience",
             Kind::TrackingPlan => "tracking_plan",
             Kind::Policy => "policy",
+            Kind::Personalization => "personalization",
         }
     }
 
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Source,
         Kind::Destination,
         Kind::Connection,
         Kind::Audience,
         Kind::TrackingPlan,
         Kind::Policy,
+        Kind::Personalization,
     ];
 
     pub fn parse(text: &str) -> Option<Kind> {
@@ -279,6 +285,22 @@ pub fn current(
             None => None,
             Some((config, by)) => Some((to_json(serde_json::to_value(config))?, by)),
         },
+        Kind::Personalization => {
+            let policy = workspace_of(state, workspace)?.personalization.get();
+            if policy.declared {
+                Some((
+                    to_json(serde_json::to_value(&policy.config))?,
+                    ManagedBy::Config,
+                ))
+            } else if policy.config != Default::default() {
+                Some((
+                    to_json(serde_json::to_value(&policy.config))?,
+                    ManagedBy::Api,
+                ))
+            } else {
+                None
+            }
+        }
         Kind::TrackingPlan => {
             let set = workspace_plans(state, workspace)?.set();
             match set.get(id) {
@@ -354,6 +376,12 @@ pub fn prepare(
     id: &str,
     after: Option<Value>,
 ) -> ApiResult<Operation> {
+    if kind == Kind::Personalization && id != workspace {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("personalization {id}: its id is the workspace's (`{workspace}`)"),
+        ));
+    }
     let existing = current(state, workspace, kind, id)?;
     let what = format!("{} {id}", kind.as_str());
     let action = match (&existing, &after) {
@@ -425,6 +453,10 @@ fn normalised(kind: Kind, id: &str, after: Value) -> ApiResult<Value> {
             let config: TrackingPlanConfig = serde_json::from_value(after).map_err(invalid)?;
             (serde_json::to_value(&config), config.id)
         }
+        Kind::Personalization => {
+            let config: PersonalizationConfig = serde_json::from_value(after).map_err(invalid)?;
+            (serde_json::to_value(&config), id.to_string())
+        }
         Kind::Policy => {
             let document: PolicyDocument = serde_json::from_value(after).map_err(invalid)?;
             let value = crate::policies::toml_of(&document.value)?;
@@ -484,6 +516,7 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
         .map(|(config, _)| config)
         .collect();
     let audiences_touched = operations.iter().any(|op| op.kind == Kind::Audience);
+    let mut personalization_after: Option<(usize, PersonalizationConfig)> = None;
     let plans = workspace_plans(state, workspace)?;
     let mut plans_after: Vec<TrackingPlanConfig> = plans
         .set()
@@ -561,9 +594,18 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
                 }
             }
             (Kind::Policy, None) => {}
+            (Kind::Personalization, after) => {
+                let config: PersonalizationConfig = match after {
+                    Some(after) => {
+                        serde_json::from_value(after.clone()).map_err(ApiError::internal)?
+                    }
+                    None => PersonalizationConfig::default(),
+                };
+                personalization_after = Some((index, config));
+            }
         }
     }
-    if audiences_touched {
+    if audiences_touched || personalization_after.is_some() {
         let computed = workspace_of(state, workspace)?
             .unify
             .rules()
@@ -575,15 +617,26 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
             Some(index) => format!("operations[{index}] (audience {})", config.id),
             None => format!("audience {}", config.id),
         };
-        problems.extend(crate::audiences::set_problems(
-            &audiences, &computed, &label,
-        ));
-        // The personalization rules may name audiences too.
-        let policy = workspace_of(state, workspace)?.personalization.get();
+        if audiences_touched {
+            problems.extend(crate::audiences::set_problems(
+                &audiences, &computed, &label,
+            ));
+        }
+        // The personalization policy the request leaves, against the audiences it leaves (its
+        // rules may name audiences too).
+        let current = workspace_of(state, workspace)?.personalization.get();
+        let (policy, at, every_problem) = match &personalization_after {
+            Some((index, config)) => (
+                config,
+                format!("operations[{index}] (personalization {workspace})."),
+                true,
+            ),
+            None => (&current.config, "personalization.".to_string(), false),
+        };
         let ids: Vec<&str> = audiences.iter().map(|a| a.id.as_str()).collect();
-        for problem in tandem_config::personalization_problems(&policy.config, &ids, None) {
-            if problem.message.starts_with("no audience") {
-                problems.push((format!("personalization.{}", problem.path), problem.message));
+        for problem in tandem_config::personalization_problems(policy, &ids, None) {
+            if every_problem || problem.message.starts_with("no audience") {
+                problems.push((format!("{at}{}", problem.path), problem.message));
             }
         }
     }
@@ -759,7 +812,8 @@ pub async fn apply(
 }
 
 /// The write of an operation whose object lives outside the activate store (tracking plans,
-/// policy overrides): the apply transaction's last step, after validation.
+/// policy overrides, the personalization policy): the apply transaction's last step, after
+/// validation.
 fn write_elsewhere(
     state: &AppState,
     workspace: &str,
@@ -798,6 +852,26 @@ fn write_elsewhere(
                 .policies
                 .write_override(workspace, &operation.id, value.as_ref())
                 .map_err(|error| error.to_string())?;
+        }
+        (Kind::Personalization, after) => {
+            let config: PersonalizationConfig = match after {
+                Some(after) => {
+                    serde_json::from_value(after.clone()).map_err(|error| error.to_string())?
+                }
+                None => PersonalizationConfig::default(),
+            };
+            let target = state
+                .workspaces
+                .get(workspace)
+                .ok_or_else(|| format!("no workspace {workspace}"))?;
+            let policy = target
+                .personalization
+                .save(state.store.as_ref(), workspace, config)
+                .map_err(|error| error.message)?;
+            // What unify keeps for the cache follows the allow-list; cached answers made under
+            // the old policy go.
+            target.audiences.engine.lock().capture_traits = policy.captured_traits();
+            target.audiences.cache.clear();
         }
         _ => {}
     }

@@ -824,6 +824,21 @@ async fn import(
         &mut operations,
         &mut problems,
     )?;
+    let personalization: Vec<(String, Value)> = match &wanted.personalization {
+        Some(config) => vec![(
+            workspace.clone(),
+            serde_json::to_value(config).map_err(ApiError::internal)?,
+        )],
+        None => Vec::new(),
+    };
+    diff_kind(
+        &state,
+        &workspace,
+        Kind::Personalization,
+        personalization.clone(),
+        &mut operations,
+        &mut problems,
+    )?;
     let policies: Vec<(String, Value)> = wanted
         .policies
         .iter()
@@ -860,6 +875,14 @@ async fn import(
         Kind::Audience,
         live.audiences.iter().map(|a| a.id.clone()).collect(),
         &audiences,
+    ));
+    removed.extend(absent(
+        Kind::Personalization,
+        live.personalization
+            .iter()
+            .map(|_| workspace.clone())
+            .collect(),
+        &personalization,
     ));
     removed.extend(absent(
         Kind::TrackingPlan,

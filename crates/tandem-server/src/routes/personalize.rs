@@ -4,6 +4,7 @@
 //! key (CORS like the Segment API). Its management: the policy and the public keys.
 
 use crate::auth::{Authorized, ManagePersonalization, ReadAudiences};
+use crate::changes::{self, Kind};
 use crate::error::{ApiError, ApiResult};
 use crate::personalize::{decide, visible, CachedProfile, PublicKeyRecord, PUBLIC_KEY_PREFIX};
 use crate::routes::Routes;
@@ -243,12 +244,14 @@ async fn get_policy(
     Ok(Json(view))
 }
 
+/// Sets the workspace's policy. A change like any other: versioned, and a change request (202)
+/// when `change_approval` covers the caller; the problems are named by field either way.
 async fn put_policy(
     State(state): State<AppState>,
     auth: Authorized<ManagePersonalization>,
     Path(workspace_id): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let workspace = workspace(&state, &workspace_id)?;
     let Json(value) =
         body.map_err(|rejection| ApiError::new(ErrorCode::InvalidRequest, rejection.body_text()))?;
@@ -280,24 +283,33 @@ async fn put_policy(
     if !problems.is_empty() {
         return Err(crate::audiences::problems_error(problems));
     }
-    let policy =
-        workspace
-            .personalization
-            .save(state.store.as_ref(), &workspace_id, config.clone())?;
-    workspace.audiences.engine.lock().capture_traits = policy.captured_traits();
-    workspace.audiences.cache.clear();
+    let after = serde_json::to_value(&config).map_err(ApiError::internal)?;
+    if before.config == config {
+        return Ok(Json(after).into_response());
+    }
+    let operation = changes::prepare(
+        &state,
+        &workspace_id,
+        Kind::Personalization,
+        &workspace_id,
+        Some(after.clone()),
+    )?;
+    let title = format!("personalization policy of {workspace_id}");
+    if let Some(accepted) =
+        changes::submit(&state, &auth, &workspace_id, title, vec![operation]).await?
+    {
+        return Ok(accepted);
+    }
     auth.audit(
         &state,
         "personalization.update",
         Some(&workspace_id),
         format!("personalization {workspace_id}"),
         serde_json::to_value(&before.config).ok(),
-        serde_json::to_value(&config).ok(),
+        Some(after.clone()),
     )
     .await?;
-    Ok(Json(
-        serde_json::to_value(&config).map_err(ApiError::internal)?,
-    ))
+    Ok(Json(after).into_response())
 }
 
 #[derive(Deserialize)]
