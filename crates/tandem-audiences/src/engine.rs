@@ -716,20 +716,34 @@ pub struct Preview {
     pub counted_from_history: Vec<String>,
 }
 
-/// Counters of `set` a preview must count from history: those not complete in the running
-/// engine (`complete` lists the ones that are).
+/// What a preview evaluates: audience `candidate` of `set` at `now_ms`, counting from history
+/// the counters `from_history` marks (those the running engine does not keep complete), with up
+/// to `samples_max` sample members.
+pub struct PreviewQuery<'a> {
+    pub set: &'a AudienceSet,
+    pub candidate: usize,
+    pub from_history: &'a [bool],
+    pub now_ms: i64,
+    pub samples_max: usize,
+}
+
+/// Evaluates `query` over the next `limit` profiles after `after`, adding to `preview`; the
+/// cursor to go on from, or `None` when every profile was seen.
 pub fn preview_chunk(
     kv: &(impl KvRead + ?Sized),
     history: &dyn RecordSource,
-    set: &AudienceSet,
-    candidate: usize,
-    from_history: &[bool],
+    query: &PreviewQuery<'_>,
     after: Option<ProfileId>,
     limit: usize,
-    now_ms: i64,
     preview: &mut Preview,
-    samples_max: usize,
 ) -> KvResult<Option<ProfileId>> {
+    let PreviewQuery {
+        set,
+        candidate,
+        from_history,
+        now_ms,
+        samples_max,
+    } = *query;
     let after_key = after.map(|p| p.to_be_bytes());
     let rows = kv.scan(
         Table::Profiles,

@@ -2,7 +2,7 @@
 //! events and other audiences, kept up to date inside the unify transaction.
 //!
 //! Life of an audience change (ARCHITECTURE.md has the long form):
-//! 1. [`compile`]: definitions (`tandem_config::AudienceConfig`, from the file or the API)
+//! 1. [`compile`][]: definitions (`tandem_config::AudienceConfig`, from the file or the API)
 //!    become an [`AudienceSet`] in dependency order; each event condition becomes a hidden
 //!    counter that unify keeps like a computed trait (merged on merges, re-counted on splits,
 //!    moved forward by the window sweep).

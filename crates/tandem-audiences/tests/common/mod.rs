@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::sync::Arc;
-use tandem_audiences::engine::{preview_chunk, Effects};
+use tandem_audiences::engine::{preview_chunk, Effects, PreviewQuery};
 use tandem_audiences::state::{self, OutboxEntry};
 use tandem_audiences::{AudienceEngine, AudienceSet, Preview, Reason};
 use tandem_config::AudienceConfig;
@@ -223,19 +223,14 @@ impl World {
         let mut preview = Preview::default();
         let mut after = None;
         loop {
-            after = preview_chunk(
-                &self.kv,
-                &source,
-                &set,
-                index,
-                &from_history,
-                after,
-                2,
-                self.now,
-                &mut preview,
-                100,
-            )
-            .unwrap();
+            let query = PreviewQuery {
+                set: &set,
+                candidate: index,
+                from_history: &from_history,
+                now_ms: self.now,
+                samples_max: 100,
+            };
+            after = preview_chunk(&self.kv, &source, &query, after, 2, &mut preview).unwrap();
             if after.is_none() {
                 return preview;
             }

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use tandem_audiences::engine::preview_chunk;
+use tandem_audiences::engine::{preview_chunk, PreviewQuery};
 use tandem_audiences::{AudienceSet, Preview};
 use tandem_core::limits::{
     AUDIENCE_PREVIEW_CHUNK_PROFILES, AUDIENCE_PREVIEW_JOBS_KEPT, AUDIENCE_PREVIEW_SAMPLES,
@@ -183,20 +183,22 @@ fn run(
 ) -> Result<Preview, tandem_unify::kv::KvError> {
     let mut preview = Preview::default();
     let mut after: Option<ProfileId> = None;
-    let now = tandem_core::time_util::now_ms();
+    let query = PreviewQuery {
+        set,
+        candidate,
+        from_history,
+        now_ms: tandem_core::time_util::now_ms(),
+        samples_max: AUDIENCE_PREVIEW_SAMPLES,
+    };
     loop {
         let next = store.read(|kv| {
             preview_chunk(
                 kv,
                 history,
-                set,
-                candidate,
-                from_history,
+                &query,
                 after,
                 AUDIENCE_PREVIEW_CHUNK_PROFILES,
-                now,
                 &mut preview,
-                AUDIENCE_PREVIEW_SAMPLES,
             )
         })?;
         job.scanned

@@ -85,7 +85,7 @@ fn view(workspace: &Workspace, config: &AudienceConfig, managed_by: ManagedBy) -
             job.job.audiences.contains(&config.id)
                 || job.job.removed.iter().any(|(id, _)| id == &config.id)
         })
-        .map(|job| job_json(job));
+        .map(job_json);
     let counters: Vec<Value> = published
         .set
         .get(&config.id)
