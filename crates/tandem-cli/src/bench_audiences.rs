@@ -342,7 +342,10 @@ async fn wait_for_unify(workspace: &Workspace) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
         let end = workspace.log.stats().end_offset;
-        if *workspace.unify.applied.borrow() >= end && !workspace.audiences.engine.lock().busy() {
+        if *workspace.unify.applied.borrow() >= end
+            && !workspace.audiences.is_pending()
+            && !workspace.audiences.engine.lock().busy()
+        {
             return Ok(());
         }
         if Instant::now() > deadline {

@@ -160,6 +160,8 @@ async fn list_audiences(
     let published = workspace.audiences.published.read().clone();
     Ok(Json(json!({
         "audiences": views,
+        // Changed definitions the unify task has not planned yet (it does between batches).
+        "pending": workspace.audiences.is_pending(),
         "job": published.job.as_ref().map(job_json),
         "error": published.error,
     })))
