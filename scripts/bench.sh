@@ -15,11 +15,18 @@
 #   7. batched webhook delivery of a log backlog to a local receiver (`tandem bench deliver`;
 #      reference: the same request bodies POSTed directly), then a 5-minute receiver outage under
 #      steady input (BENCH_DELIVER_OUTAGE seconds) and the rate the backlog drains at
+#   audiences:
+#   8. ingest acknowledgement → `Audience Entered` in the log at 10,000 and 2,000 events/s, and a
+#      five-condition audience counted over many profiles (`tandem bench audiences`; references:
+#      the ack latency of the same load, one pass decoding every profile)
+#   9. the personalization API at 5,000 requests/s over HTTP against a server holding ~100K
+#      profiles (`tandem bench personalize`; reference: the same loop on /healthz)
 # and prints the figures side by side with ratios. Not a test: it asserts nothing.
-# Usage: bash scripts/bench.sh [all|collect|unify|deliver]
+# Usage: bash scripts/bench.sh [all|collect|unify|deliver|audiences]
+# (BENCH_PROFILE=ci builds without LTO, for a quick first figure; the default is release)
 set -euo pipefail
 SECTION="${1:-all}"
-case "$SECTION" in all|collect|unify|deliver) ;; *) echo "usage: $0 [all|collect|unify|deliver]" >&2; exit 2;; esac
+case "$SECTION" in all|collect|unify|deliver|audiences) ;; *) echo "usage: $0 [all|collect|unify|deliver|audiences]" >&2; exit 2;; esac
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tandem-target}"
 DURATION="${BENCH_SECONDS:-20}"
@@ -36,8 +43,12 @@ PROFILE_RATE="${BENCH_PROFILE_RATE:-5000}"
 DELIVER_EVENTS="${BENCH_DELIVER_EVENTS:-500000}"
 DELIVER_OUTAGE="${BENCH_DELIVER_OUTAGE:-300}"
 DELIVER_RATE="${BENCH_DELIVER_RATE:-2000}"
-cargo build --release --locked --bin tandem >/dev/null
-BIN="$CARGO_TARGET_DIR/release/tandem"
+AUDIENCE_PROFILES="${BENCH_AUDIENCE_PROFILES:-20000}"
+PERSONALIZE_USERS="${BENCH_PERSONALIZE_USERS:-100000}"
+PERSONALIZE_RATE="${BENCH_PERSONALIZE_RATE:-5000}"
+PROFILE="${BENCH_PROFILE:-release}"
+cargo build --profile "$PROFILE" --locked --bin tandem >/dev/null
+BIN="$CARGO_TARGET_DIR/$PROFILE/tandem"
 rm -rf "$WORK"; mkdir -p "$WORK"
 KEY="bench-write-key-0123456789"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -143,6 +154,26 @@ echo "RudderStack's sizing guide for reference: 1.7K events/s on 2 cores, 2.5K o
 }
 
 ADMIN="bench-admin-token-000000"
+# Unify applies the log behind collect: wait until it has caught up.
+wait_unify() {
+  for _ in $(seq 1200); do
+    LAG=$(curl -fs -H "authorization: Bearer $ADMIN" "$URL/api/v1/workspaces/bench/unify" | jget "['lag_records']")
+    [ "$LAG" = 0 ] && return 0
+    sleep 1
+  done
+  echo "unify did not catch up (lag $LAG records)" >&2; exit 1
+}
+customers() { # $1 file, $2 users: user-0000000042, with a plan and an ltv
+  python3 - "$1" "$2" <<'PY'
+import sys
+path, users = sys.argv[1], int(sys.argv[2])
+plans = ["free", "starter", "pro", "enterprise"]
+with open(path, "w") as f:
+    f.write("user_id,email,plan,city,ltv\n")
+    for i in range(users):
+        f.write(f"user-{i:010d},u{i:010d}@example.com,{plans[i % 4]},City {i % 97},{(i * 37) % 5000}\n")
+PY
+}
 unify_section() {
 echo "== 5. unify: identity + profile + computed-trait updates, $UNIFY_EVENTS events, 10K profiles"
 SMALL=$("$BIN" bench unify --profiles 10000 --events "$UNIFY_EVENTS" | tee -a /dev/stderr | tail -1)
@@ -151,24 +182,10 @@ BIG=$("$BIN" bench unify --profiles "$UNIFY_BIG_PROFILES" --events "$UNIFY_EVENT
 
 echo "== 6. Profile API: $PROFILE_USERS customers imported, load on top, then lookups at $PROFILE_RATE/s"
 start_server "$WORK/data-profiles"
-python3 - "$WORK/customers.csv" "$PROFILE_USERS" <<'PY'
-import sys
-path, users = sys.argv[1], int(sys.argv[2])
-plans = ["free", "starter", "pro", "enterprise"]
-with open(path, "w") as f:
-    f.write("user_id,email,plan,city\n")
-    for i in range(users):
-        f.write(f"user-{i:010d},u{i:010d}@example.com,{plans[i % 4]},City {i % 97}\n")
-PY
+customers "$WORK/customers.csv" "$PROFILE_USERS"
 "$BIN" import "$WORK/customers.csv" --url "$URL" --write-key "$KEY" --json >/dev/null
 "$BIN" load --url "$URL" --write-key "$KEY" --users "$PROFILE_USERS" --rate 20000 --duration 10 --warmup 0 --json >/dev/null
-# Unify applies the log behind collect: wait until it has caught up.
-for _ in $(seq 1200); do
-  LAG=$(curl -fs -H "authorization: Bearer $ADMIN" "$URL/api/v1/workspaces/bench/unify" | jget "['lag_records']")
-  [ "$LAG" = 0 ] && break
-  sleep 1
-done
-[ "$LAG" = 0 ] || { echo "unify did not catch up (lag $LAG records)" >&2; exit 1; }
+wait_unify
 TOKEN=$(curl -fs -X POST -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
   -d '{"name":"bench"}' "$URL/api/v1/workspaces/bench/access-tokens" | jget "['token']")
 API=$("$BIN" bench profile-api --url "$URL" --token "$TOKEN" --workspace bench --users "$PROFILE_USERS" \
@@ -203,8 +220,36 @@ echo "== 7. deliver: a backlog of $DELIVER_EVENTS events to a local webhook rece
 "$BIN" bench deliver --events "$DELIVER_EVENTS" --outage-seconds "$DELIVER_OUTAGE" --arrival-rate "$DELIVER_RATE" --data "$WORK/deliver"
 }
 
+audiences_section() {
+echo "== 8. audiences: ack → Audience Entered at 10,000 and 2,000 events/s; a five-condition audience over $AUDIENCE_PROFILES profiles"
+"$BIN" bench audiences --profiles "$AUDIENCE_PROFILES"
+
+echo "== 9. personalization API: $PERSONALIZE_USERS customers imported, a policy and a public key, then requests at $PERSONALIZE_RATE/s"
+start_server "$WORK/data-personalize"
+customers "$WORK/personalize.csv" "$PERSONALIZE_USERS"
+"$BIN" import "$WORK/personalize.csv" --url "$URL" --write-key "$KEY" --json >/dev/null
+wait_unify
+auth=(-H "authorization: Bearer $ADMIN" -H 'content-type: application/json')
+curl -fs -X POST "${auth[@]}" "$URL/api/v1/workspaces/bench/audiences" \
+  -d '{"id":"high-value","name":"High value","condition":{"trait":"ltv","op":"gte","value":4000}}' >/dev/null
+curl -fs -X PUT "${auth[@]}" "$URL/api/v1/workspaces/bench/personalization" -d '{"traits":["plan","ltv"],"audiences":["high-value"],
+  "rules":[{"id":"vip","slot":"banner","offer":"vip","when":{"audience":"high-value"}},
+           {"id":"upsell","slot":"banner","offer":"upsell","when":{"trait":"plan","op":"eq","value":"starter"}}]}' >/dev/null
+for _ in $(seq 600); do
+  STATUS=$(curl -fs "${auth[@]}" "$URL/api/v1/workspaces/bench/audiences/high-value" | jget "['status']")
+  [ "$STATUS" = live ] && break
+  sleep 1
+done
+PUBLIC_KEY=$(curl -fs -X POST "${auth[@]}" -d '{"name":"bench"}' "$URL/api/v1/workspaces/bench/personalization/keys" | jget "['key']")
+"$BIN" bench personalize --url "$URL" --key "$PUBLIC_KEY" --users "$PERSONALIZE_USERS" \
+  --rate "$PERSONALIZE_RATE" --duration "${DURATION}s" --concurrency 32
+echo "server peak RSS $(rss_mb) MiB"
+stop_server
+}
+
 case "$SECTION" in
-  all) collect_section; unify_section; deliver_section;;
+  all) collect_section; unify_section; deliver_section; audiences_section;;
+  audiences) audiences_section;;
   collect) collect_section;;
   unify) unify_section;;
   deliver) deliver_section;;
