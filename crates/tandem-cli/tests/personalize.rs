@@ -6,7 +6,8 @@
 //! the allow-list (email never shown; an audience not allow-listed used by rules but not shown);
 //! rules deciding per slot, following events in real time; the CORS preflight a browser sends;
 //! an unknown visitor; the key by header, HTTP Basic and `?key=`; keys and policy surviving a
-//! restart (answered from the store, then the cache).
+//! restart (answered from the store, then the cache). And a policy declared in the file: the same
+//! answers, other origins and missing or revoked keys refused, the policy read-only through the API.
 
 mod common;
 
@@ -409,4 +410,150 @@ async fn a_public_key_reads_its_workspace_allow_list_and_rule_decisions() {
     assert_eq!(status, 200);
     let (status, body) = ask(&server, &demo_key, "userId=vip-1").await;
     assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_declared_in_the_file_answers_and_is_read_only() {
+    let extra = r#"
+[[workspaces.audiences]]
+id = "high-value"
+name = "High value"
+condition = { trait = "ltv", op = "gte", value = 1000 }
+
+[[workspaces.audiences]]
+id = "churned"
+name = "Churned"
+condition = { trait = "status", op = "eq", value = "churned" }
+
+[workspaces.personalization]
+traits = ["plan", "ltv"]
+audiences = ["high-value"]
+[[workspaces.personalization.rules]]
+id = "vip-banner"
+slot = "homepage_banner"
+offer = "vip-banner"
+when = { all = [{ audience = "high-value" }, { not = { audience = "churned" } }] }
+[[workspaces.personalization.rules]]
+id = "welcome"
+slot = "homepage_banner"
+offer = "welcome-banner"
+when = { not = { audience = "high-value" } }
+"#;
+    let server = TestServer::start(extra);
+    let (status, key) = admin_post(
+        &server,
+        "/api/v1/workspaces/demo/personalization/keys",
+        &json!({"name": "shop", "allowed_origins": ["https://shop.example"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    let public = key["key"].as_str().unwrap().to_string();
+    identify(
+        &server,
+        WRITE_KEY,
+        json!({"userId": "vip-1", "anonymousId": "browser-1",
+               "traits": {"plan": "gold", "ltv": 2500, "email": "vip@example.test"}}),
+    )
+    .await;
+    let ask = |visitor: &str| {
+        client()
+            .get(server.url(&format!("/v1/personalize?anonymousId={visitor}")))
+            .header("x-tandem-key", &public)
+            .header("origin", "https://shop.example")
+            .send()
+    };
+    let answer: Value = wait_until_async(|| async {
+        let answer: Value = ask("browser-1").await.unwrap().json().await.unwrap();
+        (answer["decisions"]["homepage_banner"] == "vip-banner").then_some(answer)
+    })
+    .await;
+    assert_eq!(
+        answer["profile"]["traits"],
+        json!({"plan": "gold", "ltv": 2500}),
+        "email never: {answer}"
+    );
+    assert_eq!(answer["profile"]["audiences"], json!(["high-value"]));
+    // Churned: the rule falls through, and "churned" is not allow-listed to be shown.
+    identify(
+        &server,
+        WRITE_KEY,
+        json!({"userId": "vip-1", "traits": {"status": "churned"}}),
+    )
+    .await;
+    let answer = wait_until_async(|| async {
+        let answer: Value = ask("browser-1").await.unwrap().json().await.unwrap();
+        (answer["decisions"] == json!({})).then_some(answer)
+    })
+    .await;
+    assert_eq!(answer["profile"]["audiences"], json!(["high-value"]));
+    // An unknown visitor gets the default decision; CORS answers the browser.
+    let response = ask("stranger").await.unwrap();
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["profile"]["known"], false);
+    assert_eq!(answer["decisions"]["homepage_banner"], "welcome-banner");
+    // POST form.
+    let posted: Value = client()
+        .post(server.url("/v1/personalize"))
+        .header("x-tandem-key", &public)
+        .header("origin", "https://shop.example")
+        .json(&json!({"userId": "vip-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(posted["profile"]["known"], true, "{posted}");
+    // Another origin, no key, a revoked key.
+    let other = client()
+        .get(server.url("/v1/personalize?anonymousId=browser-1"))
+        .header("x-tandem-key", &public)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403);
+    let none = client()
+        .get(server.url("/v1/personalize?anonymousId=browser-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 401);
+    let id = key["id"].as_str().unwrap();
+    let (status, _) = admin_post(
+        &server,
+        &format!("/api/v1/workspaces/demo/personalization/keys/{id}/revoke"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(ask("browser-1").await.unwrap().status(), 401);
+    // The file's policy is read-only; an allow-listed email is refused anyway.
+    let response = client()
+        .put(server.url("/api/v1/workspaces/demo/personalization"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"traits": ["plan"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+}
+
+async fn wait_until_async<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
