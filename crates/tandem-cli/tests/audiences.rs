@@ -4,7 +4,8 @@
 //! the Segment-compatible Profile API; a config-declared audience read-only (409); an API audience
 //! created, previewed (size == members after its backfill), changed and deleted (members exit);
 //! kill -9 and restart with no duplicate events; a window's edge passing (the server runs under
-//! libfaketime a few seconds before midnight UTC). The personalization API: `personalize.rs`.
+//! libfaketime a few seconds before midnight UTC); `tandem audiences create|update|delete` following
+//! the backfill. The personalization API: `personalize.rs`.
 
 mod common;
 
@@ -628,4 +629,77 @@ condition = { event = "Order Completed", within_days = 1 }
         "{}",
         exited.3
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_follows_the_backfill_updates_and_deletes() {
+    let server = TestServer::start("");
+    for (user, plan) in [("c1", "pro"), ("c2", "pro"), ("c3", "free")] {
+        identify(&server, json!({ "userId": user }), json!({ "plan": plan })).await;
+    }
+    // Unify applies behind collect: the backfill then finds all three profiles.
+    let deadline = Instant::now() + WAIT;
+    for user in ["c1", "c2", "c3"] {
+        let path = format!("/api/v1/workspaces/demo/profiles/user_id:{user}");
+        while admin_get(&server, &path).await.0 != 200 {
+            assert!(Instant::now() < deadline, "no profile {user}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let url = server.url("");
+    let api = ["--url", &url, "--token", ADMIN_TOKEN, "--workspace", "demo"];
+    let with_api = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .chain(api.iter())
+            .map(|arg| arg.to_string())
+            .collect()
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli_json(&args)
+    };
+
+    // Created from a TOML file: the command returns once the backfill is done.
+    let created_file = server.dir.path().join("pro.toml");
+    std::fs::write(
+        &created_file,
+        "id = \"pro\"\nname = \"Pro plan\"\ncondition = { trait = \"plan\", op = \"eq\", value = \"pro\" }\n",
+    )
+    .unwrap();
+    let created = run(with_api(&[
+        "audiences",
+        "create",
+        "--file",
+        created_file.to_str().unwrap(),
+    ]));
+    assert_eq!(created["status"], "live", "{created}");
+    assert_eq!(created["size"], 2, "{created}");
+
+    // Updated from a JSON patch: the new condition replaces the tree, re-evaluated.
+    let patch_file = server.dir.path().join("patch.json");
+    std::fs::write(
+        &patch_file,
+        json!({"condition": {"trait": "plan", "op": "in", "value": ["pro", "free"]}}).to_string(),
+    )
+    .unwrap();
+    let updated = run(with_api(&[
+        "audiences",
+        "update",
+        "pro",
+        "--file",
+        patch_file.to_str().unwrap(),
+    ]));
+    assert_eq!(updated["status"], "live", "{updated}");
+    assert_eq!(updated["size"], 3, "{updated}");
+    assert_eq!(updated["condition"]["op"], "in", "{updated}");
+
+    // Deleted: gone, its members exit.
+    let deleted = run(with_api(&["audiences", "delete", "pro"]));
+    assert_eq!(deleted, json!({"deleted": "pro"}));
+    let (status, _) = admin_get(&server, "/api/v1/workspaces/demo/audiences/pro").await;
+    assert_eq!(status, 404);
+    wait_until("c1 exits", || {
+        (count(&audience_events(&server), "Audience Exited", "pro", "c1") == 1).then_some(())
+    })
+    .await;
 }
