@@ -367,6 +367,25 @@ pub fn workspace_plans(
         .ok_or_else(|| ApiError::not_found(format!("workspace {workspace}")))
 }
 
+/// [`prepare`] for a POST that creates: the same checks, and a 409 when `id` already exists.
+pub fn prepare_create(
+    state: &AppState,
+    workspace: &str,
+    kind: Kind,
+    id: &str,
+    after: &impl Serialize,
+) -> ApiResult<Operation> {
+    let after = serde_json::to_value(after).map_err(ApiError::internal)?;
+    let operation = prepare(state, workspace, kind, id, Some(after))?;
+    if operation.action != Action::Create {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("{} {id} already exists", kind.as_str()),
+        ));
+    }
+    Ok(operation)
+}
+
 /// An operation on the live state: `after` (absent for a delete) normalised through its type,
 /// checked against what exists (create: must not; update, delete: must, API-managed).
 pub fn prepare(

@@ -341,19 +341,8 @@ async fn create_destination(
 ) -> ApiResult<Response> {
     activation(&state, &workspace)?;
     let config = checked_destination(body)?;
-    let operation = changes::prepare(
-        &state,
-        &workspace,
-        Kind::Destination,
-        &config.id,
-        Some(serde_json::to_value(&config).map_err(ApiError::internal)?),
-    )?;
-    if operation.action != changes::Action::Create {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("destination {} already exists", config.id),
-        ));
-    }
+    let operation =
+        changes::prepare_create(&state, &workspace, Kind::Destination, &config.id, &config)?;
     let title = format!("create destination {}", config.id);
     if let Some(accepted) =
         changes::submit(&state, &auth, &workspace, title, vec![operation]).await?
@@ -547,19 +536,8 @@ async fn create_connection(
 ) -> ApiResult<Response> {
     let activation = activation(&state, &workspace)?;
     let config = checked_connection(&state, &activation, &workspace, body)?;
-    let operation = changes::prepare(
-        &state,
-        &workspace,
-        Kind::Connection,
-        &config.id,
-        Some(serde_json::to_value(&config).map_err(ApiError::internal)?),
-    )?;
-    if operation.action != changes::Action::Create {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("connection {} already exists", config.id),
-        ));
-    }
+    let operation =
+        changes::prepare_create(&state, &workspace, Kind::Connection, &config.id, &config)?;
     let title = format!("create connection {}", config.id);
     if let Some(accepted) =
         changes::submit(&state, &auth, &workspace, title, vec![operation]).await?

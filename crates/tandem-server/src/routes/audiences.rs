@@ -209,19 +209,8 @@ async fn create_audience(
 ) -> ApiResult<Response> {
     let workspace = workspace(&state, &workspace_id)?;
     let (config, _): (AudienceConfig, Value) = json_body(body)?;
-    let operation = changes::prepare(
-        &state,
-        &workspace_id,
-        Kind::Audience,
-        &config.id,
-        Some(serde_json::to_value(&config).map_err(ApiError::internal)?),
-    )?;
-    if operation.action != changes::Action::Create {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("audience {} already exists", config.id),
-        ));
-    }
+    let operation =
+        changes::prepare_create(&state, &workspace_id, Kind::Audience, &config.id, &config)?;
     let title = format!("create audience {}", config.id);
     if let Some(accepted) =
         changes::submit(&state, &auth, &workspace_id, title, vec![operation]).await?
