@@ -25,18 +25,6 @@ use std::collections::{BTreeMap, BTreeSet};
 const OWN: &str = "demo";
 const FOREIGN: &str = "other";
 
-const OTHER_WORKSPACE: &str = r#"
-[[workspaces]]
-id = "other"
-name = "Other market"
-
-[[workspaces.sources]]
-id = "site"
-name = "Other site"
-owner = "other-team@example.test"
-write_key = "other-write-key-0123456789"
-"#;
-
 /// How a principal sends its credential.
 #[derive(Clone, Debug)]
 enum Send {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 const OTHER_WRITE_KEY: &str = "other-write-key-0123456789";
 const WAIT: Duration = Duration::from_secs(30);
 
-const EXTRA: &str = r#"
+const AUDIENCES: &str = r#"
 [[workspaces.audiences]]
 id = "high-value"
 name = "High value"
@@ -28,16 +28,6 @@ condition = { trait = "ltv", op = "gte", value = 1000 }
 id = "subscribers"
 name = "Newsletter subscribers"
 condition = { trait = "newsletter", op = "eq", value = true }
-
-[[workspaces]]
-id = "other"
-name = "Other market"
-
-[[workspaces.sources]]
-id = "site"
-name = "Other site"
-owner = "other-team@example.test"
-write_key = "other-write-key-0123456789"
 "#;
 
 async fn put_policy(server: &TestServer, workspace: &str, policy: &Value) -> (u16, Value) {
@@ -118,7 +108,7 @@ fn problem_fields(body: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_public_key_reads_its_workspace_allow_list_and_rule_decisions() {
-    let mut server = TestServer::start(EXTRA);
+    let mut server = TestServer::start(&format!("{AUDIENCES}{OTHER_WORKSPACE}"));
 
     // Refused policies name every problem's field; nothing is saved.
     let (status, body) = put_policy(

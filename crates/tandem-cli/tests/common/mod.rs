@@ -15,6 +15,19 @@ use std::time::{Duration, Instant};
 pub const WRITE_KEY: &str = "test-write-key-0123456789";
 pub const SECOND_WRITE_KEY: &str = "test-write-key-mobile-0123456789";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// A second workspace (`other`, with its own source) for tests of workspace isolation; appended
+/// to the test config after the demo workspace's own sections.
+pub const OTHER_WORKSPACE: &str = r#"
+[[workspaces]]
+id = "other"
+name = "Other market"
+
+[[workspaces.sources]]
+id = "site"
+name = "Other site"
+owner = "other-team@example.test"
+write_key = "other-write-key-0123456789"
+"#;
 /// How long a started server may take to answer /readyz.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
