@@ -167,6 +167,8 @@ pub struct Connection {
     mappings: Vec<Mapping>,
     transform: Option<Arc<dyn Transform>>,
     pub consent_categories: Vec<String>,
+    /// Asked for every event when `consent_categories` names a category (see `consent.rs`).
+    consent: Option<crate::consent::ConsentGate>,
     pub delivery: DeliveryConfig,
     pub enabled: bool,
 }
@@ -236,9 +238,45 @@ impl Connection {
             mappings,
             transform,
             consent_categories: config.consent_categories.clone(),
+            consent: None,
             delivery: config.delivery.clone(),
             enabled: config.enabled && destination.enabled,
         })
+    }
+
+    /// Gates the connection on consent: events go only where the person's consent covers
+    /// `consent_categories` (without a gate, categories are not enforced: previews).
+    pub fn with_consent(mut self, oracle: Arc<dyn crate::consent::ConsentOracle>) -> Connection {
+        self.consent = Some(crate::consent::ConsentGate {
+            required: self.consent_categories.clone(),
+            oracle,
+        });
+        self
+    }
+
+    /// The consent decision for an event's JSON, when the connection is gated and needs a
+    /// category (`None`: nothing to decide, the event may go).
+    pub fn consent_decision(&self, json: &[u8]) -> Option<tandem_consent::Decision> {
+        let gate = self.consent.as_ref()?;
+        if gate.required.iter().all(|c| c == tandem_consent::NECESSARY) {
+            return None;
+        }
+        Some(crate::consent::decide_bytes(&gate.required, json, gate.oracle.as_ref()))
+    }
+
+    /// The consent decision for a parsed event, whether or not the connection is gated (the
+    /// explain API): with no gate, the profile is unknown and the policy is `missing`.
+    pub fn consent_explain(
+        &self,
+        event: &Value,
+        fallback: &dyn crate::consent::ConsentOracle,
+    ) -> tandem_consent::Decision {
+        let oracle = self
+            .consent
+            .as_ref()
+            .map(|gate| gate.oracle.as_ref())
+            .unwrap_or(fallback);
+        crate::consent::decide_value(&self.consent_categories, event, oracle)
     }
 
     /// Whether the header alone (source, type) lets the event through: checked before parsing JSON.

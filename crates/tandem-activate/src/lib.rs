@@ -4,7 +4,8 @@
 //! 1. [`runtime::Activation`] starts one [`worker::Worker`] per enabled connection (file- or
 //!    API-declared), a log consumer `deliver.<connection>` (new connections start at the log's end).
 //! 2. Each record is filtered ([`connection::Connection`]: source, type, track names, Segment
-//!    `integrations`), mapped, transformed ([`connection::Transform`]); a failing transformation
+//!    `integrations`), gated on consent ([`consent`]: the connection's categories against the
+//!    event's, else the profile's, preferences, else the `consent_missing` policy), mapped, transformed ([`connection::Transform`]); a failing transformation
 //!    dead-letters the original event.
 //! 3. Events go to lanes by user ([`worker`]); a lane batches them ([`batcher`]) and sends one
 //!    batch at a time through the [`destination::Destination`].
@@ -17,6 +18,7 @@
 
 pub mod batcher;
 pub mod connection;
+pub mod consent;
 pub mod destination;
 pub mod destinations;
 pub mod dlq;

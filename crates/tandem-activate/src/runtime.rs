@@ -64,6 +64,8 @@ pub struct ConnectionStatus {
     pub retried: u64,
     pub retrying: u64,
     pub filtered: u64,
+    /// Events the person's consent kept from this destination.
+    pub consent_denied: u64,
     pub dropped_by_transform: u64,
     pub dlq_size: u64,
     pub lag_records: u64,
@@ -154,6 +156,8 @@ pub struct Activation {
     pub dlq: Arc<Dlq>,
     pub alerts: Arc<Alerts>,
     compiler: Option<TransformCompiler>,
+    /// What every connection's consent gate asks (profiles, the policy).
+    pub consent: Arc<dyn crate::consent::ConsentOracle>,
     file_destinations: Vec<DestinationConfig>,
     file_connections: Vec<ConnectionConfig>,
     running: Mutex<HashMap<String, Running>>,
@@ -176,6 +180,7 @@ impl Activation {
         connections: Vec<ConnectionConfig>,
         alerts: Arc<Alerts>,
         compiler: Option<TransformCompiler>,
+        consent: Arc<dyn crate::consent::ConsentOracle>,
     ) -> Result<Arc<Activation>, ActivateError> {
         let path = data_dir
             .join("activate")
@@ -192,6 +197,7 @@ impl Activation {
             dlq,
             alerts,
             compiler,
+            consent,
             file_destinations: destinations,
             file_connections: connections,
             running: Mutex::new(HashMap::new()),
@@ -321,12 +327,10 @@ impl Activation {
             data_dir: self.data_dir.clone(),
         };
         let built = (kind.build)(&destination.settings, &context)?;
-        let connection = Arc::new(Connection::compile(
-            &self.workspace_id,
-            config,
-            destination,
-            self.compiler,
-        )?);
+        let connection = Arc::new(
+            Connection::compile(&self.workspace_id, config, destination, self.compiler)?
+                .with_consent(self.consent.clone()),
+        );
         let breaker = self
             .breakers
             .lock()
@@ -404,6 +408,7 @@ impl Activation {
                     retried: stats.get(Counted::Retried),
                     retrying: stats.retrying.load(Ordering::Relaxed),
                     filtered: stats.get(Counted::Filtered),
+                    consent_denied: stats.get(Counted::ConsentDenied),
                     dropped_by_transform: stats.get(Counted::DroppedByTransform),
                     dlq_size,
                     lag_records,
@@ -425,6 +430,7 @@ impl Activation {
                 retried: 0,
                 retrying: 0,
                 filtered: 0,
+                consent_denied: 0,
                 dropped_by_transform: 0,
                 dlq_size,
                 lag_records,

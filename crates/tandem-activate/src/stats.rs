@@ -18,6 +18,8 @@ pub enum Counted {
     Dlq,
     Filtered,
     DroppedByTransform,
+    /// Not sent: the person's consent does not cover the connection's categories.
+    ConsentDenied,
 }
 
 impl Counted {
@@ -29,6 +31,7 @@ impl Counted {
             Counted::Dlq => "dlq",
             Counted::Filtered => "filtered",
             Counted::DroppedByTransform => "dropped_by_transform",
+            Counted::ConsentDenied => "consent_denied",
         }
     }
 }
@@ -66,6 +69,7 @@ pub struct ConnectionStats {
     rejected: AtomicU64,
     dlq: AtomicU64,
     filtered: AtomicU64,
+    consent_denied: AtomicU64,
     dropped_by_transform: AtomicU64,
     /// Events currently waiting for a retry.
     pub retrying: AtomicU64,
@@ -90,6 +94,7 @@ impl ConnectionStats {
             rejected: AtomicU64::new(0),
             dlq: AtomicU64::new(0),
             filtered: AtomicU64::new(0),
+            consent_denied: AtomicU64::new(0),
             dropped_by_transform: AtomicU64::new(0),
             retrying: AtomicU64::new(0),
             last_delivered_ms: AtomicI64::new(0),
@@ -110,6 +115,7 @@ impl ConnectionStats {
             Counted::Dlq => &self.dlq,
             Counted::Filtered => &self.filtered,
             Counted::DroppedByTransform => &self.dropped_by_transform,
+            Counted::ConsentDenied => &self.consent_denied,
         }
     }
 

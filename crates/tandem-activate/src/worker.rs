@@ -563,6 +563,12 @@ pub async fn prepare(
         delivery.stats.count(Counted::Filtered, 1);
         return Ok(Vec::new());
     }
+    if let Some(decision) = connection.consent_decision(envelope.json) {
+        if !decision.allowed {
+            delivery.stats.count(Counted::ConsentDenied, 1);
+            return Ok(Vec::new());
+        }
+    }
     let bytes = envelope.json.len();
     if connection.sends_as_stored() {
         let stored = StoredRecordView {

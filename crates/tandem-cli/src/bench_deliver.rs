@@ -354,6 +354,7 @@ async fn run(args: DeliverArgs) -> anyhow::Result<ExitCode> {
         vec![connection],
         Arc::new(Alerts::default()),
         None,
+        Arc::new(tandem_activate::consent::NoProfiles(tandem_consent::Missing::Allow)),
     )
     .await
     .map_err(|error| anyhow::anyhow!("starting delivery: {error}"))?;

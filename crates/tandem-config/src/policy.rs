@@ -31,6 +31,14 @@ pub const KNOWN_POLICIES: &[(&str, &str)] = &[
         ALLOWED_DESTINATION_TYPES_POLICY,
         "[type, …]: the destination types a workspace may configure (absent: every type)",
     ),
+    (
+        tandem_consent::CATEGORIES_POLICY,
+        "[category, …]: the consent categories of a workspace (absent: necessary, analytics, personalization, marketing, advertising)",
+    ),
+    (
+        tandem_consent::MISSING_POLICY,
+        "\"allow\" or \"deny\": what happens to events and profiles without consent preferences on routes that need a category (absent: allow)",
+    ),
 ];
 
 /// Longest policy name.
@@ -112,6 +120,35 @@ fn parse_type_list(value: &toml::Value) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// `consent_categories = ["necessary", "analytics", …]`.
+fn parse_categories(value: &toml::Value) -> Result<Vec<String>, String> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| "expected a list of consent category names".to_string())?;
+    let mut names = Vec::new();
+    for item in items {
+        let name = item
+            .as_str()
+            .ok_or_else(|| format!("expected consent category names, found {item}"))?;
+        tandem_consent::check_category(name)?;
+        if !names.iter().any(|known: &String| known == name) {
+            names.push(name.to_string());
+        }
+    }
+    if !names.iter().any(|name| name == tandem_consent::NECESSARY) {
+        names.insert(0, tandem_consent::NECESSARY.to_string());
+    }
+    Ok(names)
+}
+
+/// `consent_missing = "allow" | "deny"`.
+fn parse_missing(value: &toml::Value) -> Result<tandem_consent::Missing, String> {
+    value
+        .as_str()
+        .and_then(tandem_consent::Missing::parse)
+        .ok_or_else(|| format!("expected \"allow\" or \"deny\", found {value}"))
+}
+
 /// Checks a policy's value: a known policy's meaning, any policy's name.
 pub fn check_value(name: &str, value: &toml::Value) -> Result<(), String> {
     if name.is_empty()
@@ -127,6 +164,8 @@ pub fn check_value(name: &str, value: &toml::Value) -> Result<(), String> {
     match name {
         CHANGE_APPROVAL_POLICY => ChangeApproval::parse(value).map(|_| ()),
         ALLOWED_DESTINATION_TYPES_POLICY => parse_type_list(value).map(|_| ()),
+        tandem_consent::CATEGORIES_POLICY => parse_categories(value).map(|_| ()),
+        tandem_consent::MISSING_POLICY => parse_missing(value).map(|_| ()),
         _ => Ok(()),
     }
 }
@@ -272,6 +311,21 @@ impl PolicyValues {
     pub fn allowed_destination_types(&self, workspace_id: &str) -> Option<Vec<String>> {
         self.effective_value(workspace_id, ALLOWED_DESTINATION_TYPES_POLICY)
             .map(|value| parse_type_list(&value).unwrap_or_default())
+    }
+
+    /// The consent settings a workspace runs with. An unreadable `consent_missing` counts as
+    /// `deny` and unreadable categories as the defaults: a broken guardrail fails closed.
+    pub fn consent(&self, workspace_id: &str) -> tandem_consent::ConsentPolicy {
+        let mut policy = tandem_consent::ConsentPolicy::default();
+        if let Some(value) = self.effective_value(workspace_id, tandem_consent::CATEGORIES_POLICY) {
+            if let Ok(categories) = parse_categories(&value) {
+                policy.categories = categories;
+            }
+        }
+        if let Some(value) = self.effective_value(workspace_id, tandem_consent::MISSING_POLICY) {
+            policy.missing = parse_missing(&value).unwrap_or(tandem_consent::Missing::Deny);
+        }
+        policy
     }
 
     /// Why a destination of `kind` may not be used in `workspace_id`, if it may not.

@@ -66,7 +66,7 @@ pub fn validate(config: &Config) -> Result<(), Vec<ConfigProblem>> {
             "empty — name the organization or leave the key out",
         ));
     }
-    check_workspaces(&config.workspaces, &mut problems);
+    check_workspaces(config, &mut problems);
     crate::policy::check_policies(config, &mut problems);
     if problems.is_empty() {
         Ok(())
@@ -214,7 +214,9 @@ fn check_collect(collect: &CollectConfig, problems: &mut Vec<ConfigProblem>) {
     }
 }
 
-fn check_workspaces(workspaces: &[WorkspaceConfig], problems: &mut Vec<ConfigProblem>) {
+fn check_workspaces(config: &Config, problems: &mut Vec<ConfigProblem>) {
+    let workspaces = &config.workspaces;
+    let policies = crate::policy::PolicyValues::from_config(config);
     let mut workspace_ids: HashMap<&str, usize> = HashMap::new();
     // Write keys are unique across the organization: a key alone says which source sent an event.
     let mut write_keys: HashMap<&str, String> = HashMap::new();
@@ -238,7 +240,7 @@ fn check_workspaces(workspaces: &[WorkspaceConfig], problems: &mut Vec<ConfigPro
         check_identity(&workspace.identity, &format!("{path}.identity"), problems);
         check_computed_traits(&workspace.computed_traits, &path, problems);
         check_destinations(&workspace.destinations, &path, problems);
-        check_connections(workspace, &path, problems);
+        check_connections(workspace, &policies.consent(&workspace.id), &path, problems);
         crate::plans::check_tracking_plans(workspace, &path, problems);
         crate::audiences::check_audiences(workspace, &path, problems);
     }
@@ -383,6 +385,7 @@ pub fn destination_problems(destination: &DestinationConfig) -> Vec<ConfigProble
 
 fn check_connections(
     workspace: &WorkspaceConfig,
+    consent: &tandem_consent::ConsentPolicy,
     workspace_path: &str,
     problems: &mut Vec<ConfigProblem>,
 ) {
@@ -410,6 +413,20 @@ fn check_connections(
         problems.extend(found.into_iter().map(|problem| {
             ConfigProblem::new(format!("{path}.{}", problem.path), problem.message)
         }));
+        for (at, category) in connection.consent_categories.iter().enumerate() {
+            if tandem_consent::check_category(category).is_ok()
+                && !consent.categories.contains(category)
+            {
+                let message = format!(
+                    "no consent category `{category}` in this workspace (policy consent_categories: {})",
+                    consent.categories.join(", ")
+                );
+                problems.push(ConfigProblem::new(
+                    format!("{path}.consent_categories[{at}]"),
+                    message,
+                ));
+            }
+        }
         if let Some(first) = earlier_index(&mut ids, &connection.id, index) {
             let message = format!(
                 "`{}` is already the id of connections[{first}]",
@@ -436,7 +453,7 @@ pub fn connection_problems(
         ));
     }
     for (index, source) in connection.sources.iter().enumerate() {
-        let built_in = source == tandem_core::envelope::AUDIENCES_SOURCE_ID;
+        let built_in = tandem_core::envelope::BUILT_IN_SOURCE_IDS.contains(&source.as_str());
         if source != "*" && !built_in && !source_ids.contains(&source.as_str()) {
             let message = format!("no source `{source}` in this workspace");
             problems.push(ConfigProblem::new(format!("sources[{index}]"), message));
@@ -453,6 +470,14 @@ pub fn connection_problems(
             connection.destination
         );
         problems.push(ConfigProblem::new("destination", message));
+    }
+    for (index, category) in connection.consent_categories.iter().enumerate() {
+        if let Err(message) = tandem_consent::check_category(category) {
+            problems.push(ConfigProblem::new(
+                format!("consent_categories[{index}]"),
+                message,
+            ));
+        }
     }
     const TYPES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
     for (index, kind) in connection.event_types.iter().enumerate() {
@@ -743,10 +768,10 @@ fn check_sources<'a>(
     for (index, source) in sources.iter().enumerate() {
         let path = format!("{workspace_path}.sources[{index}]");
         check_id(&source.id, &format!("{path}.id"), "source", problems);
-        if source.id == tandem_core::envelope::AUDIENCES_SOURCE_ID {
+        if tandem_core::envelope::BUILT_IN_SOURCE_IDS.contains(&source.id.as_str()) {
             problems.push(ConfigProblem::new(
                 format!("{path}.id"),
-                "`tandem-audiences` is the built-in source of audience events; choose another id",
+                format!("`{}` is a built-in source id (audience events, privacy records); choose another id", source.id),
             ));
         }
         if let Some(first) = earlier_index(&mut source_ids, &source.id, index) {

@@ -101,6 +101,13 @@ pub enum EnvelopeError {
 /// connections may name (and `"*"` includes) like any other.
 pub const AUDIENCES_SOURCE_ID: &str = "tandem-audiences";
 
+/// The source id of the events tandem writes on a person's behalf through the privacy API
+/// (`Consent Preference Updated` recorded by a privacy officer): built in like the audiences'.
+pub const PRIVACY_SOURCE_ID: &str = "tandem-privacy";
+
+/// The sources every workspace has without declaring them.
+pub const BUILT_IN_SOURCE_IDS: &[&str] = &[AUDIENCES_SOURCE_ID, PRIVACY_SOURCE_ID];
+
 /// The dedup key of a (source, messageId) pair.
 pub fn dedup_key(source_id: &str, message_id: &str) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();

@@ -333,3 +333,8 @@ pub const PERSONALIZE_TRAITS_MAX: usize = 50;
 pub const PERSONALIZE_RULES_MAX: usize = 100;
 /// Most public (browser) keys of one workspace.
 pub const PERSONALIZE_KEYS_MAX: usize = 100;
+
+/// Most consent history rows one profile read returns (newest first).
+pub const CONSENT_HISTORY_MAX: usize = 200;
+/// Most recent log records `POST …/consent/explain` scans for a `message_id`.
+pub const CONSENT_EXPLAIN_SCAN_RECORDS_MAX: usize = 200_000;

@@ -53,7 +53,7 @@ pub enum Role {
     WorkspaceAdmin,
     /// Sources, imports, live debugging, profiles, destinations and connections, deliveries, audiences, personalization.
     Marketer,
-    /// Profiles (for DSR), the catalog and the audit log (consent and DSR to come).
+    /// Profiles (for DSR), consent, data-subject requests, the catalog and the audit log.
     PrivacyOfficer,
     /// The catalog and operational figures; no personal data (masked profiles to come).
     Analyst,
@@ -157,6 +157,9 @@ permissions! {
     ReadLiveEvents => [OrgAdmin, WorkspaceAdmin, Marketer],
     /// Read profiles, identities, explanations (personal data).
     ReadProfiles => [OrgAdmin, WorkspaceAdmin, Marketer, PrivacyOfficer],
+    /// Record a person's consent preferences on their behalf (a `Consent Preference Updated`
+    /// event in the log, with who recorded it).
+    ManageConsent => [OrgAdmin, WorkspaceAdmin, PrivacyOfficer],
     /// Split profiles (undo merges), change the identity rules.
     ManageIdentity => [OrgAdmin, WorkspaceAdmin],
     /// Create and revoke Profile API access tokens.

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod background;
 pub mod catalog;
 pub mod changes;
+pub mod consent;
 pub mod console;
 pub mod error;
 pub mod inventory;
@@ -139,6 +140,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
     let (admin_tokens, admin_origin) =
         AdminTokens::initialize(store.as_ref(), config.admin.token.as_deref())?;
 
+    let policies = Arc::new(policies::Policies::open(&config, store.clone())?);
     let mut workspaces = BTreeMap::new();
     let mut recoveries = Vec::new();
     let alerts = Arc::new(tandem_activate::stats::Alerts::default());
@@ -167,6 +169,11 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
             workspace.connections.clone(),
             alerts.clone(),
             Some(transformations::compile),
+            Arc::new(consent::WorkspaceConsent {
+                workspace_id: workspace.id.clone(),
+                policies: policies.clone(),
+                unify: unify.clone(),
+            }),
         )
         .await
         .map_err(|error| {
@@ -234,7 +241,6 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
     let listen = listener.local_addr()?;
     let (live, _) = tokio::sync::broadcast::channel(LIVE_STREAM_BUFFER_EVENTS);
     let rate_limiter = rate_limit::RateLimiter::new(config.collect.rate_limit_events_per_second);
-    let policies = Arc::new(policies::Policies::open(&config, store.clone())?);
     let state = AppState(Arc::new(Inner {
         config,
         policies,

@@ -124,6 +124,10 @@ impl Policies {
         self.values().change_approval(workspace)
     }
 
+    pub fn consent(&self, workspace: &str) -> tandem_consent::ConsentPolicy {
+        self.values().consent(workspace)
+    }
+
     pub fn destination_type_problem(&self, workspace: &str, kind: &str) -> Option<String> {
         self.values().destination_type_problem(workspace, kind)
     }

@@ -90,6 +90,15 @@ pub struct Inner {
 #[derive(Clone)]
 pub struct AppState(pub Arc<Inner>);
 
+impl Inner {
+    /// The workspace of a path, or 404.
+    pub fn workspace(&self, id: &str) -> crate::error::ApiResult<&Workspace> {
+        self.workspaces
+            .get(id)
+            .ok_or_else(|| crate::error::ApiError::not_found(format!("workspace {id}")))
+    }
+}
+
 impl Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {

@@ -331,6 +331,7 @@ impl Engine {
                 message_id: event.provenance.message_id.clone(),
             };
             model::put(kv, Table::Timeline, &timeline_key, &row)?;
+            record_consent(kv, &timeline_key, event, &row)?;
             self.count_computed(kv, &mut survivor, event)?;
             survivor.event_count += 1;
             survivor.first_message_ms = survivor.first_message_ms.min(event.provenance.time_ms);
@@ -442,6 +443,7 @@ impl Engine {
         let from = absorbed.id.to_be_bytes();
         move_prefixed(kv, Table::Timeline, &from, survivor.id)?;
         move_prefixed(kv, Table::Merges, &from, survivor.id)?;
+        move_prefixed(kv, Table::Consent, &from, survivor.id)?;
         self.merge_computed(kv, survivor, absorbed.id)?;
         for group in &absorbed.groups {
             kv.delete(Table::Members, &member_key(group, absorbed.id))?;
@@ -656,6 +658,9 @@ impl Engine {
         }
         for (key, _) in kv.scan(Table::Computed, &prefix, None, false, usize::MAX)? {
             kv.delete(Table::Computed, &key)?;
+        }
+        for (key, _) in kv.scan(Table::Consent, &prefix, None, false, usize::MAX)? {
+            kv.delete(Table::Consent, &key)?;
         }
         for group in &profile.groups {
             kv.delete(Table::Members, &member_key(group, id))?;
@@ -906,6 +911,35 @@ fn put_link(kv: &mut impl KvWrite, a: &Identity, b: &Identity, link: &LinkRow) -
 }
 
 /// Re-keys every row of `table` under the 8-byte profile prefix `from` to profile `to`.
+/// Adds the event's consent preferences to the profile's history when they differ from the
+/// preferences stated just before it in event time (so a late event lands in its place).
+fn record_consent(
+    kv: &mut impl KvWrite,
+    key: &[u8],
+    event: &Event,
+    timeline: &TimelineRow,
+) -> KvResult<()> {
+    let Some(preferences) = tandem_consent::from_event(&event.json) else {
+        return Ok(());
+    };
+    let before = kv.scan(Table::Consent, &key[..8], Some(key), true, 1)?;
+    if let Some((_, value)) = before.first() {
+        let previous: model::ConsentRow = model::decode(Table::Consent, value)?;
+        if previous.preferences == preferences {
+            return Ok(());
+        }
+    }
+    let row = model::ConsentRow {
+        preferences,
+        provenance: event.provenance.clone(),
+        event_type: timeline.event_type.clone(),
+        event: (timeline.event_type == "track")
+            .then(|| timeline.name.clone())
+            .flatten(),
+    };
+    model::put(kv, Table::Consent, key, &row)
+}
+
 fn move_prefixed(kv: &mut impl KvWrite, table: Table, from: &[u8], to: ProfileId) -> KvResult<()> {
     let mut after: Option<Vec<u8>> = None;
     loop {

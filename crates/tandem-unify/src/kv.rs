@@ -47,6 +47,9 @@ pub enum Table {
     /// keys start with a sub-table byte): in this store so that a batch, the memberships it
     /// changes and the events announcing them commit in one transaction.
     Audiences = 16,
+    /// profile id, event time, dedup key → `ConsentRow`: the consent history (a row whenever
+    /// an event's preferences differ from those before it in time), the proof of each choice
+    Consent = 17,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -141,6 +141,21 @@ pub struct SplitRow {
     pub events: u64,
 }
 
+/// A person's consent preferences as one event stated them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRow {
+    /// category → granted, as `context.consent.categoryPreferences` said.
+    pub preferences: std::collections::BTreeMap<String, bool>,
+    pub provenance: Provenance,
+    pub event_type: String,
+    /// `event` of a track call (`Consent Preference Updated` for a change of mind).
+    pub event: Option<String>,
+}
+
+pub fn consent_key(profile: ProfileId, time_ms: i64, dedup_key: u64) -> Vec<u8> {
+    timeline_key(profile, time_ms, dedup_key)
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountRow {
     pub group_id: String,

@@ -70,6 +70,29 @@ pub fn timeline(
 }
 
 /// The merges into a profile, oldest first.
+/// The profile's consent history, newest first (at most `limit` rows).
+pub fn consent_history(
+    kv: &impl KvRead,
+    profile: ProfileId,
+    limit: usize,
+) -> KvResult<Vec<crate::model::ConsentRow>> {
+    kv.scan(Table::Consent, &profile.to_be_bytes(), None, true, limit)?
+        .iter()
+        .map(|(_, value)| model::decode(Table::Consent, value))
+        .collect()
+}
+
+/// The profile's latest consent preferences, if it ever stated any.
+pub fn latest_consent(
+    kv: &impl KvRead,
+    profile: ProfileId,
+) -> KvResult<Option<tandem_consent::Preferences>> {
+    Ok(consent_history(kv, profile, 1)?
+        .into_iter()
+        .next()
+        .map(|row| row.preferences))
+}
+
 pub fn merges(kv: &impl KvRead, profile: ProfileId, limit: usize) -> KvResult<Vec<MergeRow>> {
     kv.scan(Table::Merges, &profile.to_be_bytes(), None, false, limit)?
         .into_iter()

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod catalog;
 pub mod changes;
 pub mod collect;
+pub mod consent;
 pub mod cors;
 pub mod health;
 pub mod imports;
@@ -77,6 +78,7 @@ fn management_routes() -> Routes {
     Routes::new()
         .merge(access::router())
         .merge(audit::router())
+        .merge(consent::router())
         .merge(sources::router())
         .merge(catalog::router())
         .merge(activate::router())

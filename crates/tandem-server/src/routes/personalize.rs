@@ -173,7 +173,29 @@ async fn answer(state: &AppState, headers: &HeaderMap, visitor: Visitor) -> ApiR
             "name the visitor: `anonymousId` and/or `userId`",
         ));
     }
-    let profile = lookup(workspace, &identities)?;
+    let mut profile = lookup(workspace, &identities)?;
+    // Personalization output is a route like any other: it needs the person's consent to the
+    // `personalization` category (the profile's latest preferences, else `consent_missing`).
+    // Without it the visitor is answered as unknown: default offers, nothing of the profile.
+    let consent = profile.as_ref().map(|found| {
+        let id = found.id;
+        tandem_consent::decide(
+            &[tandem_consent::PERSONALIZATION.to_string()],
+            None,
+            || {
+                workspace
+                    .unify
+                    .store()
+                    .read(|kv| tandem_unify::query::latest_consent(kv, id))
+                    .ok()
+                    .flatten()
+            },
+            state.policies.consent(&workspace.id).missing,
+        )
+    });
+    if consent.as_ref().is_some_and(|decision| !decision.allowed) {
+        profile = None;
+    }
     let policy = workspace.personalization.get();
     let (decisions, rules) = decide(&policy, profile.as_deref());
     let mut body = json!({
@@ -181,6 +203,9 @@ async fn answer(state: &AppState, headers: &HeaderMap, visitor: Visitor) -> ApiR
         "decisions": decisions,
         "rules": rules,
     });
+    if let Some(decision) = consent {
+        body["consent"] = json!({"allowed": decision.allowed, "basis": decision.basis});
+    }
     body["workspace"] = json!(workspace.id);
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }

@@ -511,7 +511,7 @@ fn with_computed(profile: &ProfileRow) -> std::collections::BTreeMap<String, Tra
 }
 
 /// `prof_…` or `type:value`.
-fn find_profile(workspace: &Workspace, id: &str) -> ApiResult<ProfileRow> {
+pub(crate) fn find_profile(workspace: &Workspace, id: &str) -> ApiResult<ProfileRow> {
     let store = workspace.unify.store();
     let found = if let Some(profile_id) = parse_profile_id(id) {
         store.read(|kv| query::resolve_profile(kv, profile_id))
@@ -573,6 +573,7 @@ fn profile_json(workspace: &Workspace, profile: &ProfileRow) -> ApiResult<Value>
         }).collect::<Map<String, Value>>(),
         "accounts": profile.groups,
         "audiences": audiences,
+        "consent": crate::routes::consent::consent_json(workspace, profile)?,
         "metadata": {
             "created_at": format_iso8601_ms(profile.created.time_ms),
             "first_message_at": format_iso8601_ms(profile.first_message_ms),

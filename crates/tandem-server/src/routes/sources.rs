@@ -226,10 +226,10 @@ async fn create_source(
         ));
     }
     let id = match new.id {
-        Some(id) if id == tandem_core::envelope::AUDIENCES_SOURCE_ID => {
+        Some(id) if tandem_core::envelope::BUILT_IN_SOURCE_IDS.contains(&id.as_str()) => {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
-                format!("`{id}` is the built-in source of audience events"),
+                format!("`{id}` is a built-in source (audience events, privacy records)"),
             ))
         }
         Some(id) if valid_source_id(&id) => id,
