@@ -46,6 +46,14 @@ pub struct FileLog {
     closed: AtomicBool,
 }
 
+/// What `rewrite_sealed` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RewriteReport {
+    pub segments_scanned: u64,
+    pub segments_rewritten: u64,
+    pub records_replaced: u64,
+}
+
 /// What `enforce_retention` removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetentionReport {
@@ -112,6 +120,125 @@ impl FileLog {
         if let Some(handle) = self.writer.lock().take() {
             let _ = handle.join();
         }
+    }
+
+    /// Seals the active segment (if it holds records) and starts a new one: afterwards every
+    /// record below the returned offset is in a sealed segment. Ordered with appends.
+    pub fn roll(&self) -> BoxFuture<'static, Result<u64, AppendError>> {
+        if self.closed.load(Ordering::Acquire) {
+            return futures::future::ready(Err(AppendError::Closed)).boxed();
+        }
+        let (done, rolled) = tokio::sync::oneshot::channel();
+        let sent = self.sender.lock().as_ref().map(|sender| {
+            sender.send(Request {
+                records: Vec::new(),
+                bytes: 0,
+                done,
+                roll: true,
+            })
+        });
+        if !matches!(sent, Some(Ok(()))) {
+            return futures::future::ready(Err(AppendError::Closed)).boxed();
+        }
+        async move {
+            match rolled.await {
+                Ok(Ok(range)) => Ok(range.start),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(AppendError::Closed),
+            }
+        }
+        .boxed()
+    }
+
+    /// Rewrites the sealed segments below `below` in place of erased records: `replace` sees
+    /// each record's payload and returns the payload to store instead (a tombstone), or `None`
+    /// to keep it. Offsets and timestamps stay, so consumers' positions stay valid; a segment
+    /// with nothing to replace is not touched. Each rewritten segment is written beside the
+    /// original, fsynced, renamed over it and the directory fsynced: a crash leaves either the
+    /// old or the new file, never a mix. Readers that opened the old file finish on it.
+    /// Blocking (file I/O): call from a blocking thread.
+    pub fn rewrite_sealed(
+        &self,
+        below: u64,
+        replace: &dyn Fn(&[u8]) -> Option<Vec<u8>>,
+    ) -> io::Result<RewriteReport> {
+        let candidates: Vec<Arc<Segment>> = self
+            .shared
+            .segments
+            .read()
+            .iter()
+            .filter(|segment| segment.is_sealed() && segment.base_offset < below)
+            .cloned()
+            .collect();
+        let mut report = RewriteReport::default();
+        for segment in candidates {
+            report.segments_scanned += 1;
+            let file = std::fs::File::open(&segment.path)?;
+            let mut scanner = crate::format::Scanner::new(
+                std::io::BufReader::with_capacity(1 << 20, file),
+                0,
+                segment.base_offset,
+            );
+            let mut out = Vec::new();
+            let mut replaced = 0u64;
+            loop {
+                match scanner.step()? {
+                    crate::format::Step::Record(record) => {
+                        let payload = match replace(&record.payload) {
+                            Some(new) => {
+                                replaced += 1;
+                                new
+                            }
+                            None => record.payload,
+                        };
+                        crate::format::encode(
+                            &mut out,
+                            record.offset,
+                            &Record {
+                                timestamp_ms: record.timestamp_ms,
+                                payload: payload.into(),
+                            },
+                        );
+                    }
+                    crate::format::Step::End => break,
+                    crate::format::Step::Invalid(invalid) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}: {invalid}", segment.path.display()),
+                        ))
+                    }
+                }
+            }
+            if replaced == 0 {
+                continue;
+            }
+            let temporary = segment.path.with_extension("rewrite");
+            {
+                let mut file = std::fs::File::create(&temporary)?;
+                std::io::Write::write_all(&mut file, &out)?;
+                file.sync_all()?;
+            }
+            std::fs::rename(&temporary, &segment.path)?;
+            sync_dir(&self.shared.dir)?;
+            let fresh = Arc::new(Segment::open(
+                segment.path.clone(),
+                segment.base_offset,
+                segment.end_offset(),
+                out.len() as u64,
+                true,
+                None,
+            )?);
+            let mut segments = self.shared.segments.write();
+            if let Some(slot) = segments
+                .iter_mut()
+                .find(|known| known.base_offset == segment.base_offset)
+            {
+                *slot = fresh;
+            }
+            report.segments_rewritten += 1;
+            report.records_replaced += replaced;
+        }
+        Ok(report)
     }
 
     /// Deletes sealed segments beyond the size limit or older than the age limit, oldest first.
@@ -217,6 +344,7 @@ impl EventLog for FileLog {
                 records,
                 bytes,
                 done,
+                roll: false,
             })
         });
         if !matches!(sent, Some(Ok(()))) {

@@ -25,6 +25,9 @@ pub(crate) struct Request {
     /// Encoded bytes, counted against the queue bound until the request is answered.
     pub bytes: usize,
     pub done: tokio::sync::oneshot::Sender<Result<Range<u64>, AppendError>>,
+    /// Seal the active segment (when it holds records) before anything else of this request:
+    /// what `FileLog::roll` asks, so that a rewrite finds every record in a sealed segment.
+    pub roll: bool,
 }
 
 /// Why a group failed, in a form that can be handed to each of its requests.
@@ -112,6 +115,21 @@ impl Writer {
         }
         let mut requests = group.into_iter();
         while let Some(request) = requests.next() {
+            if request.roll {
+                let segment_empty = self.position == 0 && self.buffer.is_empty();
+                let rolled = if segment_empty {
+                    Ok(())
+                } else {
+                    self.flush().and_then(|()| self.roll())
+                };
+                if let Err(failure) = rolled {
+                    self.fail_all(std::iter::once(request).chain(requests), failure);
+                    return;
+                }
+                let end = self.next_offset;
+                let _ = request.done.send(Ok(end..end));
+                continue;
+            }
             let fits = self.position + (self.buffer.len() + request.bytes) as u64
                 <= self.shared.options.segment_bytes_max;
             let segment_empty = self.position == 0 && self.buffer.is_empty();

@@ -284,3 +284,45 @@ async fn corruption_in_a_sealed_segment_is_reported_never_served() {
     let (log, _) = FileLog::open(dir.path(), options(200)).unwrap();
     assert!(matches!(log.read(0, 10), Err(ReadError::Corruption { .. })));
 }
+
+#[tokio::test]
+async fn a_rewrite_replaces_erased_records_in_place_and_leaves_no_trace_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = FileLog::open(dir.path(), options(300)).unwrap();
+    log.append(records("keep", 6)).unwrap().await.unwrap();
+    log.append(records("secret-ada", 3)).unwrap().await.unwrap();
+    log.append(records("keep2", 4)).unwrap().await.unwrap();
+    // The active segment holds records too: roll seals it first.
+    let below = log.roll().await.unwrap();
+    assert_eq!(below, 13);
+    assert!(log.segments().iter().all(|s| s.sealed || s.base_offset == 13));
+    let report = log
+        .rewrite_sealed(below, &|payload: &[u8]| {
+            payload
+                .starts_with(b"secret-ada")
+                .then(|| b"erased".to_vec())
+        })
+        .unwrap();
+    assert_eq!(report.records_replaced, 3);
+    assert!(report.segments_rewritten >= 1);
+    let all = payloads(&log, 0);
+    assert_eq!(all.len(), 13, "offsets stay dense");
+    assert_eq!(&all[6..9], ["erased", "erased", "erased"]);
+    assert_eq!(all[9], "keep2-0");
+    // Appends go on after a rewrite, and a reopen verifies every rewritten file.
+    log.append(records("after", 2)).unwrap().await.unwrap();
+    assert_eq!(payloads(&log, 13), ["after-0", "after-1"]);
+    log.close();
+    let (log, report) = FileLog::open(dir.path(), options(300)).unwrap();
+    assert_eq!((report.next_offset, report.truncated_bytes), (15, 0));
+    assert_eq!(payloads(&log, 0)[7], "erased");
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            continue;
+        }
+        let bytes = std::fs::read(path).unwrap();
+        assert!(!bytes.windows(10).any(|w| w == b"secret-ada"), "no byte of the erased records is left");
+    }
+    assert!(verify_dir(dir.path()).is_ok());
+}
