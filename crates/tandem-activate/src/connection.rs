@@ -258,10 +258,14 @@ impl Connection {
     /// category (`None`: nothing to decide, the event may go).
     pub fn consent_decision(&self, json: &[u8]) -> Option<tandem_consent::Decision> {
         let gate = self.consent.as_ref()?;
-        if gate.required.iter().all(|c| c == tandem_consent::NECESSARY) {
+        if !tandem_consent::needs_consent(&gate.required) {
             return None;
         }
-        Some(crate::consent::decide_bytes(&gate.required, json, gate.oracle.as_ref()))
+        Some(crate::consent::decide_bytes(
+            &gate.required,
+            json,
+            gate.oracle.as_ref(),
+        ))
     }
 
     /// The consent decision for a parsed event, whether or not the connection is gated (the

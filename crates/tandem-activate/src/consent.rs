@@ -126,7 +126,11 @@ mod tests {
         fn missing_policy(&self) -> Missing {
             self.1
         }
-        fn profile_preferences(&self, user: Option<&str>, anon: Option<&str>) -> Option<Preferences> {
+        fn profile_preferences(
+            &self,
+            user: Option<&str>,
+            anon: Option<&str>,
+        ) -> Option<Preferences> {
             user.and_then(|id| self.0.get(id))
                 .or_else(|| anon.and_then(|id| self.0.get(id)))
                 .cloned()
@@ -142,13 +146,27 @@ mod tests {
         for (event, allowed) in [
             (json!({"userId": "u1"}), true),
             (json!({"userId": "u2"}), false),
-            (json!({"userId": "u1", "context": {"consent": {"categoryPreferences": {"marketing": false}}}}), false),
-            (json!({"anonymousId": "x", "context": {"consent": {"categoryPreferences": {"marketing": true}}}}), true),
+            (
+                json!({"userId": "u1", "context": {"consent": {"categoryPreferences": {"marketing": false}}}}),
+                false,
+            ),
+            (
+                json!({"anonymousId": "x", "context": {"consent": {"categoryPreferences": {"marketing": true}}}}),
+                true,
+            ),
             (json!({"userId": 7}), false),
         ] {
             let bytes = serde_json::to_vec(&event).unwrap();
-            assert_eq!(decide_bytes(&required, &bytes, &oracle).allowed, allowed, "{event}");
-            assert_eq!(decide_value(&required, &event, &oracle).allowed, allowed, "{event}");
+            assert_eq!(
+                decide_bytes(&required, &bytes, &oracle).allowed,
+                allowed,
+                "{event}"
+            );
+            assert_eq!(
+                decide_value(&required, &event, &oracle).allowed,
+                allowed,
+                "{event}"
+            );
         }
         assert!(!decide_bytes(&required, b"not json", &oracle).allowed);
     }

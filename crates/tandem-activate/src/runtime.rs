@@ -148,6 +148,15 @@ struct Running {
     error: Option<String>,
 }
 
+/// What the server plugs into every connection it compiles: the JavaScript engine for
+/// transformations and the consent gate's oracle.
+#[derive(Clone)]
+pub struct ConnectionHooks {
+    pub compiler: Option<TransformCompiler>,
+    /// What every connection's consent gate asks (profiles, the policy).
+    pub consent: Arc<dyn crate::consent::ConsentOracle>,
+}
+
 /// The activation of one workspace.
 pub struct Activation {
     pub workspace_id: String,
@@ -155,9 +164,7 @@ pub struct Activation {
     data_dir: PathBuf,
     pub dlq: Arc<Dlq>,
     pub alerts: Arc<Alerts>,
-    compiler: Option<TransformCompiler>,
-    /// What every connection's consent gate asks (profiles, the policy).
-    pub consent: Arc<dyn crate::consent::ConsentOracle>,
+    pub hooks: ConnectionHooks,
     file_destinations: Vec<DestinationConfig>,
     file_connections: Vec<ConnectionConfig>,
     running: Mutex<HashMap<String, Running>>,
@@ -179,8 +186,7 @@ impl Activation {
         destinations: Vec<DestinationConfig>,
         connections: Vec<ConnectionConfig>,
         alerts: Arc<Alerts>,
-        compiler: Option<TransformCompiler>,
-        consent: Arc<dyn crate::consent::ConsentOracle>,
+        hooks: ConnectionHooks,
     ) -> Result<Arc<Activation>, ActivateError> {
         let path = data_dir
             .join("activate")
@@ -196,8 +202,7 @@ impl Activation {
             data_dir,
             dlq,
             alerts,
-            compiler,
-            consent,
+            hooks,
             file_destinations: destinations,
             file_connections: connections,
             running: Mutex::new(HashMap::new()),
@@ -328,8 +333,8 @@ impl Activation {
         };
         let built = (kind.build)(&destination.settings, &context)?;
         let connection = Arc::new(
-            Connection::compile(&self.workspace_id, config, destination, self.compiler)?
-                .with_consent(self.consent.clone()),
+            Connection::compile(&self.workspace_id, config, destination, self.hooks.compiler)?
+                .with_consent(self.hooks.consent.clone()),
         );
         let breaker = self
             .breakers

@@ -353,8 +353,12 @@ async fn run(args: DeliverArgs) -> anyhow::Result<ExitCode> {
         vec![destination],
         vec![connection],
         Arc::new(Alerts::default()),
-        None,
-        Arc::new(tandem_activate::consent::NoProfiles(tandem_consent::Missing::Allow)),
+        tandem_activate::runtime::ConnectionHooks {
+            compiler: None,
+            consent: Arc::new(tandem_activate::consent::NoProfiles(
+                tandem_consent::Missing::Allow,
+            )),
+        },
     )
     .await
     .map_err(|error| anyhow::anyhow!("starting delivery: {error}"))?;

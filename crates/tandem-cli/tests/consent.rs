@@ -58,9 +58,18 @@ fn consents() -> Vec<(&'static str, Option<Value>)> {
         ("absent", None),
         ("empty", Some(json!({}))),
         ("analytics", Some(json!({"analytics": true}))),
-        ("marketing", Some(json!({"marketing": true, "analytics": false}))),
-        ("all", Some(json!({"analytics": true, "marketing": true, "advertising": true}))),
-        ("none-granted", Some(json!({"analytics": false, "marketing": false}))),
+        (
+            "marketing",
+            Some(json!({"marketing": true, "analytics": false})),
+        ),
+        (
+            "all",
+            Some(json!({"analytics": true, "marketing": true, "advertising": true})),
+        ),
+        (
+            "none-granted",
+            Some(json!({"analytics": false, "marketing": false})),
+        ),
     ]
 }
 
@@ -96,12 +105,17 @@ async fn every_route_honours_the_consent_the_policy_gives() {
         batch.push(event);
     }
     // A marker every route receives, so "not received" means "decided", not "not yet".
-    batch.push(json!({"type": "track", "event": "Viewed", "anonymousId": "marker", "messageId": "marker",
-        "context": {"consent": {"categoryPreferences": {"analytics": true, "marketing": true}}}}));
+    batch.push(
+        json!({"type": "track", "event": "Viewed", "anonymousId": "marker", "messageId": "marker",
+        "context": {"consent": {"categoryPreferences": {"analytics": true, "marketing": true}}}}),
+    );
     let (status, body) = post(&server, "/v1/batch", &json!({"batch": batch})).await;
     assert_eq!(status, 200, "{body}");
     for (id, _) in ROUTES {
-        wait_until(&format!("the marker at {id}"), || ids(&receivers[id]).contains("marker")).await;
+        wait_until(&format!("the marker at {id}"), || {
+            ids(&receivers[id]).contains("marker")
+        })
+        .await;
     }
     for (route, categories) in ROUTES {
         let got = ids(&receivers[route]);
@@ -135,26 +149,50 @@ async fn every_route_honours_the_consent_the_policy_gives() {
     )
     .await;
     assert_eq!(why["consent"]["basis"], "policy", "{why}");
-    assert!(why["consent"]["reason"].as_str().unwrap().contains("deny"), "{why}");
+    assert!(
+        why["consent"]["reason"].as_str().unwrap().contains("deny"),
+        "{why}"
+    );
 
     // The profile remembers: later events without a consent object follow its latest choice.
-    let (status, _) = post(&server, "/v1/track", &json!({"userId": "ada", "event": "Signed Up", "messageId": "ada-1",
-        "context": {"consent": {"categoryPreferences": {"analytics": true, "marketing": true}}}})).await;
+    let (status, _) = post(
+        &server,
+        "/v1/track",
+        &json!({"userId": "ada", "event": "Signed Up", "messageId": "ada-1",
+        "context": {"consent": {"categoryPreferences": {"analytics": true, "marketing": true}}}}),
+    )
+    .await;
     assert_eq!(status, 200);
     let profile_consent = |server: &TestServer| {
         let server_url = server.url("/api/v1/workspaces/demo/profiles/user_id:ada/consent");
         async move {
-            let response = client().get(server_url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+            let response = client()
+                .get(server_url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap();
             response.json::<Value>().await.unwrap_or(Value::Null)
         }
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while profile_consent(&server).await["latest"]["marketing"] != true {
-        assert!(Instant::now() < deadline, "the profile never learned the consent");
+        assert!(
+            Instant::now() < deadline,
+            "the profile never learned the consent"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    post(&server, "/v1/track", &json!({"userId": "ada", "event": "Viewed", "messageId": "ada-2"})).await;
-    wait_until("ada-2 at marketing", || ids(&receivers["marketing"]).contains("ada-2")).await;
+    post(
+        &server,
+        "/v1/track",
+        &json!({"userId": "ada", "event": "Viewed", "messageId": "ada-2"}),
+    )
+    .await;
+    wait_until("ada-2 at marketing", || {
+        ids(&receivers["marketing"]).contains("ada-2")
+    })
+    .await;
 
     // Withdrawn through the API by a privacy officer: recorded as an event, with its proof.
     let officer = token(&server, "privacy_officer", Some("demo")).await;
@@ -162,35 +200,74 @@ async fn every_route_honours_the_consent_the_policy_gives() {
         "/api/v1/workspaces/demo/profiles/user_id:ada/consent",
         Some(json!({"categoryPreferences": {"analytics": true, "marketing": false}, "note": "withdrawn by phone"}))).await;
     assert_eq!(code, 200, "{recorded}");
-    let (code, refused) = call(&server, &officer, reqwest::Method::PUT,
+    let (code, refused) = call(
+        &server,
+        &officer,
+        reqwest::Method::PUT,
         "/api/v1/workspaces/demo/profiles/user_id:ada/consent",
-        Some(json!({"categoryPreferences": {"telepathy": true}}))).await;
+        Some(json!({"categoryPreferences": {"telepathy": true}})),
+    )
+    .await;
     assert_eq!(code, 400, "{refused}");
-    assert!(refused["error"]["message"].as_str().unwrap().contains("telepathy"));
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("telepathy"));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let consent = profile_consent(&server).await;
         if consent["latest"]["marketing"] == false {
-            assert_eq!(consent["history"][0]["source_id"], "tandem-privacy", "{consent}");
-            assert_eq!(consent["history"][0]["message_id"], recorded["message_id"], "{consent}");
+            assert_eq!(
+                consent["history"][0]["source_id"], "tandem-privacy",
+                "{consent}"
+            );
+            assert_eq!(
+                consent["history"][0]["message_id"], recorded["message_id"],
+                "{consent}"
+            );
             assert_eq!(consent["history"][1]["message_id"], "ada-1", "{consent}");
             break;
         }
-        assert!(Instant::now() < deadline, "the withdrawal never reached the profile: {consent}");
+        assert!(
+            Instant::now() < deadline,
+            "the withdrawal never reached the profile: {consent}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    post(&server, "/v1/track", &json!({"userId": "ada", "event": "Viewed", "messageId": "ada-3"})).await;
-    post(&server, "/v1/track", &json!({"anonymousId": "marker", "event": "Viewed", "messageId": "marker-2",
-        "context": {"consent": {"categoryPreferences": {"analytics": true, "marketing": true}}}})).await;
-    wait_until("marker-2 at marketing", || ids(&receivers["marketing"]).contains("marker-2")).await;
-    wait_until("ada-3 at analytics", || ids(&receivers["analytics"]).contains("ada-3")).await;
-    assert!(!ids(&receivers["marketing"]).contains("ada-3"), "withdrawn consent is honoured");
+    post(
+        &server,
+        "/v1/track",
+        &json!({"userId": "ada", "event": "Viewed", "messageId": "ada-3"}),
+    )
+    .await;
+    post(
+        &server,
+        "/v1/track",
+        &json!({"anonymousId": "marker", "event": "Viewed", "messageId": "marker-2",
+        "context": {"consent": {"categoryPreferences": {"analytics": true, "marketing": true}}}}),
+    )
+    .await;
+    wait_until("marker-2 at marketing", || {
+        ids(&receivers["marketing"]).contains("marker-2")
+    })
+    .await;
+    wait_until("ada-3 at analytics", || {
+        ids(&receivers["analytics"]).contains("ada-3")
+    })
+    .await;
+    assert!(
+        !ids(&receivers["marketing"]).contains("ada-3"),
+        "withdrawn consent is honoured"
+    );
 
     // The overview shows the policy and each route's categories.
     let (code, overview) = admin_get(&server, "/api/v1/workspaces/demo/consent").await;
     assert_eq!(code, 200);
     assert_eq!(overview["missing"], "deny");
-    assert!(overview["categories"].as_array().unwrap().contains(&json!("marketing")));
+    assert!(overview["categories"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("marketing")));
     server.stop();
 }
 
@@ -203,6 +280,10 @@ async fn a_connection_naming_an_unknown_category_is_refused_at_validation() {
     std::fs::write(&path, text).unwrap();
     let output = run_cli(&["validate", "--config", path.to_str().unwrap()]);
     assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string() + &String::from_utf8_lossy(&output.stdout);
-    assert!(stderr.contains("consent_categories[0]") && stderr.contains("telepathy"), "{stderr}");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stderr.contains("consent_categories[0]") && stderr.contains("telepathy"),
+        "{stderr}"
+    );
 }

@@ -103,6 +103,11 @@ pub fn check_category(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a route needing `required` needs anyone's consent (`necessary` alone needs none).
+pub fn needs_consent(required: &[String]) -> bool {
+    required.iter().any(|category| category != NECESSARY)
+}
+
 /// The preferences an event carries: `context.consent.categoryPreferences` (booleans; other
 /// values are ignored). `None` when the event has no such object.
 pub fn from_event(event: &Value) -> Option<Preferences> {

@@ -295,7 +295,10 @@ async fn a_rewrite_replaces_erased_records_in_place_and_leaves_no_trace_on_disk(
     // The active segment holds records too: roll seals it first.
     let below = log.roll().await.unwrap();
     assert_eq!(below, 13);
-    assert!(log.segments().iter().all(|s| s.sealed || s.base_offset == 13));
+    assert!(log
+        .segments()
+        .iter()
+        .all(|s| s.sealed || s.base_offset == 13));
     let report = log
         .rewrite_sealed(below, &|payload: &[u8]| {
             payload
@@ -322,7 +325,10 @@ async fn a_rewrite_replaces_erased_records_in_place_and_leaves_no_trace_on_disk(
             continue;
         }
         let bytes = std::fs::read(path).unwrap();
-        assert!(!bytes.windows(10).any(|w| w == b"secret-ada"), "no byte of the erased records is left");
+        assert!(
+            !bytes.windows(10).any(|w| w == b"secret-ada"),
+            "no byte of the erased records is left"
+        );
     }
     assert!(verify_dir(dir.path()).is_ok());
 }

@@ -8,7 +8,7 @@ use crate::unify::Unify;
 use std::sync::Arc;
 use tandem_activate::consent::ConsentOracle;
 use tandem_consent::{Missing, Preferences};
-use tandem_unify::identity::Identity;
+use tandem_unify::identity::{Identity, ANONYMOUS_ID, USER_ID};
 use tandem_unify::query;
 
 pub struct WorkspaceConsent {
@@ -52,10 +52,10 @@ impl ConsentOracle for WorkspaceConsent {
     ) -> Option<Preferences> {
         let mut identities = Vec::with_capacity(2);
         if let Some(id) = user_id {
-            identities.push(Identity::new("user_id", id));
+            identities.push(Identity::new(USER_ID, id));
         }
         if let Some(id) = anonymous_id {
-            identities.push(Identity::new("anonymous_id", id));
+            identities.push(Identity::new(ANONYMOUS_ID, id));
         }
         self.preferences_of(&identities)
     }

@@ -168,12 +168,14 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
             workspace.destinations.clone(),
             workspace.connections.clone(),
             alerts.clone(),
-            Some(transformations::compile),
-            Arc::new(consent::WorkspaceConsent {
-                workspace_id: workspace.id.clone(),
-                policies: policies.clone(),
-                unify: unify.clone(),
-            }),
+            tandem_activate::runtime::ConnectionHooks {
+                compiler: Some(transformations::compile),
+                consent: Arc::new(consent::WorkspaceConsent {
+                    workspace_id: workspace.id.clone(),
+                    policies: policies.clone(),
+                    unify: unify.clone(),
+                }),
+            },
         )
         .await
         .map_err(|error| {

@@ -365,27 +365,43 @@ fn consent_history_keeps_each_change_with_its_proof_and_follows_merges() {
     let mut w = World::new();
     let granted = json!({"categoryPreferences": {"analytics": true, "marketing": true}});
     let withdrawn = json!({"categoryPreferences": {"analytics": true, "marketing": false}});
-    w.send_at(Track, json!({"anonymousId": "phone", "event": "A", "context": {"consent": granted}}), 1000000);
+    w.send_at(
+        Track,
+        json!({"anonymousId": "phone", "event": "A", "context": {"consent": granted}}),
+        1000000,
+    );
     // The same preferences again add nothing.
-    w.send_at(Track, json!({"anonymousId": "phone", "event": "B", "context": {"consent": granted}}), 2000000);
+    w.send_at(
+        Track,
+        json!({"anonymousId": "phone", "event": "B", "context": {"consent": granted}}),
+        2000000,
+    );
     w.send_at(Track, json!({"anonymousId": "laptop", "event": "Consent Preference Updated", "context": {"consent": withdrawn}}), 3000000);
-    w.send_at(Identify, json!({"anonymousId": "phone", "userId": "u1"}), 4000000);
-    w.send_at(Identify, json!({"anonymousId": "laptop", "userId": "u1"}), 5000000);
+    w.send_at(
+        Identify,
+        json!({"anonymousId": "phone", "userId": "u1"}),
+        4000000,
+    );
+    w.send_at(
+        Identify,
+        json!({"anonymousId": "laptop", "userId": "u1"}),
+        5000000,
+    );
     let profile = w.profile_of("user_id", "u1").unwrap();
     let history = query::consent_history(&w.kv, profile.id, 10).unwrap();
     assert_eq!(history.len(), 2, "{history:?}");
-    assert_eq!(history[0].preferences["marketing"], false, "newest first");
-    assert_eq!(history[0].event.as_deref(), Some("Consent Preference Updated"));
-    assert!(!history[0].provenance.message_id.is_empty());
-    assert_eq!(history[1].preferences["marketing"], true);
+    assert!(!history[0].preferences["marketing"], "newest first");
     assert_eq!(
-        query::latest_consent(&w.kv, profile.id).unwrap().unwrap()["marketing"],
-        false
+        history[0].event.as_deref(),
+        Some("Consent Preference Updated")
     );
+    assert!(!history[0].provenance.message_id.is_empty());
+    assert!(history[1].preferences["marketing"]);
+    assert!(!query::latest_consent(&w.kv, profile.id).unwrap().unwrap()["marketing"]);
     // A late event from before the withdrawal is history, not the latest choice.
     w.send_at(Track, json!({"userId": "u1", "event": "Late", "context": {"consent": {"categoryPreferences": {"analytics": false}}}}), 1500000);
     let history = query::consent_history(&w.kv, profile.id, 10).unwrap();
     assert_eq!(history.len(), 3);
-    assert_eq!(history[0].preferences["marketing"], false);
+    assert!(!history[0].preferences["marketing"]);
     w.check_invariants();
 }

@@ -49,13 +49,6 @@ pub fn router() -> Routes {
         )
 }
 
-fn workspace<'a>(state: &'a AppState, id: &str) -> ApiResult<&'a Workspace> {
-    state
-        .workspaces
-        .get(id)
-        .ok_or_else(|| ApiError::not_found(format!("workspace {id}")))
-}
-
 fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(T, Value)> {
@@ -150,7 +143,7 @@ async fn list_audiences(
     _auth: Authorized<ReadAudiences>,
     Path(workspace_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let views = workspace
         .audiences
         .definitions()
@@ -172,7 +165,7 @@ async fn get_audience(
     _auth: Authorized<ReadAudiences>,
     Path((workspace_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let (config, by) = find(workspace, &workspace_id, &id)?;
     Ok(Json(view(workspace, &config, by)?))
 }
@@ -207,7 +200,7 @@ async fn create_audience(
     Path(workspace_id): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let (config, _): (AudienceConfig, Value) = json_body(body)?;
     let operation =
         changes::prepare_create(&state, &workspace_id, Kind::Audience, &config.id, &config)?;
@@ -236,7 +229,7 @@ async fn patch_audience(
     Path((workspace_id, id)): Path<(String, String)>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let Json(patch) =
         body.map_err(|rejection| ApiError::new(ErrorCode::InvalidRequest, rejection.body_text()))?;
     let current = api_managed(workspace, &workspace_id, &id)?;
@@ -279,7 +272,7 @@ async fn delete_audience(
     auth: Authorized<ManageAudiences>,
     Path((workspace_id, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let current = api_managed(workspace, &workspace_id, &id)?;
     let users: Vec<String> = workspace
         .audiences
@@ -353,7 +346,7 @@ async fn members(
     Path((workspace_id, id)): Path<(String, String)>,
     Query(query): Query<MembersQuery>,
 ) -> ApiResult<Json<Value>> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     find(workspace, &workspace_id, &id)?;
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > AUDIENCE_MEMBERS_PAGE_MAX {
@@ -462,7 +455,7 @@ async fn preview(
     Path(workspace_id): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let Json(mut value) =
         body.map_err(|rejection| ApiError::new(ErrorCode::InvalidRequest, rejection.body_text()))?;
     // A definition under construction may have no id or name yet.
@@ -490,7 +483,7 @@ async fn preview_progress(
     auth: Authorized<ReadAudiences>,
     Path((workspace_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let job = workspace.audiences.previews.get(&id).ok_or_else(|| {
         ApiError::not_found(format!(
             "preview {id} (previews are kept in memory, the newest few)"

@@ -73,13 +73,6 @@ impl Provenance {
     }
 }
 
-fn workspace<'a>(state: &'a AppState, id: &str) -> ApiResult<&'a Workspace> {
-    state
-        .workspaces
-        .get(id)
-        .ok_or_else(|| ApiError::not_found(format!("workspace {id}")))
-}
-
 /// The live catalog of one workspace, findings included.
 fn build(
     state: &AppState,
@@ -275,7 +268,7 @@ async fn workspace_catalog(
     _auth: Authorized<ReadCatalog>,
     Path(workspace_id): Path<String>,
 ) -> ApiResult<Json<WorkspaceCatalog>> {
-    let ws = workspace(&state, &workspace_id)?;
+    let ws = state.workspace(&workspace_id)?;
     let unknown = refused_keys(&state)?;
     Ok(Json(build(&state, ws, &unknown)?))
 }
@@ -292,7 +285,7 @@ async fn record_of_processing(
     Path(workspace_id): Path<String>,
     Query(query): Query<RecordQuery>,
 ) -> ApiResult<Response> {
-    let ws = workspace(&state, &workspace_id)?;
+    let ws = state.workspace(&workspace_id)?;
     let markdown = match query.format.as_deref() {
         None | Some("json") => false,
         Some("markdown" | "md") => true,

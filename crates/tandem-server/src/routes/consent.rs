@@ -14,6 +14,7 @@
 
 use crate::auth::{Authorized, ManageConsent, ReadCatalog, ReadProfiles};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::profiles::find_profile;
 use crate::routes::Routes;
 use crate::state::{AppState, Workspace};
 use axum::extract::{Path, State};
@@ -26,6 +27,7 @@ use tandem_core::envelope::{dedup_key, EventEnvelope, EventType, PRIVACY_SOURCE_
 use tandem_core::limits::{CONSENT_EXPLAIN_SCAN_RECORDS_MAX, CONSENT_HISTORY_MAX};
 use tandem_core::time_util::format_iso8601_ms;
 use tandem_core::{ids, time_util, ErrorCode};
+use tandem_unify::identity::{ANONYMOUS_ID, USER_ID};
 use tandem_unify::model::{format_profile_id, ProfileRow};
 use tandem_unify::query;
 
@@ -59,7 +61,7 @@ async fn overview(
                 "connection": connection.id,
                 "destination": connection.destination,
                 "consent_categories": connection.consent_categories,
-                "enforced": !connection.consent_categories.iter().all(|c| c == tandem_consent::NECESSARY),
+                "enforced": tandem_consent::needs_consent(&connection.consent_categories),
             })
         })
         .collect::<Vec<_>>();
@@ -71,17 +73,13 @@ async fn overview(
     })))
 }
 
-fn profile(workspace: &Workspace, id: &str) -> ApiResult<ProfileRow> {
-    crate::routes::profiles::find_profile(workspace, id)
-}
-
 async fn history(
     State(state): State<AppState>,
     _auth: Authorized<ReadProfiles>,
     Path((workspace_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let workspace = state.workspace(&workspace_id)?;
-    let profile = profile(workspace, &id)?;
+    let profile = find_profile(workspace, &id)?;
     Ok(Json(consent_json(workspace, &profile)?))
 }
 
@@ -144,7 +142,7 @@ async fn record(
         }
         preferences.insert(category.clone(), Value::Bool(granted));
     }
-    let profile = profile(workspace, &id)?;
+    let profile = find_profile(workspace, &id)?;
     // The event names the person by the identifiers delivery and unify look up first.
     let find = |kind: &str| {
         profile
@@ -153,7 +151,7 @@ async fn record(
             .find(|(identity, _)| identity.kind == kind)
             .map(|(identity, _)| identity.value.clone())
     };
-    let (user_id, anonymous_id) = (find("user_id"), find("anonymous_id"));
+    let (user_id, anonymous_id) = (find(USER_ID), find(ANONYMOUS_ID));
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
@@ -278,7 +276,7 @@ async fn explain(
             ))
         }
     };
-    let oracle = workspace.activation.consent.clone();
+    let oracle = workspace.activation.hooks.consent.clone();
     let decision = connection.consent_explain(&event, oracle.as_ref());
     let mut checks = Vec::new();
     let mut stopped_by: Option<&str> = None;
@@ -291,14 +289,20 @@ async fn explain(
     check(
         "enabled",
         connection.enabled,
-        if connection.enabled { "the connection and its destination are enabled".into() } else { "the connection or its destination is disabled".into() },
+        if connection.enabled {
+            "the connection and its destination are enabled".into()
+        } else {
+            "the connection or its destination is disabled".into()
+        },
     );
     let header = match &source_id {
         Some(source) => connection.accepts_header(source, event_type),
-        None => connection.accepts_header("*", event_type).or_else(|skip| match skip {
-            Skip::Source => Ok(()),
-            other => Err(other),
-        }),
+        None => connection
+            .accepts_header("*", event_type)
+            .or_else(|skip| match skip {
+                Skip::Source => Ok(()),
+                other => Err(other),
+            }),
     };
     check(
         "source_and_type",
@@ -337,7 +341,10 @@ async fn find_by_message_id(
     message_id: &str,
 ) -> ApiResult<Option<(u64, EventType, String, Value)>> {
     let log = workspace.log.clone();
-    let needle = serde_json::to_string(message_id).expect("strings serialize");
+    let message_id = message_id.to_string();
+    // The JSON string as it appears in stored bytes: a cheap filter before parsing.
+    let needle = serde_json::to_string(&message_id).expect("strings serialize");
+    let finder = memchr::memmem::Finder::new(needle.as_bytes()).into_owned();
     tokio::task::spawn_blocking(move || {
         let end = log.stats().end_offset;
         let mut from = end.saturating_sub(CONSENT_EXPLAIN_SCAN_RECORDS_MAX as u64);
@@ -350,13 +357,13 @@ async fn find_by_message_id(
                 let Ok(envelope) = EventEnvelope::decode(&record.payload) else {
                     continue;
                 };
-                if !memchr_contains(envelope.json, needle.as_bytes()) {
+                if finder.find(envelope.json).is_none() {
                     continue;
                 }
                 let Ok(event) = serde_json::from_slice::<Value>(envelope.json) else {
                     continue;
                 };
-                if event.get("messageId").and_then(Value::as_str) == Some(needle.trim_matches('"')) {
+                if event.get("messageId").and_then(Value::as_str) == Some(message_id.as_str()) {
                     found = Some((
                         record.offset,
                         envelope.event_type,
@@ -370,8 +377,4 @@ async fn find_by_message_id(
     })
     .await
     .map_err(ApiError::internal)?
-}
-
-fn memchr_contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|window| window == needle)
 }

@@ -151,10 +151,7 @@ async fn personalize_post(
 
 async fn answer(state: &AppState, headers: &HeaderMap, visitor: Visitor) -> ApiResult<Response> {
     let key = authenticate(state, headers, &visitor)?;
-    let workspace = state
-        .workspaces
-        .get(&key.workspace_id)
-        .ok_or_else(|| ApiError::not_found(format!("workspace {}", key.workspace_id)))?;
+    let workspace = state.workspace(&key.workspace_id)?;
     let identities: Vec<Identity> = [
         (USER_ID, &visitor.user_id),
         (ANONYMOUS_ID, &visitor.anonymous_id),
@@ -249,19 +246,12 @@ fn lookup(workspace: &Workspace, identities: &[Identity]) -> ApiResult<Option<Ar
     }))
 }
 
-fn workspace<'a>(state: &'a AppState, id: &str) -> ApiResult<&'a Workspace> {
-    state
-        .workspaces
-        .get(id)
-        .ok_or_else(|| ApiError::not_found(format!("workspace {id}")))
-}
-
 async fn get_policy(
     State(state): State<AppState>,
     _auth: Authorized<ReadAudiences>,
     Path(workspace_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let policy = workspace.personalization.get();
     let mut view = serde_json::to_value(&policy.config).map_err(ApiError::internal)?;
     view["managed_by"] = json!(if policy.declared { "config" } else { "api" });
@@ -277,7 +267,7 @@ async fn put_policy(
     Path(workspace_id): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let Json(value) =
         body.map_err(|rejection| ApiError::new(ErrorCode::InvalidRequest, rejection.body_text()))?;
     let config: PersonalizationConfig = serde_json::from_value(value).map_err(|error| {
@@ -358,7 +348,7 @@ async fn list_keys(
     _auth: Authorized<ManagePersonalization>,
     Path(workspace_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    workspace(&state, &workspace_id)?;
+    state.workspace(&workspace_id)?;
     let keys: Vec<Value> = state
         .public_keys
         .list(&workspace_id)
@@ -374,7 +364,7 @@ async fn create_key(
     Path(workspace_id): Path<String>,
     body: Result<Json<NewKey>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    workspace(&state, &workspace_id)?;
+    state.workspace(&workspace_id)?;
     let Json(body) = body.map_err(|rejection| {
         ApiError::new(
             ErrorCode::InvalidRequest,
@@ -428,7 +418,7 @@ async fn revoke_key(
     auth: Authorized<ManagePersonalization>,
     Path((workspace_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    workspace(&state, &workspace_id)?;
+    state.workspace(&workspace_id)?;
     let record = state.public_keys.revoke(&workspace_id, &id)?;
     auth.audit(
         &state,

@@ -86,13 +86,6 @@ fn store_error(error: KvError) -> ApiError {
     ApiError::internal(error)
 }
 
-fn workspace<'a>(state: &'a AppState, id: &str) -> ApiResult<&'a Workspace> {
-    state
-        .workspaces
-        .get(id)
-        .ok_or_else(|| ApiError::not_found(format!("workspace {id}")))
-}
-
 /// The Profile API caller: a workspace access token (Basic), or a management credential (Bearer:
 /// admin token, API token, session) holding `ReadProfiles` in the path's workspace.
 pub struct ProfileAccess {
@@ -231,7 +224,7 @@ async fn segment_profile(
             "this access token is for another workspace",
         ));
     }
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let identity = Identity::parse_path(&id).ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidRequest,
@@ -601,7 +594,7 @@ async fn profile_view(
     _auth: Authorized<ReadProfiles>,
     Path((workspace_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let profile = find_profile(workspace, &id)?;
     Ok(Json(profile_json(workspace, &profile)?))
 }
@@ -622,7 +615,7 @@ async fn search_profiles(
     Path(workspace_id): Path<String>,
     Query(search): Query<SearchQuery>,
 ) -> ApiResult<Json<Value>> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let limit = page_limit(search.limit)?;
     if let Some(identifier) = search.identifier {
         let profiles = match find_profile(workspace, &identifier) {
@@ -667,7 +660,7 @@ async fn explain(
     Path(workspace_id): Path<String>,
     Query(params): Query<ExplainQuery>,
 ) -> ApiResult<Json<Value>> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let parse = |text: &str| {
         Identity::parse_path(text).ok_or_else(|| {
             ApiError::new(
@@ -699,7 +692,7 @@ fn newest<T>(
     limit: Option<usize>,
     list: fn(&Snapshot, usize) -> Result<Vec<T>, KvError>,
 ) -> ApiResult<Vec<T>> {
-    let workspace = workspace(state, workspace_id)?;
+    let workspace = state.workspace(workspace_id)?;
     let limit = page_limit(limit).unwrap_or(PROFILE_API_LIMIT_MAX);
     workspace
         .unify
@@ -776,7 +769,7 @@ async fn split_profile(
             format!("{rejection}; expected {{\"identities\": [{{\"type\": \"anonymous_id\", \"id\": \"…\"}}], \"reason\": \"…\"}}"),
         )
     })?;
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let profile = find_profile(workspace, &id)?;
     if body.identities.is_empty() {
         return Err(ApiError::new(
@@ -839,7 +832,7 @@ async fn unify_status(
     _auth: Authorized<ReadProfiles>,
     Path(workspace_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let applied = *workspace.unify.applied.borrow();
     let end = workspace.log.stats().end_offset;
     let profiles = workspace
@@ -875,7 +868,7 @@ async fn create_token(
             format!("{rejection}; expected {{\"name\": \"…\"}}"),
         )
     })?;
-    workspace(&state, &workspace_id)?;
+    state.workspace(&workspace_id)?;
     if body.name.trim().is_empty() {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
@@ -910,7 +903,7 @@ async fn list_tokens(
     _auth: Authorized<ManageAccessTokens>,
     Path(workspace_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    workspace(&state, &workspace_id)?;
+    state.workspace(&workspace_id)?;
     let tokens: Vec<Value> = state
         .access_tokens
         .list(&workspace_id)
@@ -925,7 +918,7 @@ async fn revoke_token(
     auth: Authorized<ManageAccessTokens>,
     Path((workspace_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    workspace(&state, &workspace_id)?;
+    state.workspace(&workspace_id)?;
     let record = state.access_tokens.revoke(&workspace_id, &id)?;
     auth.audit(
         &state,
@@ -960,7 +953,7 @@ async fn get_rules(
     _auth: Authorized<ReadProfiles>,
     Path(workspace_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let rules = workspace.unify.rules();
     let engine = workspace.unify.engine();
     let mut kinds: Vec<(String, tandem_unify::identity::KindRule)> =
@@ -997,7 +990,7 @@ async fn put_rules(
     Path(workspace_id): Path<String>,
     body: Result<Json<UnifyRules>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let workspace = workspace(&state, &workspace_id)?;
+    let workspace = state.workspace(&workspace_id)?;
     let Json(rules) = body.map_err(|rejection| {
         ApiError::new(
             ErrorCode::InvalidRequest,
