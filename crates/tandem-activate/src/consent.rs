@@ -103,7 +103,7 @@ fn decide_fields(
             }
             oracle.profile_preferences(user_id.as_deref(), anonymous_id.as_deref())
         },
-        oracle.missing_policy(),
+        || oracle.missing_policy(),
     )
 }
 

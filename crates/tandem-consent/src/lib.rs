@@ -157,12 +157,13 @@ pub struct Decision {
 }
 
 /// The decision for a route needing `required`, given the event's preferences, a lookup of
-/// the profile's (called only when the event has none) and the policy for neither.
+/// the profile's (called only when the event has none) and the policy for neither (read only
+/// when neither has preferences: callers on the delivery path pay for it only then).
 pub fn decide(
     required: &[String],
     event: Option<Preferences>,
     profile: impl FnOnce() -> Option<Preferences>,
-    missing_policy: Missing,
+    missing_policy: impl FnOnce() -> Missing,
 ) -> Decision {
     let needed: Vec<String> = required
         .iter()
@@ -212,7 +213,7 @@ pub fn decide(
             }
         }
         None => {
-            let allowed = missing_policy == Missing::Allow;
+            let allowed = missing_policy() == Missing::Allow;
             Decision {
                 allowed,
                 basis,
@@ -264,7 +265,7 @@ mod tests {
             &req(&["marketing"]),
             Some(prefs(&[("marketing", false)])),
             || panic!("the profile is not asked when the event has consent"),
-            Missing::Allow,
+            || Missing::Allow,
         );
         assert!(!decision.allowed);
         assert_eq!(decision.basis, Basis::Event);
@@ -273,7 +274,7 @@ mod tests {
             &req(&["marketing"]),
             None,
             || Some(prefs(&[("marketing", true)])),
-            Missing::Deny,
+            || Missing::Deny,
         );
         assert!(decision.allowed);
         assert_eq!(decision.basis, Basis::Profile);
@@ -285,16 +286,16 @@ mod tests {
             &req(&["necessary", "analytics", "marketing"]),
             Some(prefs(&[("analytics", true)])),
             || None,
-            Missing::Allow,
+            || Missing::Allow,
         );
         assert_eq!(decision.missing, ["marketing"]);
-        assert!(decide(&req(&["necessary"]), None, || None, Missing::Deny).allowed);
+        assert!(decide(&req(&["necessary"]), None, || None, || Missing::Deny).allowed);
     }
 
     #[test]
     fn the_policy_decides_without_preferences() {
-        assert!(decide(&req(&["analytics"]), None, || None, Missing::Allow).allowed);
-        let denied = decide(&req(&["analytics"]), None, || None, Missing::Deny);
+        assert!(decide(&req(&["analytics"]), None, || None, || Missing::Allow).allowed);
+        let denied = decide(&req(&["analytics"]), None, || None, || Missing::Deny);
         assert!(!denied.allowed);
         assert_eq!(denied.basis, Basis::Policy);
         assert!(denied.reason.contains("deny"));
@@ -324,7 +325,7 @@ mod tests {
             let event = event.map(to_prefs);
             let profile = profile.map(to_prefs);
             let policy = if deny { Missing::Deny } else { Missing::Allow };
-            let decision = decide(&required, event.clone(), || profile.clone(), policy);
+            let decision = decide(&required, event.clone(), || profile.clone(), || policy);
             let needed: Vec<&String> = required.iter().filter(|c| c.as_str() != NECESSARY).collect();
             let expected = needed.is_empty() || match event.or(profile) {
                 Some(prefs) => needed.iter().all(|c| prefs.get(c.as_str()) == Some(&true)),

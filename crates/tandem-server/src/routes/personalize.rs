@@ -187,7 +187,7 @@ async fn answer(state: &AppState, headers: &HeaderMap, visitor: Visitor) -> ApiR
                     .ok()
                     .flatten()
             },
-            state.policies.consent(&workspace.id).missing,
+            || state.policies.consent(&workspace.id).missing,
         )
     });
     if consent.as_ref().is_some_and(|decision| !decision.allowed) {
