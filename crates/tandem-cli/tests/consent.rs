@@ -142,6 +142,21 @@ async fn every_route_honours_the_consent_the_policy_gives() {
     assert_eq!(why["stopped_by"], "consent", "{why}");
     assert_eq!(why["consent"]["basis"], "event");
     assert_eq!(why["consent"]["missing"], json!(["marketing"]));
+    // The live debugger's verdict for the same event and connection agrees.
+    let offset = why["offset"]
+        .as_u64()
+        .expect("the explained event's offset");
+    let (code, routed) =
+        admin_get(&server, &format!("/api/v1/workspaces/demo/events/{offset}")).await;
+    assert_eq!(code, 200, "{routed}");
+    let marketing = routed["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|delivery| delivery["connection"] == "marketing")
+        .expect("a verdict for `marketing`");
+    assert_eq!(marketing["status"], "consent_denied", "{marketing}");
+    assert_eq!(marketing["consent"]["missing"], json!(["marketing"]));
     let (_, why) = admin_post(
         &server,
         "/api/v1/workspaces/demo/consent/explain",

@@ -182,7 +182,6 @@ async fn event_routing(
         "event": event,
         "tracking_plan": tracking_plan,
         "deliveries": deliveries,
-        "consent": "consent is not enforced yet: each delivery lists the consent categories its connection requires",
     })))
 }
 
@@ -281,6 +280,17 @@ async fn route_of(
             }
         };
         return verdict("filtered", reason);
+    }
+    // The same gate the delivery worker applies after the filters (with today's profile
+    // consent when the event carries none: the explain route says the same).
+    if tandem_consent::needs_consent(&config.consent_categories) {
+        let oracle = workspace.activation.hooks.consent.clone();
+        let decision = connection.consent_explain(event, oracle.as_ref());
+        if !decision.allowed {
+            let mut view = verdict("consent_denied", decision.reason.clone());
+            view["consent"] = json!(decision);
+            return view;
+        }
     }
     let activation = &workspace.activation;
     let after = offset
