@@ -232,6 +232,12 @@ impl AudienceEngine {
         reason: Reason,
     ) -> KvResult<Effects> {
         let mut effects = Effects::default();
+        // Erased people leave every audience silently: an exit event would carry their
+        // identifiers into the log again.
+        for erased in &changed.erased {
+            state::erase_profile(kv, *erased)?;
+            effects.gone.push(*erased);
+        }
         if self.set.audiences.is_empty()
             && state::profiles_with_memberships(&*kv, None, 1)?.is_empty()
         {

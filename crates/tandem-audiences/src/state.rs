@@ -553,6 +553,31 @@ impl<'a, K: KvWrite + ?Sized> Writer<'a, K> {
     }
 }
 
+/// Removes every audience row of an erased profile — its memberships (sizes follow) and its
+/// pending outbox entries — without announcing anything. Returns the memberships removed.
+pub fn erase_profile(kv: &mut (impl KvWrite + ?Sized), profile: ProfileId) -> KvResult<u64> {
+    let row = profile_audiences(&*kv, profile)?;
+    for (audience, _) in &row.memberships {
+        kv.delete(Table::Audiences, &member_key(audience, profile))?;
+        add_size(kv, audience, -1)?;
+    }
+    kv.delete(Table::Audiences, &key(PROFILE, &[&profile.to_be_bytes()]))?;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let rows = kv.scan(Table::Audiences, &[OUTBOX], after.as_deref(), false, 1024)?;
+        let full = rows.len() == 1024;
+        after = rows.last().map(|(k, _)| k.clone());
+        for (k, v) in &rows {
+            if decode::<OutboxEntry>(v)?.profile == profile {
+                kv.delete(Table::Audiences, k)?;
+            }
+        }
+        if !full {
+            return Ok(row.memberships.len() as u64);
+        }
+    }
+}
+
 /// Marks memberships as needing reconciliation after the profiles were rebuilt offline (`tandem
 /// rebuild`) with `counted` hidden counters: the next plan evaluates every audience again,
 /// sweeps memberships of profiles that no longer exist, and trusts only those counters.

@@ -42,6 +42,8 @@ pub struct Applied {
     /// The record was not an event tandem can read (bad JSON, unknown envelope).
     pub unreadable: bool,
     pub split: Option<SplitRow>,
+    /// Profiles an erase control record removed (they no longer exist).
+    pub erased: Vec<ProfileId>,
 }
 
 /// Control records tandem writes into a workspace log.
@@ -57,6 +59,13 @@ pub enum Control {
         requested_by: String,
         reason: String,
     },
+    /// Erase these profiles and everything naming them (a data-subject request). Carries
+    /// profile ids only: no identifier of the person is written to the log again.
+    Erase {
+        request: String,
+        #[serde(rename = "profileIds")]
+        profile_ids: Vec<String>,
+    },
 }
 
 /// The outcome of a control record, kept under `Meta` `control/<offset>` for the API to read.
@@ -64,6 +73,12 @@ pub enum Control {
 pub enum ControlOutcome {
     Split(SplitRow),
     Failed(String),
+    /// An erasure: the request, the profiles it erased, the rows it removed.
+    Erased {
+        request: String,
+        profiles: Vec<ProfileId>,
+        rows: crate::erase::ErasedRows,
+    },
 }
 
 pub fn control_outcome_key(offset: u64) -> Vec<u8> {
@@ -556,6 +571,26 @@ impl Engine {
                 Ok(split) => ControlOutcome::Split(split),
                 Err(message) => ControlOutcome::Failed(message),
             },
+            Ok(Control::Erase {
+                request,
+                profile_ids,
+            }) => {
+                let mut rows = crate::erase::ErasedRows::default();
+                let mut profiles = Vec::new();
+                for text in &profile_ids {
+                    let Some(id) = parse_profile_id(text) else {
+                        continue;
+                    };
+                    let (removed, erased) = crate::erase::erase_profile(kv, id)?;
+                    rows.add(&removed);
+                    profiles.extend(erased);
+                }
+                ControlOutcome::Erased {
+                    request,
+                    profiles,
+                    rows,
+                }
+            }
         };
         model::put(
             kv,
@@ -563,12 +598,16 @@ impl Engine {
             &control_outcome_key(event.provenance.offset),
             &outcome,
         )?;
-        Ok(Applied {
-            split: match outcome {
-                ControlOutcome::Split(split) => Some(split),
-                ControlOutcome::Failed(_) => None,
+        Ok(match outcome {
+            ControlOutcome::Split(split) => Applied {
+                split: Some(split),
+                ..Applied::default()
             },
-            ..Applied::default()
+            ControlOutcome::Erased { profiles, .. } => Applied {
+                erased: profiles,
+                ..Applied::default()
+            },
+            ControlOutcome::Failed(_) => Applied::default(),
         })
     }
 

@@ -12,6 +12,7 @@
 
 pub mod computed;
 pub mod engine;
+pub mod erase;
 pub mod identity;
 pub mod kv;
 pub mod model;

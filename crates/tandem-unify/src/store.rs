@@ -62,6 +62,8 @@ pub struct Changed {
     pub merged: Vec<(ProfileId, ProfileId)>,
     /// Profiles a split re-resolved (they may exist again under the same id, or not).
     pub split: Vec<ProfileId>,
+    /// Profiles erased by a data-subject request: gone, with no announcement of any kind.
+    pub erased: Vec<ProfileId>,
 }
 
 impl Changed {
@@ -77,10 +79,17 @@ impl Changed {
             self.split.push(split.profile);
             self.profiles.extend(split.result.iter().copied());
         }
+        for erased in &applied.erased {
+            self.profiles.remove(erased);
+            self.erased.push(*erased);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.profiles.is_empty() && self.merged.is_empty() && self.split.is_empty()
+        self.profiles.is_empty()
+            && self.merged.is_empty()
+            && self.split.is_empty()
+            && self.erased.is_empty()
     }
 }
 

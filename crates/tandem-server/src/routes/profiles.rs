@@ -821,7 +821,7 @@ async fn split_profile(
         Some(ControlOutcome::Failed(message)) => {
             Err(ApiError::new(ErrorCode::InvalidRequest, message))
         }
-        None => Err(ApiError::internal(
+        Some(ControlOutcome::Erased { .. }) | None => Err(ApiError::internal(
             "the split was applied but left no outcome",
         )),
     }
