@@ -105,9 +105,25 @@ impl DlqFilter {
     }
 }
 
+/// Copies every row of `table` from one transaction into another (vacuum).
+pub(crate) fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &redb::ReadTransaction,
+    to: &redb::WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<(), StoreError> {
+    let source = from.open_table(table)?;
+    let mut target = to.open_table(table)?;
+    for row in source.iter()? {
+        let (key, value) = row?;
+        target.insert(key.value(), value.value())?;
+    }
+    Ok(())
+}
+
 /// The activate store of one workspace: its DLQ and its API-created definitions.
 pub struct Dlq {
-    pub(crate) database: Database,
+    pub(crate) database: parking_lot::RwLock<Database>,
+    path: std::path::PathBuf,
     /// Entries per connection, kept beside the table so status reads are O(1).
     counts: Mutex<HashMap<String, u64>>,
 }
@@ -133,7 +149,8 @@ impl Dlq {
             }
         }
         Ok(Dlq {
-            database,
+            database: parking_lot::RwLock::new(database),
+            path: path.to_path_buf(),
             counts: Mutex::new(counts),
         })
     }
@@ -145,7 +162,7 @@ impl Dlq {
             return Ok(());
         }
         let mut added: HashMap<String, u64> = HashMap::new();
-        let write = self.database.begin_write()?;
+        let write = self.database.read().begin_write()?;
         {
             let mut table = write.open_table(DLQ)?;
             for entry in entries {
@@ -176,10 +193,73 @@ impl Dlq {
         Ok(())
     }
 
+    /// Removes every dead letter `names_subject` says is the data subject's (a DSR erasure),
+    /// in one durable transaction; answers how many.
+    pub fn erase_matching(
+        &self,
+        names_subject: &dyn Fn(&DlqEntry) -> bool,
+    ) -> Result<u64, StoreError> {
+        let mut doomed: Vec<(String, u64, u32)> = Vec::new();
+        {
+            let read = self.database.read().begin_read()?;
+            let table = read.open_table(DLQ)?;
+            for row in table.iter()? {
+                let (key, value) = row?;
+                let entry: DlqEntry = serde_json::from_slice(value.value())?;
+                if names_subject(&entry) {
+                    let (connection, offset, index) = key.value();
+                    doomed.push((connection.to_string(), offset, index));
+                }
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let write = self.database.read().begin_write()?;
+        {
+            let mut table = write.open_table(DLQ)?;
+            for (connection, offset, index) in &doomed {
+                table.remove((connection.as_str(), *offset, *index))?;
+            }
+        }
+        write.commit()?;
+        let mut counts = self.counts.lock();
+        for (connection, _, _) in &doomed {
+            let count = counts.entry(connection.clone()).or_default();
+            *count = count.saturating_sub(1);
+        }
+        Ok(doomed.len() as u64)
+    }
+
+    /// Rewrites the file with its live rows only — redb reuses freed pages but never clears
+    /// them, so an erased dead letter's bytes would linger — and swaps it in. Answers the new
+    /// file's size.
+    pub fn vacuum(&self) -> Result<u64, StoreError> {
+        let mut database = self.database.write();
+        let side = self.path.with_extension("redb.vacuum");
+        let _ = std::fs::remove_file(&side);
+        let io = |error: std::io::Error| StoreError(error.to_string());
+        {
+            let copy = Database::create(&side)?;
+            let read = database.begin_read()?;
+            let write = copy.begin_write()?;
+            copy_table(&read, &write, DLQ)?;
+            copy_table(&read, &write, DEFINITIONS)?;
+            crate::history::copy_tables(&read, &write)?;
+            write.commit()?;
+        }
+        std::fs::rename(&side, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)?;
+        }
+        *database = Database::create(&self.path)?;
+        std::fs::metadata(&self.path).map(|m| m.len()).map_err(io)
+    }
+
     /// Removes entries by (offset, index); returns how many existed.
     pub fn remove(&self, connection: &str, keys: &[(u64, u32)]) -> Result<u64, StoreError> {
         let mut removed = 0;
-        let write = self.database.begin_write()?;
+        let write = self.database.read().begin_write()?;
         {
             let mut table = write.open_table(DLQ)?;
             for &(offset, index) in keys {
@@ -201,7 +281,7 @@ impl Dlq {
         offset: u64,
         index: u32,
     ) -> Result<Option<DlqEntry>, StoreError> {
-        let read = self.database.begin_read()?;
+        let read = self.database.read().begin_read()?;
         let table = read.open_table(DLQ)?;
         match table.get((connection, offset, index))? {
             Some(bytes) => Ok(Some(serde_json::from_slice(bytes.value())?)),
@@ -223,7 +303,7 @@ impl Dlq {
             },
             None => (0, 0),
         };
-        let read = self.database.begin_read()?;
+        let read = self.database.read().begin_read()?;
         let table = read.open_table(DLQ)?;
         let mut entries = Vec::new();
         for row in table.range((connection, start.0, start.1)..=(connection, u64::MAX, u32::MAX))? {
@@ -245,7 +325,7 @@ impl Dlq {
 
     /// Every entry of the workspace (all connections), for tests and the total gauge.
     pub fn total(&self) -> Result<u64, StoreError> {
-        let read = self.database.begin_read()?;
+        let read = self.database.read().begin_read()?;
         Ok(read.open_table(DLQ)?.len()?)
     }
 
@@ -256,7 +336,7 @@ impl Dlq {
         id: &str,
         json: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        let write = self.database.begin_write()?;
+        let write = self.database.read().begin_write()?;
         write
             .open_table(DEFINITIONS)?
             .insert((kind, id), serde_json::to_vec(json)?.as_slice())?;
@@ -265,7 +345,7 @@ impl Dlq {
     }
 
     pub fn delete_definition(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
-        let write = self.database.begin_write()?;
+        let write = self.database.read().begin_write()?;
         let existed = write.open_table(DEFINITIONS)?.remove((kind, id))?.is_some();
         write.commit()?;
         Ok(existed)
@@ -273,7 +353,7 @@ impl Dlq {
 
     /// Every API-created definition of `kind`, by id.
     pub fn definitions(&self, kind: &str) -> Result<Vec<serde_json::Value>, StoreError> {
-        let read = self.database.begin_read()?;
+        let read = self.database.read().begin_read()?;
         let table = read.open_table(DEFINITIONS)?;
         let mut found = Vec::new();
         for row in table.range((kind, "")..)? {

@@ -20,6 +20,15 @@ const VERSIONS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new
 /// Change request id → its JSON (the server's `ChangeRequest`).
 const CHANGE_REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("change_requests");
 
+/// Copies the history tables into another store's transaction (vacuum).
+pub(crate) fn copy_tables(
+    from: &redb::ReadTransaction,
+    to: &WriteTransaction,
+) -> Result<(), crate::dlq::StoreError> {
+    crate::dlq::copy_table(from, to, VERSIONS)?;
+    crate::dlq::copy_table(from, to, CHANGE_REQUESTS)
+}
+
 pub(crate) fn create_tables(write: &WriteTransaction) -> Result<(), StoreError> {
     write.open_table(VERSIONS)?;
     write.open_table(CHANGE_REQUESTS)?;
@@ -116,7 +125,7 @@ fn latest_in(
 impl Dlq {
     /// The newest version number of an object (0 when it has no recorded history).
     pub fn latest_version(&self, kind: &str, id: &str) -> Result<u64, StoreError> {
-        let read = self.database.begin_read()?;
+        let read = self.database.read().begin_read()?;
         latest_in(&read.open_table(VERSIONS)?, kind, id)
     }
 
@@ -127,7 +136,7 @@ impl Dlq {
         kind: Option<&str>,
         id: Option<&str>,
     ) -> Result<Vec<Version>, StoreError> {
-        let read = self.database.begin_read()?;
+        let read = self.database.read().begin_read()?;
         let table = read.open_table(VERSIONS)?;
         let mut found = Vec::new();
         for row in table.iter()? {
@@ -147,7 +156,7 @@ impl Dlq {
         id: &str,
         version: u64,
     ) -> Result<Option<Version>, StoreError> {
-        let read = self.database.begin_read()?;
+        let read = self.database.read().begin_read()?;
         let table = read.open_table(VERSIONS)?;
         let found = table.get((kind, id, version))?;
         Ok(match found {
@@ -167,7 +176,7 @@ impl Dlq {
         provenance: &Provenance,
         before_commit: impl FnOnce() -> Result<(), String>,
     ) -> Result<Vec<Version>, ApplyError> {
-        let write = self.database.begin_write()?;
+        let write = self.database.read().begin_write()?;
         let mut recorded = Vec::with_capacity(writes.len());
         {
             let mut versions = write.open_table(VERSIONS)?;
@@ -228,7 +237,7 @@ impl Dlq {
 
     /// Stores (creates or replaces) a change request's JSON, durably.
     pub fn put_change_request(&self, id: &str, json: &Value) -> Result<(), StoreError> {
-        let write = self.database.begin_write()?;
+        let write = self.database.read().begin_write()?;
         write
             .open_table(CHANGE_REQUESTS)?
             .insert(id, serde_json::to_vec(json)?.as_slice())?;
@@ -237,7 +246,7 @@ impl Dlq {
     }
 
     pub fn change_request(&self, id: &str) -> Result<Option<Value>, StoreError> {
-        let read = self.database.begin_read()?;
+        let read = self.database.read().begin_read()?;
         let table = read.open_table(CHANGE_REQUESTS)?;
         let found = table.get(id)?;
         Ok(match found {
@@ -248,7 +257,7 @@ impl Dlq {
 
     /// Every change request, by id (ids sort by creation time).
     pub fn change_requests(&self) -> Result<Vec<Value>, StoreError> {
-        let read = self.database.begin_read()?;
+        let read = self.database.read().begin_read()?;
         let table = read.open_table(CHANGE_REQUESTS)?;
         let mut found = Vec::new();
         for row in table.iter()? {

@@ -2,7 +2,7 @@
 //! created through the API), their running workers, the DLQ, replays and backfills.
 
 use crate::connection::{Connection, RecordView, TransformCompiler};
-use crate::destination::BuildContext;
+use crate::destination::{BuildContext, DeleteOutcome, Destination};
 use crate::dlq::{parse_entry_id, Dlq, DlqEntry, DlqFilter, StoreError};
 use crate::retry::CircuitBreaker;
 use crate::stats::{Alerts, Counted, LastError};
@@ -216,6 +216,56 @@ impl Activation {
         activation.reconcile()?;
         drop(_guard);
         Ok(activation)
+    }
+
+    /// Forwards a data-subject deletion to every destination of the workspace, once each:
+    /// through a running connection's destination when one runs (so its writes and the
+    /// deletion are ordered, e.g. the files destination's rewrite lock), else a destination
+    /// built for the purpose. Answers (destination id, type, outcome) per destination.
+    pub async fn forward_deletion(
+        &self,
+        identifiers: &[(String, String)],
+    ) -> Result<Vec<(String, String, DeleteOutcome)>, ActivateError> {
+        let destinations = self.destinations()?;
+        let running: HashMap<String, Arc<dyn Destination>> = self
+            .running
+            .lock()
+            .values()
+            .filter_map(|running| running.delivery.as_ref())
+            .map(|delivery| {
+                (
+                    delivery.connection.destination_id.clone(),
+                    delivery.destination.clone(),
+                )
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for (destination, _) in destinations {
+            let live = match running.get(&destination.id) {
+                Some(live) => Ok(live.clone()),
+                None => crate::registry::find(&destination.kind)
+                    .ok_or_else(|| format!("unknown destination type `{}`", destination.kind))
+                    .and_then(|kind| {
+                        (kind.build)(
+                            &destination.settings,
+                            &BuildContext {
+                                workspace_id: self.workspace_id.clone(),
+                                destination_id: destination.id.clone(),
+                                data_dir: self.data_dir.clone(),
+                            },
+                        )
+                    }),
+            };
+            let outcome = match live {
+                Ok(live) => live.delete_user(identifiers).await,
+                Err(error) => DeleteOutcome::Failed {
+                    error,
+                    retryable: false,
+                },
+            };
+            outcomes.push((destination.id.clone(), destination.kind.clone(), outcome));
+        }
+        Ok(outcomes)
     }
 
     /// Every destination with who manages it (file first, then API).

@@ -139,6 +139,9 @@ pub struct Unify {
     pub rebuild: RwLock<Option<RebuildProgress>>,
     /// The next offset to apply (everything before it is in the store).
     pub applied: watch::Sender<u64>,
+    /// Callers waiting for the store to be rewritten with its live rows only (after an
+    /// erasure), answered by the consumer between batches with the new file's size.
+    vacuums: Mutex<Vec<tokio::sync::oneshot::Sender<Result<u64, String>>>>,
 }
 
 /// What opening did, for the start report.
@@ -204,6 +207,7 @@ impl Unify {
                 pending: Mutex::new(None),
                 rebuild: RwLock::new(None),
                 applied: watch::channel(next).0,
+                vacuums: Mutex::new(Vec::new()),
             },
             opened,
         ))
@@ -238,6 +242,31 @@ impl Unify {
         rules.engine()?;
         *self.pending.lock() = Some(rules);
         Ok(())
+    }
+
+    /// Rewrites the store with its live rows only, so the bytes of erased rows leave the disk
+    /// (redb reuses freed pages but never clears them). Done by the consumer between batches;
+    /// resolves with the new file's size.
+    pub async fn vacuum(&self) -> Result<u64, String> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.vacuums.lock().push(done);
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the unify consumer stopped".into()))
+    }
+
+    /// Copies the store into a side file, renames it over the store and swaps it in. Only the
+    /// consumer calls this (no batch writes meanwhile).
+    fn vacuum_now(&self) -> anyhow::Result<u64> {
+        let side = self.path.with_extension("redb.vacuum");
+        let _ = std::fs::remove_file(&side);
+        let copy = self.store().copy_to(&side).map_err(store_error)?;
+        std::fs::rename(&side, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        self.current.write().0 = Arc::new(copy);
+        Ok(std::fs::metadata(&self.path)?.len())
     }
 
     /// Resolves once the record at `offset` has been applied (or after `timeout`: false).
@@ -403,6 +432,21 @@ pub async fn run(
                 }
             }
             *unify.rebuild.write() = None;
+            continue;
+        }
+        let vacuums = std::mem::take(&mut *unify.vacuums.lock());
+        if !vacuums.is_empty() {
+            let work = unify.clone();
+            let result = tokio::task::spawn_blocking(move || work.vacuum_now())
+                .await
+                .map_err(|error| error.to_string())
+                .and_then(|result| result.map_err(|error| format!("{error:#}")));
+            if let Err(error) = &result {
+                tracing::error!(workspace = %workspace_id, %error, "rewriting the unify store failed");
+            }
+            for done in vacuums {
+                let _ = done.send(result.clone());
+            }
             continue;
         }
         let held = audiences.held_at(next);

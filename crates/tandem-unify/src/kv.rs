@@ -256,6 +256,9 @@ impl KvWrite for RedbTable<redb::Table<'_, &'static [u8], &'static [u8]>> {
     }
 }
 
+/// Rows per write transaction when a store is copied (bounds the copy's dirty pages in memory).
+pub const COPY_ROWS_PER_TRANSACTION: usize = 100_000;
+
 /// Bytes of page cache redb keeps for the unify store.
 pub const REDB_CACHE_BYTES: usize = 1024 * 1024 * 1024;
 
@@ -313,6 +316,32 @@ impl RedbKv {
         }
         txn.commit().map_err(KvError::store)?;
         Ok(result)
+    }
+
+    /// Copies every row of a consistent snapshot into a new file at `path` (which must not
+    /// exist), fsynced. The copy holds only live rows: freed pages of the original — where
+    /// erased rows' bytes may linger until reused — are not carried over. This is how an
+    /// erasure becomes physical.
+    pub fn copy_to(&self, path: &Path) -> KvResult<RedbKv> {
+        use redb::ReadableTable;
+        let copy = RedbKv::open(path)?;
+        let txn = self.db.begin_read().map_err(KvError::store)?;
+        let table = txn.open_table(KV).map_err(KvError::store)?;
+        let mut rows = table.iter().map_err(KvError::store)?.peekable();
+        while rows.peek().is_some() {
+            let out = copy.db.begin_write().map_err(KvError::store)?;
+            {
+                let mut target = out.open_table(KV).map_err(KvError::store)?;
+                for row in rows.by_ref().take(COPY_ROWS_PER_TRANSACTION) {
+                    let (key, value) = row.map_err(KvError::store)?;
+                    target
+                        .insert(key.value(), value.value())
+                        .map_err(KvError::store)?;
+                }
+            }
+            out.commit().map_err(KvError::store)?;
+        }
+        Ok(copy)
     }
 
     /// Runs `work` on a consistent snapshot.

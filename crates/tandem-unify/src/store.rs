@@ -115,6 +115,13 @@ impl UnifyStore {
         })
     }
 
+    /// A copy of the live rows in a new file at `path` (see [`RedbKv::copy_to`]).
+    pub fn copy_to(&self, path: &Path) -> KvResult<UnifyStore> {
+        Ok(UnifyStore {
+            kv: self.kv.copy_to(path)?,
+        })
+    }
+
     /// The next log offset to apply (0 for a new store).
     pub fn next_offset(&self) -> KvResult<u64> {
         Ok(self.kv.read(stored_offset)?.unwrap_or(0))

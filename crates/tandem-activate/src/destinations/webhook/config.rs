@@ -44,6 +44,11 @@ pub struct WebhookSettings {
     /// deliberately no way to turn verification off: a trusted CA is the safe form of that wish.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca_pem: Option<String>,
+    /// Where data-subject deletions are POSTed (`{"type": "delete", "identifiers": [{"type",
+    /// "id"}…]}`, signed and authenticated like events). Without it the destination cannot
+    /// delete, and the DSR report says the operator must.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_url: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -74,7 +79,8 @@ pub fn schema() -> serde_json::Value {
             ]},
             "signing_secret": {"type": "string", "minLength": SIGNING_SECRET_CHARS_MIN, "description": "adds X-Tandem-Timestamp and X-Tandem-Signature: v1=<hex HMAC-SHA256 of \"timestamp.body\">"},
             "timeout_ms": {"type": "integer", "minimum": 1, "maximum": TIMEOUT_MS_HIGHEST},
-            "tls_ca_pem": {"type": "string", "description": "PEM certificate(s) trusted for an https:// URL besides the system's roots (a private CA, or a self-signed receiver)"}
+            "tls_ca_pem": {"type": "string", "description": "PEM certificate(s) trusted for an https:// URL besides the system's roots (a private CA, or a self-signed receiver)"},
+            "delete_url": {"type": "string", "format": "uri", "description": "http(s) URL data-subject deletions are POSTed to: {\"type\": \"delete\", \"identifiers\": [{\"type\", \"id\"}]}"}
         }
     })
 }
@@ -97,6 +103,19 @@ pub fn parse(settings: &serde_json::Value) -> Result<WebhookSettings, Vec<Settin
             "must be an http:// or https:// URL with a host",
         )),
         Err(error) => problems.push(SettingsProblem::new("url", format!("not a URL: {error}"))),
+    }
+    if let Some(delete_url) = &parsed.delete_url {
+        match reqwest::Url::parse(delete_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            Ok(_) => problems.push(SettingsProblem::new(
+                "delete_url",
+                "must be an http:// or https:// URL with a host",
+            )),
+            Err(error) => problems.push(SettingsProblem::new(
+                "delete_url",
+                format!("not a URL: {error}"),
+            )),
+        }
     }
     if parsed.batch_events_max == Some(0) {
         problems.push(SettingsProblem::new("batch_events_max", "at least 1"));

@@ -84,6 +84,12 @@ pub fn batch_key(events: &[OutboundEvent]) -> String {
     format!("batch-{}", hex(&digest.finalize()[..16]))
 }
 
+/// A key derived from a body (the first 16 bytes of its SHA-256, hex): the same deletion
+/// resent carries the same idempotency key.
+pub fn body_key(body: &[u8]) -> String {
+    hex(&Sha256::digest(body)[..16])
+}
+
 /// `v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`: what a receiver recomputes to check the
 /// request came from tandem and was not replayed long after `timestamp`.
 pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {

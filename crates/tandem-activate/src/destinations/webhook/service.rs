@@ -5,7 +5,7 @@ use super::request::{
     build_requests, signature, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 use crate::destination::{
-    BatchLimits, BatchOutcome, BuildContext, Destination, OutboundEvent, Outcome,
+    BatchLimits, BatchOutcome, BuildContext, DeleteOutcome, Destination, OutboundEvent, Outcome,
 };
 use crate::retry::parse_retry_after;
 use futures::future::BoxFuture;
@@ -62,6 +62,13 @@ impl Destination for Webhook {
     fn send<'a>(&'a self, batch: &'a [OutboundEvent]) -> BoxFuture<'a, BatchOutcome> {
         Box::pin(self.send_batch(batch))
     }
+
+    fn delete_user<'a>(
+        &'a self,
+        identifiers: &'a [(String, String)],
+    ) -> BoxFuture<'a, DeleteOutcome> {
+        Box::pin(self.delete_subject(identifiers))
+    }
 }
 
 impl Webhook {
@@ -95,10 +102,43 @@ impl Webhook {
         BatchOutcome::PerEvent(outcomes)
     }
 
+    /// POSTs `{"type": "delete", "identifiers": [{"type", "id"}…]}` to `delete_url`, signed
+    /// and authenticated like events, with the request's id as the idempotency key.
+    async fn delete_subject(&self, identifiers: &[(String, String)]) -> DeleteOutcome {
+        let Some(url) = &self.settings.delete_url else {
+            return DeleteOutcome::Unsupported;
+        };
+        let body = serde_json::json!({
+            "type": "delete",
+            "identifiers": identifiers
+                .iter()
+                .map(|(kind, value)| serde_json::json!({"type": kind, "id": value}))
+                .collect::<Vec<_>>(),
+        });
+        let body = serde_json::to_vec(&body).expect("JSON values serialize");
+        let key = format!("delete-{}", super::request::body_key(&body));
+        match self.post_to(url, body, &key).await {
+            Outcome::Delivered => DeleteOutcome::Deleted,
+            Outcome::Retry { error, .. } => DeleteOutcome::Failed {
+                error,
+                retryable: true,
+            },
+            Outcome::Reject { error } => DeleteOutcome::Failed {
+                error,
+                retryable: false,
+            },
+        }
+    }
+
     async fn post(&self, body: Vec<u8>, idempotency_key: &str) -> Outcome {
+        self.post_to(&self.settings.url, body, idempotency_key)
+            .await
+    }
+
+    async fn post_to(&self, url: &str, body: Vec<u8>, idempotency_key: &str) -> Outcome {
         let mut request = self
             .client
-            .post(&self.settings.url)
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(IDEMPOTENCY_HEADER, idempotency_key);
         for (name, value) in &self.settings.headers {
