@@ -193,25 +193,35 @@ impl Dlq {
         Ok(())
     }
 
+    /// Every dead letter `names_subject` says is the data subject's (a DSR access request).
+    pub fn find_matching(
+        &self,
+        names_subject: &dyn Fn(&DlqEntry) -> bool,
+    ) -> Result<Vec<DlqEntry>, StoreError> {
+        let mut found = Vec::new();
+        let read = self.database.read().begin_read()?;
+        let table = read.open_table(DLQ)?;
+        for row in table.iter()? {
+            let (_, value) = row?;
+            let entry: DlqEntry = serde_json::from_slice(value.value())?;
+            if names_subject(&entry) {
+                found.push(entry);
+            }
+        }
+        Ok(found)
+    }
+
     /// Removes every dead letter `names_subject` says is the data subject's (a DSR erasure),
     /// in one durable transaction; answers how many.
     pub fn erase_matching(
         &self,
         names_subject: &dyn Fn(&DlqEntry) -> bool,
     ) -> Result<u64, StoreError> {
-        let mut doomed: Vec<(String, u64, u32)> = Vec::new();
-        {
-            let read = self.database.read().begin_read()?;
-            let table = read.open_table(DLQ)?;
-            for row in table.iter()? {
-                let (key, value) = row?;
-                let entry: DlqEntry = serde_json::from_slice(value.value())?;
-                if names_subject(&entry) {
-                    let (connection, offset, index) = key.value();
-                    doomed.push((connection.to_string(), offset, index));
-                }
-            }
-        }
+        let doomed: Vec<(String, u64, u32)> = self
+            .find_matching(names_subject)?
+            .into_iter()
+            .map(|entry| (entry.connection, entry.offset, entry.index))
+            .collect();
         if doomed.is_empty() {
             return Ok(0);
         }
@@ -250,7 +260,9 @@ impl Dlq {
         }
         std::fs::rename(&side, &self.path).map_err(io)?;
         if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)?;
+            std::fs::File::open(dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io)?;
         }
         *database = Database::create(&self.path)?;
         std::fs::metadata(&self.path).map(|m| m.len()).map_err(io)

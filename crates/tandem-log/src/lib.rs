@@ -18,7 +18,7 @@ mod writer;
 
 pub use api::*;
 pub use consumer::Consumer;
-pub use file_log::{FileLog, OpenError, RetentionReport};
+pub use file_log::{FileLog, OpenError, RetentionReport, RewriteReport};
 pub use format::HEADER_BYTES;
 pub use offline::{read_dir, verify_dir, Problem, VerifyReport};
 pub use offsets::CONSUMER_NAME_CHARS_MAX;

@@ -212,6 +212,11 @@ permissions! {
     /// Set the personalization policy (allow-listed traits and audiences, decision rules) and
     /// create or revoke its public browser keys.
     ManagePersonalization => [OrgAdmin, WorkspaceAdmin, Marketer],
+    /// List data-subject requests, their status per store and SLA (identifiers shown hashed).
+    ReadPrivacyRequests => [OrgAdmin, WorkspaceAdmin, PrivacyOfficer],
+    /// Create data-subject requests (access, erasure, suppression, rectification) and download
+    /// access exports (personal data): the privacy officer's own tool.
+    ManagePrivacyRequests => [OrgAdmin, PrivacyOfficer],
 }
 
 /// Where a credential may act.

@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod personalize;
 pub mod plans;
 pub mod policies;
+pub mod privacy;
 pub mod processing;
 pub mod rate_limit;
 pub mod routes;
@@ -191,6 +192,11 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
                 || format!("loading the personalization of workspace {}", workspace.id),
             )?,
         );
+        let privacy = Arc::new(
+            privacy::WorkspacePrivacy::open(&data_dir, &workspace.id).with_context(|| {
+                format!("opening the privacy requests of workspace {}", workspace.id)
+            })?,
+        );
         let audiences = Arc::new(audiences::WorkspaceAudiences::open(
             workspace,
             &activation,
@@ -215,6 +221,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
                 plans,
                 audiences,
                 personalization,
+                privacy,
             },
         );
     }
@@ -272,6 +279,14 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
             workspace.audiences.clone(),
         ));
         tokio::spawn(audiences::drain::run(state.clone(), workspace.id.clone()));
+        // Requests a stop interrupted run again from the start (every step is idempotent).
+        for request in workspace.privacy.unfinished() {
+            tokio::spawn(privacy::erase::run(
+                state.clone(),
+                workspace.id.clone(),
+                request.id,
+            ));
+        }
     }
 
     let app = routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

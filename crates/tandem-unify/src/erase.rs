@@ -189,7 +189,8 @@ pub fn erase_profile(
         if kv.get(Table::Members, &member)?.is_some() {
             kv.delete(Table::Members, &member)?;
             erased.memberships += 1;
-            if let Some(mut account) = model::get::<AccountRow>(kv, Table::Accounts, group.as_bytes())?
+            if let Some(mut account) =
+                model::get::<AccountRow>(kv, Table::Accounts, group.as_bytes())?
             {
                 account.members = account.members.saturating_sub(1);
                 model::put(kv, Table::Accounts, group.as_bytes(), &account)?;
@@ -199,7 +200,10 @@ pub fn erase_profile(
     for (key, value) in rows_of(kv, Table::Refusals, &[])? {
         let refusal: RefusalRow = model::decode(Table::Refusals, &value)?;
         if identities.contains(&refusal.dropped)
-            || refusal.profiles.iter().any(|profile| gone.contains(profile))
+            || refusal
+                .profiles
+                .iter()
+                .any(|profile| gone.contains(profile))
         {
             kv.delete(Table::Refusals, &key)?;
             erased.refusals += 1;

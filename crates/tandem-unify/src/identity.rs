@@ -231,7 +231,7 @@ pub fn id_text(value: &Value) -> Option<String> {
     }
 }
 
-fn normalize(kind: &str, value: &str) -> String {
+pub fn normalize(kind: &str, value: &str) -> String {
     match kind {
         EMAIL => value.trim().to_lowercase(),
         PHONE => {

@@ -425,7 +425,10 @@ fn erase_leaves_no_byte_of_the_person_and_spares_the_others() {
         json!({"userId": "ada-42", "groupId": "acme", "traits": {"name": "Acme"}}),
     );
     // A third device, anonymous first, then merged in by an alias.
-    world.send(Page, json!({"anonymousId": "device-tablet-3", "name": "Home"}));
+    world.send(
+        Page,
+        json!({"anonymousId": "device-tablet-3", "name": "Home"}),
+    );
     world.send(
         Alias,
         json!({"userId": "ada-42", "previousId": "device-tablet-3"}),
@@ -434,14 +437,15 @@ fn erase_leaves_no_byte_of_the_person_and_spares_the_others() {
         Identify,
         json!({"userId": "bob-7", "traits": {"email": "bob@example.com"}}),
     );
-    world.send(
-        Group,
-        json!({"userId": "bob-7", "groupId": "acme"}),
-    );
+    world.send(Group, json!({"userId": "bob-7", "groupId": "acme"}));
     let ada = world.profile_id("user_id", "ada-42");
     let control = json!({"control": "erase", "request": "dsr_1", "profileIds": [ada], "messageId": "erase-1"});
     world.clock += 1000;
-    let applied = world.push_record(common::record(tandem_core::envelope::EventType::Control, control, world.clock));
+    let applied = world.push_record(common::record(
+        tandem_core::envelope::EventType::Control,
+        control,
+        world.clock,
+    ));
     assert_eq!(applied.erased.len(), 1);
     let bytes: Vec<u8> = world
         .kv
@@ -458,18 +462,26 @@ fn erase_leaves_no_byte_of_the_person_and_spares_the_others() {
         "Ada Lovelace",
     ] {
         assert!(
-            !bytes.windows(needle.len()).any(|window| window == needle.as_bytes()),
+            !bytes
+                .windows(needle.len())
+                .any(|window| window == needle.as_bytes()),
             "{needle} is still in the unify state"
         );
     }
     assert!(world.profile_of("user_id", "ada-42").is_none());
     assert!(world.profile_of("user_id", "bob-7").is_some());
-    let account = tandem_unify::query::account(&world.kv, "acme").unwrap().unwrap();
+    let account = tandem_unify::query::account(&world.kv, "acme")
+        .unwrap()
+        .unwrap();
     assert_eq!(account.members, 1);
     world.check_invariants();
     // Erasing again (a replay reaching the same control record) finds nothing and fails nothing.
     let again = json!({"control": "erase", "request": "dsr_1", "profileIds": [ada], "messageId": "erase-2"});
     world.clock += 1000;
-    let applied = world.push_record(common::record(tandem_core::envelope::EventType::Control, again, world.clock));
+    let applied = world.push_record(common::record(
+        tandem_core::envelope::EventType::Control,
+        again,
+        world.clock,
+    ));
     assert!(applied.erased.is_empty());
 }

@@ -99,7 +99,7 @@ pub async fn record_requests(
     let Some(mut event) = event else {
         return response;
     };
-    event.resource = Some(format!("{method} {path}"));
+    event.resource = Some(format!("{method} {}", pseudonymized_path(&state, &path)));
     event.ip = ip;
     event.user_agent = user_agent;
     let mut details = event.details.take().unwrap_or_else(|| json!({}));
@@ -110,6 +110,56 @@ pub async fn record_requests(
         Ok(()) => response,
         Err(error) => error.into_response(),
     }
+}
+
+/// The path as the audit log keeps it: a profile named by an identifier (`…/profiles/
+/// email:ada@example.org`) becomes `email:~<16 hex>`, the start of the same salted hash a
+/// data-subject request shows — so the log is tamper-evident without holding anyone's
+/// identifiers (an erasure cannot rewrite a hash chain), yet "who read this person's profile"
+/// is still answerable by the hash.
+fn pseudonymized_path(state: &AppState, path: &str) -> String {
+    let Some(workspace) = workspace_of_path(path).and_then(|id| state.workspaces.get(&id)) else {
+        return path.to_string();
+    };
+    let mut previous = "";
+    let mut out = Vec::new();
+    for segment in path.split('/') {
+        let decoded = percent_decoded(segment);
+        let pseudonym = (previous == "profiles")
+            .then(|| decoded.split_once(':'))
+            .flatten()
+            .filter(|(kind, value)| !kind.is_empty() && !value.is_empty())
+            .map(|(kind, value)| {
+                let identity = tandem_unify::identity::Identity::new(
+                    kind,
+                    &tandem_unify::identity::normalize(kind, value),
+                );
+                format!("{kind}:~{}", &workspace.privacy.hash(&identity)[..16])
+            });
+        previous = segment;
+        out.push(pseudonym.unwrap_or_else(|| segment.to_string()));
+    }
+    out.join("/")
+}
+
+/// `%XX` escapes decoded (invalid ones kept as they are).
+fn percent_decoded(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[at] == b'%' && at + 2 < bytes.len() {
+            if let (Some(high), Some(low)) = (hex(bytes[at + 1]), hex(bytes[at + 2])) {
+                out.push((high * 16 + low) as u8);
+                at += 3;
+                continue;
+            }
+        }
+        out.push(bytes[at]);
+        at += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The workspace segment of `/api/v1/workspaces/{w}/…` or `/v1/spaces/{w}/…`.

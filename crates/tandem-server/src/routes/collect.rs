@@ -149,6 +149,13 @@ pub(crate) async fn collect_parsed(
         .retry_after(seconds));
     }
     let context = EnrichContext::new(&source.record.id, received_at_ms, ip, parsed);
+    // Held from the suppression check to the append (see `crate::privacy`): once a
+    // data-subject request has suppressed identifiers, nothing carrying them is stored.
+    let gate = workspace.privacy.gate.read().await;
+    let suppressing = workspace
+        .privacy
+        .has_suppressions()
+        .then(|| workspace.unify.engine());
     // Asked once per request: without a plan for this source, nothing below parses an event.
     let plan = workspace.plans.plan_for(&source.record.id);
     let mut batch = Batch {
@@ -163,6 +170,16 @@ pub(crate) async fn collect_parsed(
             .and_then(|event| tandem_collect::enrich(index, event, &context))
         {
             Ok(mut enriched) => {
+                if let Some(engine) = &suppressing {
+                    if workspace.privacy.suppresses(
+                        &engine.rules,
+                        enriched.event_type,
+                        &enriched.json,
+                    ) {
+                        batch.suppressed += 1;
+                        continue;
+                    }
+                }
                 let verdict = match &plan {
                     None => Verdict::Store(None),
                     Some(plan) => workspace.plans.enforce(
@@ -226,7 +243,11 @@ pub(crate) async fn collect_parsed(
     let event_count = parsed.events.len();
     metrics::histogram!("tandem_collect_batch_events").record(event_count as f64);
 
-    let offsets = store_batch(state, workspace, &mut batch).await?;
+    if batch.suppressed > 0 {
+        metrics::counter!("tandem_events_suppressed_total", "workspace" => workspace.id.clone())
+            .increment(batch.suppressed as u64);
+    }
+    let offsets = store_batch(state, workspace, &mut batch, Some(gate)).await?;
     hold_batch(workspace, &mut batch).await?;
     record_outcome(state, source, &batch, event_count, received_at_ms, offsets);
     Ok(batch)
@@ -271,6 +292,8 @@ pub(crate) struct Batch {
     /// (index, messageId) of the events a plan quarantined, and of those it blocked.
     pub(crate) quarantined: Vec<(usize, String)>,
     pub(crate) blocked: Vec<(usize, String)>,
+    /// Events carrying an identifier a data-subject request suppressed: acknowledged, dropped.
+    pub(crate) suppressed: usize,
 }
 
 impl Batch {
@@ -306,6 +329,7 @@ async fn store_batch(
     state: &AppState,
     workspace: &Workspace,
     batch: &mut Batch,
+    gate: Option<tokio::sync::RwLockReadGuard<'_, ()>>,
 ) -> ApiResult<Option<std::ops::Range<u64>>> {
     if batch.records.is_empty() {
         return Ok(None);
@@ -316,7 +340,10 @@ async fn store_batch(
     }
     let started = std::time::Instant::now();
     let records = std::mem::take(&mut batch.records);
-    let durable = match workspace.log.append(records) {
+    let appended = workspace.log.append(records);
+    // The records are in the log's order now: a suppression may proceed.
+    drop(gate);
+    let durable = match appended {
         Ok(durable) => durable,
         Err(error) => {
             state.dedup.release(&batch.reserved_keys);
@@ -404,7 +431,21 @@ pub(crate) async fn append_enriched(
     now_ms: i64,
 ) -> ApiResult<(usize, usize)> {
     let mut batch = Batch::default();
+    let gate = workspace.privacy.gate.read().await;
+    let suppressing = workspace
+        .privacy
+        .has_suppressions()
+        .then(|| workspace.unify.engine());
     for enriched in events {
+        if let Some(engine) = &suppressing {
+            if workspace
+                .privacy
+                .suppresses(&engine.rules, enriched.event_type, &enriched.json)
+            {
+                batch.suppressed += 1;
+                continue;
+            }
+        }
         batch.admit(enriched, workspace, &state.dedup, now_ms, source_id);
     }
     batch.accepted_validation =
@@ -412,7 +453,7 @@ pub(crate) async fn append_enriched(
             Some(json!({"outcome": "released", "note": "released from the quarantine"}));
             batch.accepted.len()
         ];
-    let offsets = store_batch(state, workspace, &mut batch).await?;
+    let offsets = store_batch(state, workspace, &mut batch, Some(gate)).await?;
     if state.live.receiver_count() > 0 {
         publish_live(state, &workspace.id, source_id, &batch, now_ms, offsets);
     }

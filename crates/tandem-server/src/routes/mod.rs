@@ -19,6 +19,7 @@ pub mod live;
 pub mod openapi;
 pub mod personalize;
 pub mod policy;
+pub mod privacy;
 pub mod profiles;
 pub mod settings;
 pub mod sources;
@@ -79,6 +80,7 @@ fn management_routes() -> Routes {
         .merge(access::router())
         .merge(audit::router())
         .merge(consent::router())
+        .merge(privacy::router())
         .merge(sources::router())
         .merge(catalog::router())
         .merge(activate::router())

@@ -522,7 +522,7 @@ pub(crate) fn find_profile(workspace: &Workspace, id: &str) -> ApiResult<Profile
 }
 
 /// The 360° view of a profile.
-fn profile_json(workspace: &Workspace, profile: &ProfileRow) -> ApiResult<Value> {
+pub(crate) fn profile_json(workspace: &Workspace, profile: &ProfileRow) -> ApiResult<Value> {
     let (merges, timeline, memberships) = workspace
         .unify
         .store()
