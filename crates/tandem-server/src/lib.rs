@@ -13,6 +13,7 @@ pub mod console;
 pub mod error;
 pub mod inventory;
 pub mod personalize;
+pub mod pii;
 pub mod plans;
 pub mod policies;
 pub mod processing;
@@ -161,6 +162,8 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
             tracing::warn!(workspace = %workspace.id, previous_next, "profiles are being rebuilt from the log");
         }
         let unify = Arc::new(unify);
+        let pii = pii::load(store.as_ref(), workspace)
+            .with_context(|| format!("loading the PII settings of workspace {}", workspace.id))?;
         let activation = tandem_activate::runtime::Activation::start(
             &workspace.id,
             log.clone(),
@@ -175,6 +178,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
                     policies: policies.clone(),
                     unify: unify.clone(),
                 }),
+                pii: Some(pii.clone()),
             },
         )
         .await
@@ -215,6 +219,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
                 plans,
                 audiences,
                 personalization,
+                pii,
             },
         );
     }

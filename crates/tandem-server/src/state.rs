@@ -34,6 +34,8 @@ pub struct Workspace {
     pub audiences: Arc<crate::audiences::WorkspaceAudiences>,
     /// What the personalization API may answer and its rules (`crate::personalize`).
     pub personalization: Arc<crate::personalize::WorkspacePersonalization>,
+    /// PII classification, salt and collect options (`crate::pii`).
+    pub pii: Arc<tandem_pii::WorkspacePii>,
 }
 
 /// An event as the live debugger shows it: accepted (with its offset) or rejected (with why).

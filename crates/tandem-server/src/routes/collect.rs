@@ -148,7 +148,10 @@ pub(crate) async fn collect_parsed(
         )
         .retry_after(seconds));
     }
-    let context = EnrichContext::new(&source.record.id, received_at_ms, ip, parsed);
+    let mut context = EnrichContext::new(&source.record.id, received_at_ms, ip, parsed);
+    if workspace.pii.anonymize_ip {
+        context = context.anonymizing_ip();
+    }
     // Asked once per request: without a plan for this source, nothing below parses an event.
     let plan = workspace.plans.plan_for(&source.record.id);
     let mut batch = Batch {
