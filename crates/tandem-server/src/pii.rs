@@ -8,9 +8,10 @@
 //! under [`salt_setting`], so hashes stay stable across restarts. It is never logged (`Salt`'s
 //! `Debug` hides it), never in the config file or its export (only the variable's name is).
 
+use serde_json::Value;
 use std::sync::Arc;
 use tandem_config::WorkspaceConfig;
-use tandem_pii::{Classifier, Salt, WorkspacePii, SALT_CHARS_MIN};
+use tandem_pii::{Classifier, Policy, Salt, WorkspacePii, SALT_CHARS_MIN};
 use tandem_store::MetadataStore;
 
 /// Random bytes of a generated salt (256 bits: never guessed, so hashes cannot be reversed by
@@ -70,6 +71,95 @@ pub fn declared(state: &crate::state::AppState, workspace_id: &str) -> tandem_co
         .find(|workspace| workspace.id == workspace_id)
         .map(|workspace| workspace.pii.clone())
         .unwrap_or_default()
+}
+
+/// How a profile answer shows PII: in clear to holders of `ReadPii` (and to Profile API access
+/// tokens, which a workspace admin gives applications), masked to everyone else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sight {
+    Clear,
+    Masked,
+}
+
+impl Sight {
+    pub fn of(principal: &crate::auth::Principal) -> Sight {
+        if principal.may(crate::auth::Permission::ReadPii) {
+            Sight::Clear
+        } else {
+            Sight::Masked
+        }
+    }
+
+    /// Masks a profile trait's value (classified as if at `traits.<name>` of an identify call).
+    pub fn trait_value(self, pii: &WorkspacePii, name: &str, value: &mut Value) {
+        self.at(pii, &["traits", name], value);
+    }
+
+    /// Masks an account trait's value (by value only: an account's `name` is not a person's).
+    pub fn account_trait(self, pii: &WorkspacePii, name: &str, value: &mut Value) {
+        self.at(pii, &["account", name], value);
+    }
+
+    /// Masks an identity's value (`email` and `phone` by type, others by value).
+    pub fn identity(self, pii: &WorkspacePii, kind: &str, value: &mut Value) {
+        if self == Sight::Clear {
+            return;
+        }
+        let Some(text) = value.as_str() else {
+            return;
+        };
+        if let Some(category) = pii.classifier.classify_identity(kind, text) {
+            *value = tandem_pii::mask(category, value);
+        }
+    }
+
+    /// Masks a stored event as delivery would classify it.
+    pub fn event(self, pii: &WorkspacePii, event: &mut Value) {
+        if self == Sight::Masked {
+            pii.apply(event, &Policy::mask_all());
+        }
+    }
+
+    /// Masks identities (`{"type", "id"}` objects) and whatever a detector recognises anywhere
+    /// in `value` (explanations, refusals, splits, merges).
+    pub fn anything(self, pii: &WorkspacePii, value: &mut Value) {
+        if self == Sight::Clear {
+            return;
+        }
+        self.identities_in(pii, value);
+        self.at(pii, &[], value);
+    }
+
+    fn identities_in(self, pii: &WorkspacePii, value: &mut Value) {
+        match value {
+            Value::Object(members) => {
+                if let Some(kind) = members
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                {
+                    if let Some(id) = members.get_mut("id") {
+                        self.identity(pii, &kind, id);
+                    }
+                }
+                for child in members.values_mut() {
+                    self.identities_in(pii, child);
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    self.identities_in(pii, item);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn at(self, pii: &WorkspacePii, base: &[&str], value: &mut Value) {
+        if self == Sight::Masked {
+            tandem_pii::apply_at(value, base, &pii.classifier, &Policy::mask_all(), &pii.salt);
+        }
+    }
 }
 
 #[cfg(test)]
