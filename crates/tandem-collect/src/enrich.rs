@@ -456,7 +456,7 @@ fn write_context(writer: &mut ObjectWriter, own_raw: Option<&RawValue>, ctx: &En
         }
     }
     for (key, value) in &batch.0 {
-        if !own_keys.contains(key) && !(rewrites_client_ip && key == "ip") {
+        if !own_keys.contains(key) && (!rewrites_client_ip || key != "ip") {
             context.raw(key, value.get());
         }
     }

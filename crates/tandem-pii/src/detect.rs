@@ -52,9 +52,12 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
         .expect("email pattern")
 });
 
-/// National identity numbers recognised by value: (kind, pattern, extra check). The kinds are
-/// documented in the crate's doc comment.
-static NATIONAL_IDS: LazyLock<Vec<(&'static str, Regex, fn(&str) -> bool)>> = LazyLock::new(|| {
+/// One national id format: its kind, its pattern, and a check the pattern cannot express.
+type NationalIdFormat = (&'static str, Regex, fn(&str) -> bool);
+
+/// National identity numbers recognised by value. The kinds are documented in the crate's doc
+/// comment.
+static NATIONAL_IDS: LazyLock<Vec<NationalIdFormat>> = LazyLock::new(|| {
     vec![
         // US Social Security number: area 001–899 but not 666, group 01–99, serial 0001–9999.
         (
@@ -138,7 +141,7 @@ pub fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Which national id `value` is, if any (`us_ssn`, `uk_nino`, `fr_nir`).

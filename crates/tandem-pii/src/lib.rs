@@ -140,7 +140,7 @@ impl Classifier {
                 )
             })
             .collect();
-        rules.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        rules.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
         Classifier { rules }
     }
 
