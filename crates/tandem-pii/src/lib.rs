@@ -24,7 +24,7 @@
 //!
 //! Actions ([`Action`]): `allow` sends the value; `hash` sends the lowercase hex SHA-256 of
 //! the workspace's salt followed by the value (a string's UTF-8, another scalar's JSON text);
-//! `mask` keeps a hint ([`mask`]: `j***@example.com`, `+33******89`, a card's last four, an IP
+//! `mask` keeps a hint ([`mask`]: `j***@example.com`, `+33*******89`, a card's last four, an IP
 //! with its last IPv4 octet or last 80 IPv6 bits zeroed, `J*** D***`, a national id's last
 //! four); `drop` removes the field.
 
@@ -402,7 +402,7 @@ fn scalar_text(leaf: &Value) -> String {
 /// The masked form of a value of `category` (null stays null: it holds nothing):
 /// * email: the local part's first character, `***@`, the domain (`j***@example.com`);
 /// * phone: `+` when given, the first two and last two digits, a `*` per digit between
-///   (`+33******89`);
+///   (`+33*******89` for `+33612345689`);
 /// * card: a `*` per digit but the last four (`************1111`);
 /// * ip: the last IPv4 octet, or the last 80 bits of an IPv6 address, zeroed ([`anonymize_ip`]);
 /// * name: each word's first character and `***` (`J*** D***`);
