@@ -171,6 +171,11 @@ pub struct Connection {
     consent: Option<crate::consent::ConsentGate>,
     pub delivery: DeliveryConfig,
     pub enabled: bool,
+    /// The connection's PII policy (`pii = { email = "hash", … }`), applied last.
+    pii_policy: tandem_pii::Policy,
+    /// The workspace's classification and salt, attached by [`Connection::with_pii`]; without
+    /// it (previews) the policy is not applied.
+    pii: Option<Arc<tandem_pii::WorkspacePii>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -225,6 +230,13 @@ impl Connection {
                 )
             }
         };
+        let pii_policy = tandem_pii::Policy::parse(&config.pii).map_err(|problems| {
+            let listed: Vec<String> = problems
+                .into_iter()
+                .map(|(key, message)| format!("pii.{key}: {message}"))
+                .collect();
+            listed.join("; ")
+        })?;
         Ok(Connection {
             workspace_id: workspace_id.to_string(),
             id: config.id.clone(),
@@ -241,7 +253,23 @@ impl Connection {
             consent: None,
             delivery: config.delivery.clone(),
             enabled: config.enabled && destination.enabled,
+            pii_policy,
+            pii: None,
         })
+    }
+
+    /// Applies the connection's PII policy with the workspace's classification and salt to
+    /// every event it sends.
+    pub fn with_pii(mut self, workspace: Arc<tandem_pii::WorkspacePii>) -> Connection {
+        self.pii = Some(workspace);
+        self
+    }
+
+    /// The PII step, when it changes anything.
+    fn pii_step(&self) -> Option<&tandem_pii::WorkspacePii> {
+        self.pii
+            .as_deref()
+            .filter(|_| !self.pii_policy.allows_all())
     }
 
     /// Gates the connection on consent: events go only where the person's consent covers
@@ -338,7 +366,7 @@ impl Connection {
     /// then [`Connection::outbound_stored`] sends the stored bytes without parsing them into a
     /// tree.
     pub fn sends_as_stored(&self) -> bool {
-        self.mappings.is_empty() && self.transform.is_none()
+        self.mappings.is_empty() && self.transform.is_none() && self.pii_step().is_none()
     }
 
     /// The outbound event of a record sent as stored (see [`Connection::sends_as_stored`]):
@@ -427,11 +455,12 @@ impl Connection {
         }
     }
 
-    /// The outbound events of one log record: filtered, mapped and transformed. `Ok(vec![])`
-    /// when filtered or dropped; `Err` = the transformation failed (→ DLQ with the message).
+    /// The outbound events of one log record: filtered, mapped, transformed, then the PII
+    /// policy applied (so each destination gets what its own policy allows). `Ok(vec![])` when
+    /// filtered or dropped; `Err` = the transformation failed (→ DLQ with the message).
     pub fn outbound(&self, record: &RecordView<'_>) -> Result<Vec<OutboundEvent>, String> {
         // Without mappings or a transformation the event goes out as it was logged: shared.
-        let outputs: Vec<Arc<Value>> = if self.mappings.is_empty() && self.transform.is_none() {
+        let mut outputs: Vec<Arc<Value>> = if self.mappings.is_empty() && self.transform.is_none() {
             vec![record.event.clone()]
         } else {
             self.shape(record.event, record.source_id)?
@@ -439,6 +468,11 @@ impl Connection {
                 .map(Arc::new)
                 .collect()
         };
+        if let Some(pii) = self.pii_step() {
+            for event in &mut outputs {
+                pii.apply(Arc::make_mut(event), &self.pii_policy);
+            }
+        }
         let message_id = record
             .event
             .get("messageId")
@@ -760,6 +794,69 @@ mod tests {
         assert_eq!(
             connection.outbound(&record(&Arc::new(json!({"event": "Boom"})))),
             Err("boom".to_string())
+        );
+    }
+
+    fn workspace_pii() -> Arc<tandem_pii::WorkspacePii> {
+        Arc::new(tandem_pii::WorkspacePii {
+            classifier: tandem_pii::Classifier::default(),
+            salt: tandem_pii::Salt::new("salt-of-the-workspace".into()),
+            anonymize_ip: false,
+        })
+    }
+
+    #[test]
+    fn pii_policy_applies_after_the_mappings_per_connection() {
+        let config = ConnectionConfig {
+            sources: vec!["*".into()],
+            mappings: vec![MappingConfig {
+                from: Some("properties.contact".into()),
+                to: Some("traits.email".into()),
+                ..Default::default()
+            }],
+            pii: [("email", "hash"), ("phone", "mask"), ("card", "drop")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let with_policy = connection(config).with_pii(workspace_pii());
+        assert!(!with_policy.sends_as_stored(), "the policy needs the value");
+        let event = Arc::new(json!({
+            "messageId": "m1", "userId": "u1",
+            "properties": {"contact": "jane@example.com", "phone": "+33612345689", "cc": "4111111111111111"}
+        }));
+        let out = with_policy.outbound(&record(&event)).unwrap().remove(0);
+        let sent = out.event.to_value();
+        let salt = tandem_pii::Salt::new("salt-of-the-workspace".into());
+        assert_eq!(
+            sent["traits"]["email"],
+            tandem_pii::hash(&salt, "jane@example.com"),
+            "the mapped field is classified where it lands"
+        );
+        assert_eq!(sent["properties"]["phone"], "+33*******89");
+        assert!(sent["properties"].get("cc").is_none());
+        assert_eq!(out.message_id, "m1");
+        assert_eq!(
+            event["properties"]["cc"], "4111111111111111",
+            "the log's copy is untouched"
+        );
+
+        let plain = connection(ConnectionConfig {
+            sources: vec!["*".into()],
+            ..Default::default()
+        })
+        .with_pii(workspace_pii());
+        assert!(plain.sends_as_stored(), "no policy: the stored bytes");
+        let bad = ConnectionConfig {
+            sources: vec!["*".into()],
+            pii: [("email".to_string(), "shred".to_string())].into(),
+            ..Default::default()
+        };
+        let error = Connection::compile("ws", &bad, &destination(), None).unwrap_err();
+        assert!(
+            error.contains("pii.email: unknown action `shred`"),
+            "{error}"
         );
     }
 

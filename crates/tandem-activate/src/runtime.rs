@@ -155,6 +155,9 @@ pub struct ConnectionHooks {
     pub compiler: Option<TransformCompiler>,
     /// What every connection's consent gate asks (profiles, the policy).
     pub consent: Arc<dyn crate::consent::ConsentOracle>,
+    /// The workspace's PII classification and salt, for connections with a `pii` policy
+    /// (`None`: policies are not applied — only tools that never deliver leave it out).
+    pub pii: Option<Arc<tandem_pii::WorkspacePii>>,
 }
 
 /// The activation of one workspace.
@@ -382,10 +385,13 @@ impl Activation {
             data_dir: self.data_dir.clone(),
         };
         let built = (kind.build)(&destination.settings, &context)?;
-        let connection = Arc::new(
+        let mut compiled =
             Connection::compile(&self.workspace_id, config, destination, self.hooks.compiler)?
-                .with_consent(self.hooks.consent.clone()),
-        );
+                .with_consent(self.hooks.consent.clone());
+        if let Some(pii) = &self.hooks.pii {
+            compiled = compiled.with_pii(pii.clone());
+        }
+        let connection = Arc::new(compiled);
         let breaker = self
             .breakers
             .lock()

@@ -358,6 +358,7 @@ async fn run(args: DeliverArgs) -> anyhow::Result<ExitCode> {
             consent: Arc::new(tandem_activate::consent::NoProfiles(
                 tandem_consent::Missing::Allow,
             )),
+            pii: None,
         },
     )
     .await

@@ -17,6 +17,10 @@
 //! - `context.ip` is the peer address when neither the event's nor the batch's context has an
 //!   `ip`. The batch's `context` is merged into each event's (the event's members win); the
 //!   batch's `integrations` and `sentAt` apply to events that lack their own.
+//! - With `anonymize_ip` (`[workspaces.pii]`, [`EnrichContext::anonymizing_ip`]), whichever
+//!   `context.ip` is stored — the peer's or the client's — has its last IPv4 octet or its last 80
+//!   IPv6 bits zeroed (`tandem_pii::anonymize_ip`); a client's `ip` that is not an address is
+//!   left out rather than stored unchecked.
 //! - `writeKey` is a credential and is never stored; `type` is always the canonical call type.
 //!
 //! Untouched members are copied byte for byte from the request: no event is re-serialized.
@@ -67,6 +71,7 @@ pub struct EnrichContext<'a> {
     received_at_ms: i64,
     received_at: String,
     ip: Option<String>,
+    anonymize_ip: bool,
     batch_sent_at: Option<&'a RawValue>,
     batch_sent_at_ms: Option<i64>,
     batch_context: RawObject<'a>,
@@ -87,6 +92,7 @@ impl<'a> EnrichContext<'a> {
             received_at_ms,
             received_at: format_iso8601_ms(received_at_ms),
             ip: ip.map(|ip| ip.to_string()),
+            anonymize_ip: false,
             batch_sent_at: parsed.batch_sent_at,
             batch_sent_at_ms: parsed.sent_at_ms,
             batch_context: parsed
@@ -95,6 +101,17 @@ impl<'a> EnrichContext<'a> {
                 .unwrap_or_default(),
             batch_integrations: parsed.batch_integrations,
         }
+    }
+
+    /// Stores every `context.ip` anonymized (the workspace's `anonymize_ip`).
+    pub fn anonymizing_ip(mut self) -> EnrichContext<'a> {
+        self.anonymize_ip = true;
+        self.ip = self
+            .ip
+            .as_deref()
+            .and_then(|text| text.parse::<IpAddr>().ok())
+            .map(|ip| tandem_pii::anonymize_ip(ip).to_string());
+        self
     }
 }
 
@@ -401,11 +418,23 @@ fn write_context(writer: &mut ObjectWriter, own_raw: Option<&RawValue>, ctx: &En
     let own = own_raw.and_then(RawObject::parse).unwrap_or_default();
     let own_keys = KeyLookup::present_keys(&own);
     let batch = &ctx.batch_context;
-    let ip = ctx
-        .ip
-        .as_deref()
-        .filter(|_| !own_keys.contains("ip") && batch.get_present("ip").is_none());
+    // Anonymizing, a client's own `ip` (the event's, else the batch's) is rewritten too.
+    let client_ip = own.get_present("ip").or_else(|| batch.get_present("ip"));
+    let rewrites_client_ip = ctx.anonymize_ip && client_ip.is_some();
+    let anonymized_client_ip = client_ip
+        .filter(|_| rewrites_client_ip)
+        .and_then(as_str)
+        .and_then(|text| text.trim().parse::<IpAddr>().ok())
+        .map(|ip| tandem_pii::anonymize_ip(ip).to_string());
+    let ip = if rewrites_client_ip {
+        anonymized_client_ip.as_deref()
+    } else {
+        ctx.ip
+            .as_deref()
+            .filter(|_| !own_keys.contains("ip") && batch.get_present("ip").is_none())
+    };
     let adds_members = ip.is_some()
+        || rewrites_client_ip
         || batch
             .0
             .iter()
@@ -419,14 +448,15 @@ fn write_context(writer: &mut ObjectWriter, own_raw: Option<&RawValue>, ctx: &En
     let batch_keys = KeyLookup::present_keys(batch);
     let mut context = writer.object("context");
     for (key, value) in &own.0 {
-        let replaced = kind(value) == Kind::Null
-            && (batch_keys.contains(key) || (key == "ip" && ip.is_some()));
+        let replaced = (rewrites_client_ip && key == "ip")
+            || kind(value) == Kind::Null
+                && (batch_keys.contains(key) || (key == "ip" && ip.is_some()));
         if !replaced {
             context.raw(key, value.get());
         }
     }
     for (key, value) in &batch.0 {
-        if !own_keys.contains(key) {
+        if !own_keys.contains(key) && (!rewrites_client_ip || key != "ip") {
             context.raw(key, value.get());
         }
     }

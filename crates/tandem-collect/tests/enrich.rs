@@ -455,3 +455,65 @@ fn every_rejection_code_is_reachable_and_documented() {
     all.sort_unstable();
     assert_eq!(codes, all);
 }
+
+/// Every event of a batch enriched with `anonymize_ip`: the stored contexts.
+fn anonymized_contexts(body: Value, peer: &str) -> Vec<Value> {
+    let text = body.to_string();
+    let parsed = parse_request(RequestKind::Batch, text.as_bytes()).unwrap();
+    let context = EnrichContext::new("web", RECEIVED_AT_MS, Some(peer.parse().unwrap()), &parsed)
+        .anonymizing_ip();
+    parsed
+        .events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let enriched = enrich(index, event.as_ref().unwrap(), &context).unwrap();
+            let stored: Value = serde_json::from_slice(&enriched.json).unwrap();
+            stored["context"].clone()
+        })
+        .collect()
+}
+
+#[test]
+fn anonymize_ip_zeroes_the_peer_and_the_clients_ip() {
+    let contexts = anonymized_contexts(
+        json!({"batch": [
+            {"type": "track", "userId": "u", "event": "E"},
+            {"type": "track", "userId": "u", "event": "E", "context": {"ip": "203.0.113.77", "locale": "fr"}},
+            {"type": "track", "userId": "u", "event": "E", "context": {"ip": "2001:db8:abcd:12:34:56:78:9a"}},
+            {"type": "track", "userId": "u", "event": "E", "context": {"ip": "not an address", "locale": "de"}},
+            {"type": "track", "userId": "u", "event": "E", "context": {"ip": null}}
+        ]}),
+        "198.51.100.23",
+    );
+    assert_eq!(contexts[0], json!({"ip": "198.51.100.0"}), "the peer's");
+    assert_eq!(contexts[1], json!({"locale": "fr", "ip": "203.0.113.0"}));
+    assert_eq!(contexts[2], json!({"ip": "2001:db8:abcd::"}));
+    assert_eq!(
+        contexts[3],
+        json!({"locale": "de"}),
+        "an ip that is not an address is left out"
+    );
+    assert_eq!(
+        contexts[4],
+        json!({"ip": "198.51.100.0"}),
+        "a null ip is filled, anonymized"
+    );
+
+    let batch_ip = anonymized_contexts(
+        json!({"batch": [{"type": "page", "userId": "u"}], "context": {"ip": "192.0.2.99", "locale": "en"}}),
+        "10.0.0.1",
+    );
+    assert_eq!(
+        batch_ip[0],
+        json!({"locale": "en", "ip": "192.0.2.0"}),
+        "the batch's ip"
+    );
+    for context in anonymized_contexts(
+        json!({"batch": [{"type": "page", "userId": "u", "context": {"ip": "192.0.2.99"}}]}),
+        "10.0.0.1",
+    ) {
+        assert!(!context.to_string().contains("192.0.2.99"));
+        assert!(!context.to_string().contains("10.0.0.1"));
+    }
+}

@@ -201,6 +201,33 @@ pub struct WorkspaceConfig {
     /// `[workspaces.personalization]`: what the browser-facing personalization API may answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub personalization: Option<crate::audiences::PersonalizationConfig>,
+    /// `[workspaces.pii]`: which fields hold personal data, the hashing salt, IP anonymization.
+    #[serde(skip_serializing_if = "PiiConfig::is_unset")]
+    pub pii: PiiConfig,
+}
+
+/// `[workspaces.pii]`: the workspace's PII classification (see `tandem_pii`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PiiConfig {
+    /// Store `context.ip` with the last IPv4 octet or the last 80 bits of IPv6 zeroed, at
+    /// collect (the full address never reaches the log). Default false.
+    pub anonymize_ip: bool,
+    /// The name of an environment variable holding the salt connections hash with (at least
+    /// [`tandem_pii::SALT_CHARS_MIN`] characters). Absent: a random salt is generated at first start and kept
+    /// in the metadata store. The salt itself never goes in this file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub salt_env: Option<String>,
+    /// `[[workspaces.pii.rules]]`: categories by field path; they win over the built-in
+    /// detectors (`category = "none"`: not personal data).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<tandem_pii::PathRule>,
+}
+
+impl PiiConfig {
+    fn is_unset(&self) -> bool {
+        self == &PiiConfig::default()
+    }
 }
 
 /// `[[workspaces.destinations]]`: one place events are delivered to.
@@ -282,6 +309,12 @@ pub struct ConnectionConfig {
     pub mappings: Vec<MappingConfig>,
     /// `[workspaces.connections.delivery]`: batching, concurrency, retries.
     pub delivery: DeliveryConfig,
+    /// PII policy: category → `allow`, `hash`, `mask` or `drop`, and `default` for the
+    /// categories not named (default `allow`), applied to each event after the mappings and the
+    /// transformation, just before the destination gets it:
+    /// `pii = { email = "hash", phone = "mask", card = "drop", default = "allow" }`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pii: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ConnectionConfig {
@@ -300,6 +333,7 @@ impl Default for ConnectionConfig {
             enabled: true,
             mappings: Vec::new(),
             delivery: DeliveryConfig::default(),
+            pii: Default::default(),
         }
     }
 }

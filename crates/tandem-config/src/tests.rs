@@ -764,3 +764,56 @@ fn assert_problem_naming(text: &str, expected: &str) {
         found[0]
     );
 }
+
+fn pii_workspace(extra: &str) -> String {
+    format!(
+        "{}\n[[workspaces.destinations]]\nid = \"hook\"\nname = \"Hook\"\ntype = \"webhook\"\nowner = \"o@example.com\"\n\n{extra}",
+        source("0123456789abcdef0123")
+    )
+}
+
+#[test]
+fn pii_rules_and_policies_load() {
+    let text = pii_workspace(
+        "[workspaces.pii]\nanonymize_ip = true\nsalt_env = \"TANDEM_PII_SALT_DE\"\n\n[[workspaces.pii.rules]]\npath = \"properties.loyalty_id\"\ncategory = \"loyalty\"\n\n[[workspaces.connections]]\nid = \"to-hook\"\nsources = [\"*\"]\ndestination = \"hook\"\npii = { email = \"hash\", phone = \"mask\", card = \"drop\", loyalty = \"mask\", default = \"allow\" }\n",
+    );
+    let config = parse(&text, "t.toml").unwrap_or_else(|error| panic!("{error}"));
+    let workspace = &config.workspaces[0];
+    assert!(workspace.pii.anonymize_ip);
+    assert_eq!(workspace.pii.rules[0].category, "loyalty");
+    assert_eq!(workspace.connections[0].pii["card"], "drop");
+    assert_eq!(parse(&to_toml(&config), "again.toml").unwrap(), config);
+}
+
+#[test]
+fn pii_problems_name_their_path() {
+    let connection = |pii: &str| {
+        pii_workspace(&format!(
+            "[[workspaces.connections]]\nid = \"to-hook\"\nsources = [\"*\"]\ndestination = \"hook\"\npii = {pii}\n"
+        ))
+    };
+    assert_problem(
+        &connection("{ email = \"scramble\" }"),
+        "line 21: workspaces[0].connections[0].pii.email: unknown action `scramble`",
+    );
+    assert_problem(
+        &connection("{ loyalty = \"hash\" }"),
+        "line 21: workspaces[0].connections[0].pii.loyalty: no PII category `loyalty` in this workspace",
+    );
+    let found = problems(&pii_workspace(
+        "[[workspaces.pii.rules]]\npath = \"properties..x\"\ncategory = \"Bad\"\n",
+    ));
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].contains("workspaces[0].pii.rules[0].path: `properties..x` has an empty segment"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].contains("workspaces[0].pii.rules[0].category: `Bad` is not a category name"),
+        "{found:#?}"
+    );
+    assert_problem(
+        &pii_workspace("[workspaces.pii]\nsalt_env = \"my salt\"\n"),
+        "line 18: workspaces[0].pii.salt_env: `my salt` is not an environment variable name",
+    );
+}

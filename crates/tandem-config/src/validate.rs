@@ -4,8 +4,8 @@
 use crate::error::ConfigProblem;
 use crate::schema::{
     CollectConfig, ComputedTraitConfig, Config, ConnectionConfig, DeliveryConfig,
-    DestinationConfig, IdentityConfig, LogConfig, MappingConfig, ServerConfig, SourceConfig,
-    WorkspaceConfig,
+    DestinationConfig, IdentityConfig, LogConfig, MappingConfig, PiiConfig, ServerConfig,
+    SourceConfig, WorkspaceConfig,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -240,6 +240,7 @@ fn check_workspaces(config: &Config, problems: &mut Vec<ConfigProblem>) {
         check_identity(&workspace.identity, &format!("{path}.identity"), problems);
         check_computed_traits(&workspace.computed_traits, &path, problems);
         check_destinations(&workspace.destinations, &path, problems);
+        check_pii(&workspace.pii, &format!("{path}.pii"), problems);
         check_connections(workspace, &policies.consent(&workspace.id), &path, problems);
         crate::plans::check_tracking_plans(workspace, &path, problems);
         crate::audiences::check_audiences(workspace, &path, problems);
@@ -427,6 +428,13 @@ fn check_connections(
                 ));
             }
         }
+        problems.extend(
+            pii_category_problems(connection, &workspace.pii)
+                .into_iter()
+                .map(|problem| {
+                    ConfigProblem::new(format!("{path}.{}", problem.path), problem.message)
+                }),
+        );
         if let Some(first) = earlier_index(&mut ids, &connection.id, index) {
             let message = format!(
                 "`{}` is already the id of connections[{first}]",
@@ -505,7 +513,87 @@ pub fn connection_problems(
         check_mapping(mapping, &format!("mappings[{index}]"), &mut problems);
     }
     check_delivery(&connection.delivery, &mut problems);
+    if let Err(found) = tandem_pii::Policy::parse(&connection.pii) {
+        for (key, message) in found {
+            problems.push(ConfigProblem::new(format!("pii.{key}"), message));
+        }
+    }
     problems
+}
+
+/// `[workspaces.pii]`: rules (bounded, each path and category well formed) and the salt's
+/// environment variable name.
+fn check_pii(pii: &PiiConfig, path: &str, problems: &mut Vec<ConfigProblem>) {
+    if pii.rules.len() > tandem_pii::RULES_MAX {
+        let message = format!("at most {} rules per workspace", tandem_pii::RULES_MAX);
+        problems.push(ConfigProblem::new(format!("{path}.rules"), message));
+    }
+    for (index, rule) in pii.rules.iter().enumerate() {
+        let at = format!("{path}.rules[{index}]");
+        if let Err(message) = tandem_pii::check_rule_path(&rule.path) {
+            problems.push(ConfigProblem::new(format!("{at}.path"), message));
+        } else if pii.rules[..index]
+            .iter()
+            .any(|earlier| earlier.path == rule.path)
+        {
+            let message = format!("`{}` has a rule already", rule.path);
+            problems.push(ConfigProblem::new(format!("{at}.path"), message));
+        }
+        if rule.category.is_empty() {
+            problems.push(ConfigProblem::new(
+                format!("{at}.category"),
+                "missing — a built-in category, a custom name, or `none`",
+            ));
+        } else if let Err(message) = tandem_pii::check_category(&rule.category) {
+            problems.push(ConfigProblem::new(format!("{at}.category"), message));
+        }
+    }
+    if let Some(name) = &pii.salt_env {
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            let message = format!(
+                "`{name}` is not an environment variable name (upper-case letters, digits, `_`)"
+            );
+            problems.push(ConfigProblem::new(format!("{path}.salt_env"), message));
+        }
+    }
+}
+
+/// The categories a connection's `pii` policy names that the workspace does not know: neither
+/// built in nor given by one of its `[[workspaces.pii.rules]]` (paths `pii.<category>`).
+pub fn pii_category_problems(connection: &ConnectionConfig, pii: &PiiConfig) -> Vec<ConfigProblem> {
+    let custom: Vec<&str> = pii
+        .rules
+        .iter()
+        .map(|rule| rule.category.as_str())
+        .collect();
+    connection
+        .pii
+        .keys()
+        .filter(|key| {
+            key.as_str() != tandem_pii::DEFAULT_KEY
+                && key.as_str() != tandem_pii::NONE
+                && tandem_pii::check_category(key).is_ok()
+                && !tandem_pii::BUILT_IN_CATEGORIES.contains(&key.as_str())
+                && !custom.contains(&key.as_str())
+        })
+        .map(|key| {
+            let mut known: Vec<&str> = tandem_pii::BUILT_IN_CATEGORIES.to_vec();
+            known.extend(custom.iter().filter(|c| **c != tandem_pii::NONE));
+            known.dedup();
+            ConfigProblem::new(
+                format!("pii.{key}"),
+                format!(
+                    "no PII category `{key}` in this workspace (known: {}; custom ones come from [[workspaces.pii.rules]])",
+                    known.join(", ")
+                ),
+            )
+        })
+        .collect()
 }
 
 fn check_mapping(mapping: &MappingConfig, path: &str, problems: &mut Vec<ConfigProblem>) {

@@ -55,7 +55,7 @@ pub enum Role {
     Marketer,
     /// Profiles (for DSR), consent, data-subject requests, the catalog and the audit log.
     PrivacyOfficer,
-    /// The catalog and operational figures; no personal data (masked profiles to come).
+    /// The catalog, operational figures and profiles with every PII-classified value masked.
     Analyst,
     /// Read-only: the catalog and operational state.
     Viewer,
@@ -155,8 +155,12 @@ permissions! {
     ManageSources => [OrgAdmin, WorkspaceAdmin, Marketer],
     /// Watch the live event stream of a source (event payloads: personal data).
     ReadLiveEvents => [OrgAdmin, WorkspaceAdmin, Marketer],
-    /// Read profiles, identities, explanations (personal data).
-    ReadProfiles => [OrgAdmin, WorkspaceAdmin, Marketer, PrivacyOfficer],
+    /// Read profiles, identities, explanations (personal data: values the workspace classifies as
+    /// PII are masked unless the caller also holds ReadPii).
+    ReadProfiles => [OrgAdmin, WorkspaceAdmin, Marketer, PrivacyOfficer, Analyst],
+    /// See PII-classified values (emails, phones, names, …) in clear in profile answers; without
+    /// it they are masked (`tandem_pii::mask`). Asked by the profile routes, not a route of its own.
+    ReadPii => [OrgAdmin, WorkspaceAdmin, PrivacyOfficer],
     /// Record a person's consent preferences on their behalf (a `Consent Preference Updated`
     /// event in the log, with who recorded it).
     ManageConsent => [OrgAdmin, WorkspaceAdmin, PrivacyOfficer],
@@ -218,6 +222,10 @@ permissions! {
     /// access exports (personal data): the privacy officer's own tool.
     ManagePrivacyRequests => [OrgAdmin, PrivacyOfficer],
 }
+
+/// Permissions no route requires on its own: a handler admitted by another permission asks
+/// them to decide how much to show (`ReadPii`: profile answers in clear rather than masked).
+pub const REFINING_PERMISSIONS: &[Permission] = &[Permission::ReadPii];
 
 /// Where a credential may act.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -869,11 +877,14 @@ mod tests {
     }
 
     #[test]
-    fn viewers_and_analysts_see_no_personal_data_and_change_nothing() {
+    fn viewers_and_analysts_see_no_personal_data_in_clear_and_change_nothing() {
         let personal = [
-            Permission::ReadProfiles,
+            Permission::ReadPii,
             Permission::ReadLiveEvents,
             Permission::ReadAudit,
+            Permission::ReadDeadLetters,
+            Permission::ReadQuarantine,
+            Permission::ReadChanges,
         ];
         for role in [Role::Viewer, Role::Analyst] {
             for permission in role.permissions() {
@@ -883,6 +894,13 @@ mod tests {
                 );
             }
         }
+        assert!(!Role::Viewer.may(Permission::ReadProfiles));
+        assert!(Role::Analyst.may(Permission::ReadProfiles), "masked");
+        assert!(!Role::Marketer.may(Permission::ReadPii), "masked too");
+        assert_eq!(
+            Permission::ReadPii.roles(),
+            &[Role::OrgAdmin, Role::WorkspaceAdmin, Role::PrivacyOfficer]
+        );
     }
 
     #[test]

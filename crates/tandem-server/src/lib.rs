@@ -13,6 +13,7 @@ pub mod console;
 pub mod error;
 pub mod inventory;
 pub mod personalize;
+pub mod pii;
 pub mod plans;
 pub mod policies;
 pub mod privacy;
@@ -162,6 +163,8 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
             tracing::warn!(workspace = %workspace.id, previous_next, "profiles are being rebuilt from the log");
         }
         let unify = Arc::new(unify);
+        let pii = pii::load(store.as_ref(), workspace)
+            .with_context(|| format!("loading the PII settings of workspace {}", workspace.id))?;
         let activation = tandem_activate::runtime::Activation::start(
             &workspace.id,
             log.clone(),
@@ -176,6 +179,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
                     policies: policies.clone(),
                     unify: unify.clone(),
                 }),
+                pii: Some(pii.clone()),
             },
         )
         .await
@@ -222,6 +226,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
                 audiences,
                 personalization,
                 privacy,
+                pii,
             },
         );
     }

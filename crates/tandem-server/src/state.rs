@@ -36,6 +36,8 @@ pub struct Workspace {
     pub personalization: Arc<crate::personalize::WorkspacePersonalization>,
     /// Data-subject requests and the suppression list (`crate::privacy`).
     pub privacy: Arc<crate::privacy::WorkspacePrivacy>,
+    /// PII classification, salt and collect options (`crate::pii`).
+    pub pii: Arc<tandem_pii::WorkspacePii>,
 }
 
 /// An event as the live debugger shows it: accepted (with its offset) or rejected (with why).

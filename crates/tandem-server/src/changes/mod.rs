@@ -697,7 +697,10 @@ pub fn validate(state: &AppState, workspace: &str, operations: &[Operation]) -> 
         if !touched && !destination_deleted {
             continue;
         }
+        let pii = crate::pii::declared(state, workspace);
         for problem in tandem_config::connection_problems(connection, &source_ids, &destination_ids)
+            .into_iter()
+            .chain(tandem_config::pii_category_problems(connection, &pii))
         {
             problems.push((
                 format!("connection {}.{}", connection.id, problem.path),

@@ -68,7 +68,7 @@ pub async fn access(
     let mut truncated = false;
     for profile in &subject.profiles {
         profiles.push(
-            crate::routes::profiles::profile_json(workspace, profile)
+            crate::routes::profiles::profile_view_json(workspace, profile)
                 .map_err(|error| anyhow::anyhow!("{}", error.message))?,
         );
         let timeline = store

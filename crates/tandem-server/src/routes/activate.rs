@@ -475,7 +475,11 @@ fn checked_connection(
         .map(|(destination, _)| destination.id)
         .collect();
     let destination_ids: Vec<&str> = destinations.iter().map(String::as_str).collect();
-    let problems = tandem_config::connection_problems(&config, &source_ids, &destination_ids);
+    let mut problems = tandem_config::connection_problems(&config, &source_ids, &destination_ids);
+    problems.extend(tandem_config::pii_category_problems(
+        &config,
+        &crate::pii::declared(state, workspace),
+    ));
     if !problems.is_empty() {
         return Err(invalid(
             problems

@@ -342,7 +342,7 @@ fn identities_json(profile: Option<&ProfileRow>) -> Value {
 
 async fn members(
     State(state): State<AppState>,
-    _auth: Authorized<ReadProfiles>,
+    auth: Authorized<ReadProfiles>,
     Path((workspace_id, id)): Path<(String, String)>,
     Query(query): Query<MembersQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -382,11 +382,12 @@ async fn members(
         })
         .map_err(ApiError::internal)?;
     let more = page.len() > limit;
+    let sight = crate::pii::Sight::of(&auth.principal);
     let shown: Vec<Value> = page
         .iter()
         .take(limit)
         .map(|(profile, entered, row)| {
-            let mut member = identities_json(row.as_ref());
+            let mut member = masked_identities(workspace, sight, row.as_ref());
             member["profile_id"] = json!(format_profile_id(*profile));
             member["entered_at"] = json!(format_iso8601_ms(*entered));
             member
@@ -400,13 +401,28 @@ async fn members(
     ))
 }
 
+/// A member's identifiers, PII masked unless `sight` is clear.
+fn masked_identities(
+    workspace: &Workspace,
+    sight: crate::pii::Sight,
+    row: Option<&ProfileRow>,
+) -> Value {
+    let mut member = identities_json(row);
+    for kind in ["user_id", "anonymous_id", "email"] {
+        sight.identity(&workspace.pii, kind, &mut member[kind]);
+    }
+    member
+}
+
 /// A preview's answer: its figures, and a sample of members when the caller may read profiles.
 fn preview_json(
     workspace: &Workspace,
     view: &PreviewView,
-    may_read_profiles: bool,
+    principal: &crate::auth::Principal,
     workspace_id: &str,
 ) -> ApiResult<Value> {
+    let may_read_profiles = principal.may(Permission::ReadProfiles);
+    let sight = crate::pii::Sight::of(principal);
     let mut out = serde_json::to_value(view).map_err(ApiError::internal)?;
     out["poll"] = json!(format!(
         "/api/v1/workspaces/{workspace_id}/audiences/previews/{}",
@@ -434,7 +450,7 @@ fn preview_json(
             json!(rows
                 .iter()
                 .map(|(profile, row)| {
-                    let mut member = identities_json(row.as_ref());
+                    let mut member = masked_identities(workspace, sight, row.as_ref());
                     member["profile_id"] = json!(format_profile_id(*profile));
                     member
                 })
@@ -468,8 +484,7 @@ async fn preview(
     let (config, _): (AudienceConfig, Value) = json_body(Ok(Json(value)))?;
     let job = crate::audiences::start_preview(workspace, config)?;
     let done = crate::audiences::wait_preview(&job).await;
-    let may_read = auth.principal.may(Permission::ReadProfiles);
-    let shown = preview_json(workspace, &job.view(), may_read, &workspace_id)?;
+    let shown = preview_json(workspace, &job.view(), &auth.principal, &workspace_id)?;
     let status = if done {
         StatusCode::OK
     } else {
@@ -489,11 +504,10 @@ async fn preview_progress(
             "preview {id} (previews are kept in memory, the newest few)"
         ))
     })?;
-    let may_read = auth.principal.may(Permission::ReadProfiles);
     Ok(Json(preview_json(
         workspace,
         &job.view(),
-        may_read,
+        &auth.principal,
         &workspace_id,
     )?))
 }

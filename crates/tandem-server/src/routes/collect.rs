@@ -148,7 +148,10 @@ pub(crate) async fn collect_parsed(
         )
         .retry_after(seconds));
     }
-    let context = EnrichContext::new(&source.record.id, received_at_ms, ip, parsed);
+    let mut context = EnrichContext::new(&source.record.id, received_at_ms, ip, parsed);
+    if workspace.pii.anonymize_ip {
+        context = context.anonymizing_ip();
+    }
     // Held from the suppression check to the append (see `crate::privacy`): once a
     // data-subject request has suppressed identifiers, nothing carrying them is stored.
     let gate = workspace.privacy.gate.read().await;

@@ -9,6 +9,7 @@
 
 use crate::auth::{Authorized, ManageAccessTokens, ManageIdentity, ReadProfiles};
 use crate::error::{ApiError, ApiResult};
+use crate::pii::Sight;
 use crate::routes::Routes;
 use crate::state::{AppState, Workspace};
 use crate::unify::{control_record, LogRecords};
@@ -90,6 +91,8 @@ fn store_error(error: KvError) -> ApiError {
 /// admin token, API token, session) holding `ReadProfiles` in the path's workspace.
 pub struct ProfileAccess {
     workspace_id: Option<String>,
+    /// PII in clear (an access token, or a credential holding ReadPii) or masked.
+    sight: Sight,
 }
 
 impl FromRequestParts<AppState> for ProfileAccess {
@@ -114,6 +117,7 @@ impl FromRequestParts<AppState> for ProfileAccess {
             return match state.access_tokens.workspace_of(token) {
                 Some(workspace_id) => Ok(ProfileAccess {
                     workspace_id: Some(workspace_id),
+                    sight: Sight::Clear,
                 }),
                 None => Err(ApiError::new(
                     ErrorCode::InvalidToken,
@@ -136,7 +140,10 @@ impl FromRequestParts<AppState> for ProfileAccess {
             .await?
             .unwrap_or_default();
         crate::routes::access::may_read_profiles(&principal, &workspace)?;
-        Ok(ProfileAccess { workspace_id: None })
+        Ok(ProfileAccess {
+            workspace_id: None,
+            sight: Sight::of(&principal),
+        })
     }
 }
 
@@ -241,7 +248,9 @@ async fn segment_profile(
                 .read(|kv| query::profile_by_identity(kv, &identity))
                 .map_err(store_error)?
                 .ok_or_else(|| ApiError::not_found(format!("profile {id}")))?;
-            user_resource(workspace, &profile, &resource, &params, limit, &url)
+            let mut answer = user_resource(workspace, &profile, &resource, &params, limit, &url)?;
+            mask_user_resource(workspace, access.sight, &resource, &params, &mut answer.0);
+            Ok(answer)
         }
         "accounts" => {
             if identity.kind != tandem_unify::identity::GROUP_ID {
@@ -251,9 +260,71 @@ async fn segment_profile(
                 .read(|kv| query::account(kv, &identity.value))
                 .map_err(store_error)?
                 .ok_or_else(|| ApiError::not_found(format!("account {id}")))?;
-            account_resource(workspace, &account, &resource, &params, limit, &url)
+            let mut answer =
+                account_resource(workspace, &account, &resource, &params, limit, &url)?;
+            mask_account_resource(workspace, access.sight, &resource, &params, &mut answer.0);
+            Ok(answer)
         }
         other => Err(ApiError::not_found(format!("collection {other}"))),
+    }
+}
+
+/// Masks a Profile API answer about a person for a reader without ReadPii.
+fn mask_user_resource(
+    workspace: &Workspace,
+    sight: Sight,
+    resource: &str,
+    params: &ProfileQuery,
+    answer: &mut Value,
+) {
+    if sight == Sight::Clear {
+        return;
+    }
+    let pii = &workspace.pii;
+    match resource {
+        "traits" => mask_trait_page(answer, params, |name, value| {
+            sight.trait_value(pii, name, value)
+        }),
+        "events" => {
+            for event in answer["data"].as_array_mut().into_iter().flatten() {
+                sight.event(pii, event);
+            }
+        }
+        _ => sight.anything(pii, answer),
+    }
+}
+
+/// Masks a Profile API answer about an account for a reader without ReadPii.
+fn mask_account_resource(
+    workspace: &Workspace,
+    sight: Sight,
+    resource: &str,
+    params: &ProfileQuery,
+    answer: &mut Value,
+) {
+    if sight == Sight::Clear {
+        return;
+    }
+    let pii = &workspace.pii;
+    match resource {
+        "traits" => mask_trait_page(answer, params, |name, value| {
+            sight.account_trait(pii, name, value)
+        }),
+        _ => sight.anything(pii, answer),
+    }
+}
+
+/// Masks each value of a `{"traits": {name: value | {value, …}}}` answer.
+fn mask_trait_page(answer: &mut Value, params: &ProfileQuery, mask: impl Fn(&str, &mut Value)) {
+    let verbose = params.verbose.unwrap_or(false);
+    if let Some(traits) = answer["traits"].as_object_mut() {
+        for (name, value) in traits.iter_mut() {
+            if verbose {
+                mask(name, &mut value["value"]);
+            } else {
+                mask(name, value);
+            }
+        }
     }
 }
 
@@ -521,8 +592,29 @@ pub(crate) fn find_profile(workspace: &Workspace, id: &str) -> ApiResult<Profile
         .ok_or_else(|| ApiError::not_found(format!("profile {id}")))
 }
 
-/// The 360° view of a profile.
-pub(crate) fn profile_json(workspace: &Workspace, profile: &ProfileRow) -> ApiResult<Value> {
+/// The 360° view of a profile, PII masked unless `sight` is clear.
+fn profile_json(workspace: &Workspace, profile: &ProfileRow, sight: Sight) -> ApiResult<Value> {
+    let mut view = profile_view_json(workspace, profile)?;
+    if sight == Sight::Masked {
+        let pii = &workspace.pii;
+        for (name, entry) in view["traits"].as_object_mut().into_iter().flatten() {
+            sight.trait_value(pii, name, &mut entry["value"]);
+        }
+        for (name, value) in view["computed_traits"]
+            .as_object_mut()
+            .into_iter()
+            .flatten()
+        {
+            sight.trait_value(pii, name, value);
+        }
+        sight.anything(pii, &mut view["identities"]);
+        sight.anything(pii, &mut view["merges"]);
+    }
+    Ok(view)
+}
+
+/// The 360° view in clear (the masking of [`profile_json`] aside): also an access request's.
+pub(crate) fn profile_view_json(workspace: &Workspace, profile: &ProfileRow) -> ApiResult<Value> {
     let (merges, timeline, memberships) = workspace
         .unify
         .store()
@@ -591,12 +683,13 @@ pub(crate) fn profile_json(workspace: &Workspace, profile: &ProfileRow) -> ApiRe
 
 async fn profile_view(
     State(state): State<AppState>,
-    _auth: Authorized<ReadProfiles>,
+    auth: Authorized<ReadProfiles>,
     Path((workspace_id, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let workspace = state.workspace(&workspace_id)?;
     let profile = find_profile(workspace, &id)?;
-    Ok(Json(profile_json(workspace, &profile)?))
+    let sight = Sight::of(&auth.principal);
+    Ok(Json(profile_json(workspace, &profile, sight)?))
 }
 
 #[derive(Deserialize)]
@@ -611,15 +704,16 @@ struct SearchQuery {
 
 async fn search_profiles(
     State(state): State<AppState>,
-    _auth: Authorized<ReadProfiles>,
+    auth: Authorized<ReadProfiles>,
     Path(workspace_id): Path<String>,
     Query(search): Query<SearchQuery>,
 ) -> ApiResult<Json<Value>> {
     let workspace = state.workspace(&workspace_id)?;
+    let sight = Sight::of(&auth.principal);
     let limit = page_limit(search.limit)?;
     if let Some(identifier) = search.identifier {
         let profiles = match find_profile(workspace, &identifier) {
-            Ok(profile) => vec![profile_json(workspace, &profile)?],
+            Ok(profile) => vec![profile_json(workspace, &profile, sight)?],
             Err(error) if error.code == ErrorCode::NotFound => Vec::new(),
             Err(error) => return Err(error),
         };
@@ -632,6 +726,22 @@ async fn search_profiles(
         ));
     };
     let value: Value = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
+    // Matching a masked trait by value would tell its value: the search needs ReadPii then.
+    if sight == Sight::Masked {
+        if let Some(category) =
+            workspace
+                .pii
+                .classifier
+                .classify(&["traits", &name], &value, Some("identify"))
+        {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "trait `{name}` holds PII ({category}): searching by its value needs permission ReadPii"
+                ),
+            ));
+        }
+    }
     let after = search.after.as_deref().and_then(parse_profile_id);
     let (found, scanned_to) = workspace
         .unify
@@ -640,7 +750,7 @@ async fn search_profiles(
         .map_err(store_error)?;
     let profiles = found
         .iter()
-        .map(|profile| profile_json(workspace, profile))
+        .map(|profile| profile_json(workspace, profile, sight))
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(json!({
         "profiles": profiles,
@@ -656,7 +766,7 @@ struct ExplainQuery {
 
 async fn explain(
     State(state): State<AppState>,
-    _auth: Authorized<ReadProfiles>,
+    auth: Authorized<ReadProfiles>,
     Path(workspace_id): Path<String>,
     Query(params): Query<ExplainQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -675,9 +785,9 @@ async fn explain(
         .store()
         .read(|kv| query::explain(kv, &a, &b))
         .map_err(store_error)?;
-    Ok(Json(
-        serde_json::to_value(explanation).map_err(ApiError::internal)?,
-    ))
+    let mut answer = serde_json::to_value(explanation).map_err(ApiError::internal)?;
+    Sight::of(&auth.principal).anything(&workspace.pii, &mut answer);
+    Ok(Json(answer))
 }
 
 #[derive(Deserialize)]
@@ -703,7 +813,7 @@ fn newest<T>(
 
 async fn refusals(
     State(state): State<AppState>,
-    _auth: Authorized<ReadProfiles>,
+    auth: Authorized<ReadProfiles>,
     Path(workspace_id): Path<String>,
     Query(params): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -719,7 +829,9 @@ async fn refusals(
             "event": provenance_json(&refusal.provenance),
         }))
         .collect();
-    Ok(Json(json!({"refusals": data})))
+    let mut answer = json!({"refusals": data});
+    Sight::of(&auth.principal).anything(&state.workspace(&workspace_id)?.pii, &mut answer);
+    Ok(Json(answer))
 }
 
 fn split_json(split: &model::SplitRow) -> Value {
@@ -738,16 +850,16 @@ fn split_json(split: &model::SplitRow) -> Value {
 
 async fn splits(
     State(state): State<AppState>,
-    _auth: Authorized<ReadProfiles>,
+    auth: Authorized<ReadProfiles>,
     Path(workspace_id): Path<String>,
     Query(params): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let rows = newest(&state, &workspace_id, params.limit, |kv, limit| {
         query::splits(kv, limit)
     })?;
-    Ok(Json(
-        json!({"splits": rows.iter().map(split_json).collect::<Vec<_>>()}),
-    ))
+    let mut answer = json!({"splits": rows.iter().map(split_json).collect::<Vec<_>>()});
+    Sight::of(&auth.principal).anything(&state.workspace(&workspace_id)?.pii, &mut answer);
+    Ok(Json(answer))
 }
 
 #[derive(Deserialize)]
