@@ -21,12 +21,18 @@
 #      the ack latency of the same load, one pass decoding every profile)
 #   9. the personalization API at 5,000 requests/s over HTTP against a server holding ~100K
 #      profiles (`tandem bench personalize`; reference: the same loop on /healthz)
+#   privacy:
+#  10. erasure of one person from a server holding BENCH_PRIVACY_USERS profiles and their
+#      events (imported customers plus `tandem load` traffic): time to complete, and the ack
+#      latency of steady ingest while it runs (reference: the same ingest without an erasure);
+#      then access requests (export) for random people: p50/p99 (reference: the 360° profile
+#      view of the same people, GET /api/v1/workspaces/bench/profiles/{id})
 # and prints the figures side by side with ratios. Not a test: it asserts nothing.
-# Usage: bash scripts/bench.sh [all|collect|unify|deliver|audiences]
+# Usage: bash scripts/bench.sh [all|collect|unify|deliver|audiences|privacy]
 # (BENCH_PROFILE=ci builds without LTO, for a quick first figure; the default is release)
 set -euo pipefail
 SECTION="${1:-all}"
-case "$SECTION" in all|collect|unify|deliver|audiences) ;; *) echo "usage: $0 [all|collect|unify|deliver|audiences]" >&2; exit 2;; esac
+case "$SECTION" in all|collect|unify|deliver|audiences|privacy) ;; *) echo "usage: $0 [all|collect|unify|deliver|audiences|privacy]" >&2; exit 2;; esac
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tandem-target}"
 DURATION="${BENCH_SECONDS:-20}"
@@ -46,6 +52,9 @@ DELIVER_RATE="${BENCH_DELIVER_RATE:-2000}"
 AUDIENCE_PROFILES="${BENCH_AUDIENCE_PROFILES:-20000}"
 PERSONALIZE_USERS="${BENCH_PERSONALIZE_USERS:-100000}"
 PERSONALIZE_RATE="${BENCH_PERSONALIZE_RATE:-5000}"
+PRIVACY_USERS="${BENCH_PRIVACY_USERS:-1000000}"
+PRIVACY_LOAD_SECONDS="${BENCH_PRIVACY_LOAD_SECONDS:-60}"
+PRIVACY_EXPORTS="${BENCH_PRIVACY_EXPORTS:-50}"
 PROFILE="${BENCH_PROFILE:-release}"
 cargo build --profile "$PROFILE" --locked --bin tandem >/dev/null
 BIN="$CARGO_TARGET_DIR/$PROFILE/tandem"
@@ -247,8 +256,97 @@ echo "server peak RSS $(rss_mb) MiB"
 stop_server
 }
 
+privacy_section() {
+echo "== 10. privacy: $PRIVACY_USERS customers imported, ${PRIVACY_LOAD_SECONDS}s of load at 20,000 events/s over them"
+start_server "$WORK/data-privacy"
+customers "$WORK/privacy.csv" "$PRIVACY_USERS"
+"$BIN" import "$WORK/privacy.csv" --url "$URL" --write-key "$KEY" --json >/dev/null
+"$BIN" load --url "$URL" --write-key "$KEY" --users "$PRIVACY_USERS" --rate 20000 --duration "$PRIVACY_LOAD_SECONDS" --warmup 0 --json >/dev/null
+wait_unify
+STATUS=$(curl -fs -H "authorization: Bearer $ADMIN" "$URL/api/v1/workspaces/bench/unify")
+LOG_BYTES=$(du -sb "$WORK/data-privacy/logs" | cut -f1)
+echo "== 10a. steady ingest at 2,000 events/s, 20 s, no erasure (the reference)"
+steady() { # $1 seconds
+  "$BIN" load --url "$URL" --write-key "$KEY" --concurrency 8 --batch 10 --rate 2000 --duration "$1" --warmup 2 \
+    --users "$PRIVACY_USERS" --json
+}
+QUIET=$(steady 20)
+echo "== 10b. the same ingest while one person is erased"
+steady 40 > "$WORK/busy.json" &
+LOAD_PID=$!
+sleep 5
+python3 - "$URL" "$ADMIN" > "$WORK/erasure.json" <<'PY'
+import json, sys, time, urllib.request
+url, admin = sys.argv[1], sys.argv[2]
+def call(method, path, body=None):
+    req = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body else None,
+        headers={"authorization": "Bearer " + admin, "content-type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)
+t0 = time.time()
+r = call("POST", "/api/v1/workspaces/bench/privacy/requests", {"type": "erasure", "identifier": {"type": "user_id", "id": "user-0000000042"}})
+while r["status"] not in ("completed", "failed"):
+    time.sleep(0.05)
+    r = call("GET", "/api/v1/workspaces/bench/privacy/requests/" + r["id"])
+r["wall_seconds"] = time.time() - t0
+print(json.dumps(r))
+PY
+wait "$LOAD_PID"
+BUSY=$(cat "$WORK/busy.json")
+echo "== 10c. $PRIVACY_EXPORTS access requests (exports) for random people, and their 360° views"
+EXPORTS=$(python3 - "$URL" "$ADMIN" "$PRIVACY_USERS" "$PRIVACY_EXPORTS" <<'PY'
+import json, random, sys, time, urllib.request
+url, admin, users, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def call(method, path, body=None):
+    req = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body else None,
+        headers={"authorization": "Bearer " + admin, "content-type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)
+random.seed(7)
+people = [f"user-{random.randrange(100, users):010d}" for _ in range(count)]
+exports, views = [], []
+for person in people:
+    t0 = time.time()
+    r = call("POST", "/api/v1/workspaces/bench/privacy/requests", {"type": "access", "identifier": {"type": "user_id", "id": person}})
+    while r["status"] not in ("completed", "failed"):
+        time.sleep(0.002)
+        r = call("GET", "/api/v1/workspaces/bench/privacy/requests/" + r["id"])
+    call("GET", "/api/v1/workspaces/bench/privacy/requests/" + r["id"] + "/export")
+    exports.append((time.time() - t0) * 1000)
+    t0 = time.time()
+    call("GET", "/api/v1/workspaces/bench/profiles/user_id:" + person)
+    views.append((time.time() - t0) * 1000)
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+print(json.dumps({"export_ms": {"p50": pct(exports, 0.5), "p99": pct(exports, 0.99)}, "view_ms": {"p50": pct(views, 0.5), "p99": pct(views, 0.99)}}))
+PY
+)
+stop_server
+python3 - "$STATUS" "$QUIET" "$BUSY" "$EXPORTS" "$LOG_BYTES" "$PRIVACY_USERS" "$WORK/erasure.json" <<'PY'
+import json, sys
+status, quiet, busy, exports = (json.loads(a) for a in sys.argv[1:5])
+log_bytes, users = int(sys.argv[5]), int(sys.argv[6])
+erasure = json.load(open(sys.argv[7]))
+print()
+print("tandem privacy benchmark (2 cores; load generator, server and requests share them)")
+print(f"store: {users:,} people (imported customers, then load over them), {status['log_end_offset']:,} log records, log {log_bytes/2**30:.2f} GiB")
+print(f"erasure of one person: {erasure['status']} in {erasure['wall_seconds']:.2f} s wall ({erasure.get('took_ms', 0)/1000:.2f} s server-side); per store:")
+for step in erasure["steps"]:
+    print(f"    {step['store']:<26}{step['status']:<12}{step['took_ms']:>8} ms  {step['count']:>8}  {step['detail'][:90]}")
+print(f"{'figure':<52}{'tandem':>12}{'reference':>12}{'ratio':>8}")
+for q in ("p50", "p99", "p999"):
+    b, r = busy["latency_us"][q] / 1000, quiet["latency_us"][q] / 1000
+    print(f"{'ingest ack latency ' + q + ' ms during the erasure':<52}{b:>12.2f}{r:>12.2f}{b/max(r,0.001):>8.2f}   (reference: the same load, no erasure)")
+e, v = exports["export_ms"], exports["view_ms"]
+for q in ("p50", "p99"):
+    print(f"{'access request (export) ' + q + ' ms':<52}{e[q]:>12.1f}{v[q]:>12.1f}{e[q]/max(v[q],0.001):>8.2f}   (reference: the 360° view of the same person)")
+PY
+}
+
 case "$SECTION" in
-  all) collect_section; unify_section; deliver_section; audiences_section;;
+  all) collect_section; unify_section; deliver_section; audiences_section; privacy_section;;
+  privacy) privacy_section;;
   audiences) audiences_section;;
   collect) collect_section;;
   unify) unify_section;;

@@ -13,6 +13,7 @@ mod deliver_cmd;
 mod import_cmd;
 mod log_cmd;
 mod plans_cmd;
+mod privacy_cmd;
 mod rebuild_cmd;
 mod serve_cmd;
 mod tail_cmd;
@@ -69,6 +70,12 @@ enum Command {
     Backfill {
         #[command(subcommand)]
         command: deliver_cmd::BackfillCommand,
+    },
+    /// Data-subject requests: access (export), erasure, suppression, rectification; their
+    /// reports (over the management API).
+    Privacy {
+        #[command(subcommand)]
+        command: privacy_cmd::PrivacyCommand,
     },
     /// Audiences: list, show, preview a definition, members (over the management API).
     Audiences {
@@ -132,6 +139,7 @@ fn main() -> ExitCode {
         Command::Dlq { command } => deliver_cmd::dlq(command),
         Command::Backfill { command } => deliver_cmd::backfill(command),
         Command::Audiences { command } => audiences_cmd::audiences(command),
+        Command::Privacy { command } => privacy_cmd::privacy(command),
         Command::Plans { command } => plans_cmd::plans(command),
         Command::Catalog { command } => catalog_cmd::catalog(command),
         Command::Config { command } => changes_cmd::config(command),

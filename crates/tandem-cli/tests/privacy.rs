@@ -479,6 +479,51 @@ async fn erasure_by_email_leaves_no_byte_of_the_person_anywhere() {
     .await;
     assert_eq!(list["requests"].as_array().unwrap().len(), 2, "{list}");
     assert_eq!(list["sla"]["overdue"], 0);
+    // The CLI: the same list, and a rectification followed to its end.
+    let url = server.url("");
+    let listed = run_cli_json(&[
+        "privacy",
+        "list",
+        "--url",
+        &url,
+        "--token",
+        &officer,
+        "--workspace",
+        "demo",
+        "--status",
+        "completed",
+    ]);
+    assert_eq!(listed["requests"].as_array().unwrap().len(), 2, "{listed}");
+    let rectified: Value = serde_json::from_slice(&run_cli_ok(&[
+        "privacy",
+        "request",
+        "--url",
+        &url,
+        "--token",
+        &officer,
+        "--workspace",
+        "demo",
+        "--type",
+        "rectification",
+        "--identifier",
+        "user_id:bob-user-2",
+        "--trait",
+        "name=Robert Builder",
+        "--note",
+        "typo in the name",
+    ]))
+    .unwrap();
+    assert_eq!(rectified["status"], "completed", "{rectified}");
+    wait_until("the rectified trait", Duration::from_secs(30), || async {
+        let (_, profile) = admin_get(
+            &server,
+            "/api/v1/workspaces/demo/profiles/user_id:bob-user-2",
+        )
+        .await;
+        profile["traits"]["name"]["value"] == "Robert Builder"
+    })
+    .await;
+
     server.restart();
     let (status, _) = post(
         &server,

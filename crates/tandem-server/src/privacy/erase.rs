@@ -620,3 +620,97 @@ async fn erase_quarantine(
     workspace.plans.quarantine.forget(&ids);
     Ok(report.records_replaced)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(event_type: EventType, json: Value) -> Vec<u8> {
+        let json = serde_json::to_vec(&json).unwrap();
+        EventEnvelope {
+            event_type,
+            dedup_key: 7,
+            event_time_ms: 1_700_000_000_000,
+            source_id: "web",
+            json: &json,
+        }
+        .encode()
+    }
+
+    fn matcher() -> Matcher {
+        let subject = Subject {
+            identities: HashSet::from([
+                Identity::new("user_id", "ada-42"),
+                Identity::new("anonymous_id", "device-phone-1"),
+                Identity::new("email", "ada@example.org"),
+            ]),
+            profiles: Vec::new(),
+        };
+        let engine = tandem_unify::Engine::new(tandem_unify::IdentityRules::default());
+        Matcher::new(Arc::new(engine), &subject)
+    }
+
+    #[test]
+    fn the_persons_records_become_tombstones_with_the_same_key_and_time() {
+        let matcher = matcher();
+        let theirs = [
+            envelope(
+                EventType::Track,
+                json!({"userId": "ada-42", "event": "Viewed"}),
+            ),
+            envelope(EventType::Page, json!({"anonymousId": "device-phone-1"})),
+            envelope(
+                EventType::Identify,
+                json!({"anonymousId": "x", "traits": {"email": "Ada@Example.org"}}),
+            ),
+            envelope(
+                EventType::Alias,
+                json!({"userId": "new-id", "previousId": "device-phone-1"}),
+            ),
+            // Named anywhere as a string (a referral): erased too.
+            envelope(
+                EventType::Track,
+                json!({"userId": "bob", "event": "Referred", "properties": {"friend": "ada@example.org"}}),
+            ),
+            envelope(
+                EventType::Control,
+                json!({"control": "split", "identities": [{"type": "user_id", "id": "ada-42"}]}),
+            ),
+        ];
+        for record in &theirs {
+            let tombstone = matcher
+                .tombstone(record, "dsr_1")
+                .expect("the person's record");
+            let decoded = EventEnvelope::decode(&tombstone).unwrap();
+            let original = EventEnvelope::decode(record).unwrap();
+            assert_eq!(decoded.event_type, EventType::Control);
+            assert_eq!(decoded.dedup_key, original.dedup_key);
+            assert_eq!(decoded.event_time_ms, original.event_time_ms);
+            let text = String::from_utf8_lossy(&tombstone);
+            assert!(
+                !text.contains("ada") && !text.contains("device-phone"),
+                "{text}"
+            );
+            // A tombstone is not matched again.
+            assert!(matcher.tombstone(&tombstone, "dsr_1").is_none());
+        }
+        let others = [
+            envelope(
+                EventType::Track,
+                json!({"userId": "bob", "event": "Viewed"}),
+            ),
+            envelope(
+                EventType::Track,
+                json!({"userId": "ada-4", "event": "Viewed"}),
+            ),
+            // A short value elsewhere is not a match (only identifiers are).
+            envelope(
+                EventType::Track,
+                json!({"userId": "bob", "properties": {"code": "ada-42x"}}),
+            ),
+        ];
+        for record in &others {
+            assert!(matcher.tombstone(record, "dsr_1").is_none());
+        }
+    }
+}

@@ -432,3 +432,110 @@ impl WorkspacePrivacy {
         removed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_core::EventType;
+
+    fn rules() -> IdentityRules {
+        IdentityRules::default()
+    }
+
+    #[tokio::test]
+    async fn suppression_is_durable_hashed_and_matches_events_by_any_identifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let privacy = WorkspacePrivacy::open(dir.path(), "ws").unwrap();
+        assert!(!privacy.has_suppressions());
+        let ada = [
+            Identity::new("user_id", "ada-42"),
+            Identity::new("email", "ada@example.org"),
+        ];
+        assert_eq!(privacy.suppress(&ada, "dsr_1").await.unwrap(), 2);
+        assert_eq!(
+            privacy.suppress(&ada, "dsr_2").await.unwrap(),
+            0,
+            "known hashes are not added twice"
+        );
+        let event = |json: serde_json::Value| serde_json::to_vec(&json).unwrap();
+        assert!(privacy.suppresses(
+            &rules(),
+            EventType::Track,
+            &event(serde_json::json!({"userId": "ada-42", "event": "x"}))
+        ));
+        assert!(privacy.suppresses(
+            &rules(),
+            EventType::Identify,
+            &event(
+                serde_json::json!({"anonymousId": "a9", "traits": {"email": "ADA@example.org"}})
+            )
+        ));
+        assert!(!privacy.suppresses(
+            &rules(),
+            EventType::Track,
+            &event(serde_json::json!({"userId": "bob", "event": "x"}))
+        ));
+        // Only hashes on disk, and they survive a restart; a torn last line is skipped.
+        let stored =
+            std::fs::read_to_string(dir.path().join("privacy/ws/suppressions.jsonl")).unwrap();
+        assert!(!stored.contains("ada"), "{stored}");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("privacy/ws/suppressions.jsonl"))
+            .unwrap();
+        file.write_all(b"{\"hash\": \"torn").unwrap();
+        let reopened = WorkspacePrivacy::open(dir.path(), "ws").unwrap();
+        assert_eq!(reopened.suppressed_count(), 2);
+        assert_eq!(
+            reopened.hash(&ada[0]),
+            privacy.hash(&ada[0]),
+            "the salt is kept"
+        );
+        assert!(reopened.suppresses(
+            &rules(),
+            EventType::Track,
+            &event(serde_json::json!({"userId": "ada-42", "event": "x"}))
+        ));
+        // Another workspace salts differently.
+        let other = WorkspacePrivacy::open(dir.path(), "other").unwrap();
+        assert_ne!(other.hash(&ada[0]), privacy.hash(&ada[0]));
+    }
+
+    #[test]
+    fn a_request_is_kept_atomically_and_its_view_never_shows_the_identifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let privacy = WorkspacePrivacy::open(dir.path(), "ws").unwrap();
+        let request = DsrRequest {
+            id: "dsr_a".into(),
+            workspace_id: "ws".into(),
+            kind: DsrKind::Erasure,
+            status: DsrStatus::Pending,
+            subject_type: "email".into(),
+            subject_hash: privacy.hash(&Identity::new("email", "ada@example.org")),
+            subject_value: Some("ada@example.org".into()),
+            traits: None,
+            requested_by: "officer".into(),
+            note: None,
+            created_at_ms: 1,
+            due_at_ms: 1 + DSR_DUE_MS,
+            started_at_ms: None,
+            completed_at_ms: None,
+            identifiers: 0,
+            profiles: Vec::new(),
+            steps: Vec::new(),
+            error: None,
+        };
+        privacy.save(&request).unwrap();
+        assert!(!request.view().to_string().contains("ada@"));
+        let reopened = WorkspacePrivacy::open(dir.path(), "ws").unwrap();
+        assert_eq!(
+            reopened.unfinished().len(),
+            1,
+            "a pending request is resumed at start"
+        );
+        assert_eq!(
+            reopened.get("dsr_a").unwrap().subject_value.as_deref(),
+            Some("ada@example.org")
+        );
+    }
+}
