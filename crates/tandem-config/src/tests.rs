@@ -863,6 +863,9 @@ fn workspace_retention_problems_name_their_path() {
         &with("dead_letters_days = 0"),
         "workspaces[0].retention.dead_letters_days",
     );
-    assert_problem_naming(&with("archive_days = 0"), "workspaces[0].retention.archive_days");
+    assert_problem_naming(
+        &with("archive_days = 0"),
+        "workspaces[0].retention.archive_days",
+    );
     assert_problem_naming(&with("log_hours = 3"), "unknown field `log_hours`");
 }

@@ -4,8 +4,8 @@
 use crate::error::ConfigProblem;
 use crate::schema::{
     CollectConfig, ComputedTraitConfig, Config, ConnectionConfig, DeliveryConfig,
-    DestinationConfig, IdentityConfig, LogConfig, MappingConfig, PiiConfig, RetentionConfig, ServerConfig,
-    SourceConfig, WorkspaceConfig,
+    DestinationConfig, IdentityConfig, LogConfig, MappingConfig, PiiConfig, RetentionConfig,
+    ServerConfig, SourceConfig, WorkspaceConfig,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
