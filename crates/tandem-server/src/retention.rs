@@ -213,15 +213,26 @@ impl WorkspaceRetention {
     }
 }
 
+/// One page of the profile scan.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ScanPage {
+    /// The inactive profiles found.
+    pub found: Vec<ProfileId>,
+    /// Profile rows read.
+    pub scanned: usize,
+    /// The last profile read; `None` when the table ended.
+    pub last: Option<ProfileId>,
+}
+
 /// Up to `limit` profiles inactive since before `cutoff_ms`, scanning at most `page` profile
-/// rows after `after`; answers them with the last profile scanned (`None`: the table ended).
+/// rows after `after`.
 pub fn inactive_page(
     kv: &impl KvRead,
     after: Option<ProfileId>,
     cutoff_ms: i64,
     page: usize,
     limit: usize,
-) -> KvResult<(Vec<ProfileId>, usize, Option<ProfileId>)> {
+) -> KvResult<ScanPage> {
     let after_key = after.map(u64::to_be_bytes);
     let rows = kv.scan(
         Table::Profiles,
@@ -238,25 +249,37 @@ pub fn inactive_page(
         if row.last_message_ms < cutoff_ms {
             found.push(row.id);
             if found.len() == limit {
-                return Ok((found, index + 1, last));
+                return Ok(ScanPage {
+                    found,
+                    scanned: index + 1,
+                    last,
+                });
             }
         }
     }
     let scanned = rows.len();
-    Ok((found, scanned, if scanned < page { None } else { last }))
+    Ok(ScanPage {
+        found,
+        scanned,
+        last: if scanned < page { None } else { last },
+    })
 }
 
 /// The inactive profiles of a store: pages of [`PROFILE_SCAN_PAGE`], each in its own read
 /// transaction, at most `limit`. Answers (ids, profiles scanned, whether more may remain).
 pub fn select_inactive(
-    read_page: &dyn Fn(Option<ProfileId>) -> KvResult<(Vec<ProfileId>, usize, Option<ProfileId>)>,
+    read_page: &dyn Fn(Option<ProfileId>) -> KvResult<ScanPage>,
     limit: usize,
 ) -> KvResult<(Vec<ProfileId>, u64, bool)> {
     let mut selected = Vec::new();
     let mut scanned = 0u64;
     let mut after = None;
     loop {
-        let (found, count, last) = read_page(after)?;
+        let ScanPage {
+            found,
+            scanned: count,
+            last,
+        } = read_page(after)?;
         scanned += count as u64;
         selected.extend(found);
         if selected.len() >= limit {
