@@ -72,6 +72,16 @@ impl DlqEntry {
     }
 }
 
+/// Most dead letters [`Dlq::expire_older_than`] removes in one write transaction: a large
+/// expiry is several short transactions, so deliveries writing new entries wait little.
+pub const DLQ_EXPIRE_TRANSACTION_ENTRIES_MAX: usize = 10_000;
+
+/// The one field expiry reads of an entry (the payload is skipped, not kept).
+#[derive(Deserialize)]
+struct LastFailure {
+    last_failure_ms: i64,
+}
+
 /// Parses an entry id `<offset>-<index>`.
 pub fn parse_entry_id(id: &str) -> Option<(u64, u32)> {
     let (offset, index) = id.split_once('-')?;
@@ -239,6 +249,51 @@ impl Dlq {
             *count = count.saturating_sub(1);
         }
         Ok(doomed.len() as u64)
+    }
+
+    /// Removes every dead letter whose last failure is before `cutoff_ms` (retention), in
+    /// durable transactions of at most [`DLQ_EXPIRE_TRANSACTION_ENTRIES_MAX`] entries, keeping
+    /// the per-connection counts right; answers how many went. Call [`Dlq::vacuum`] after a
+    /// removal that removed something, so freed pages do not keep the old payloads.
+    pub fn expire_older_than(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let mut doomed: Vec<(String, u64, u32)> = Vec::new();
+        {
+            let read = self.database.read().begin_read()?;
+            let table = read.open_table(DLQ)?;
+            for row in table.iter()? {
+                let (key, value) = row?;
+                let failure: LastFailure = serde_json::from_slice(value.value())?;
+                if failure.last_failure_ms < cutoff_ms {
+                    let (connection, offset, index) = key.value();
+                    doomed.push((connection.to_string(), offset, index));
+                }
+            }
+        }
+        let mut removed = 0;
+        for chunk in doomed.chunks(DLQ_EXPIRE_TRANSACTION_ENTRIES_MAX) {
+            let mut gone: HashMap<&str, u64> = HashMap::new();
+            let write = self.database.read().begin_write()?;
+            {
+                let mut table = write.open_table(DLQ)?;
+                for (connection, offset, index) in chunk {
+                    // A replay or discard may have removed it since the scan.
+                    if table
+                        .remove((connection.as_str(), *offset, *index))?
+                        .is_some()
+                    {
+                        *gone.entry(connection.as_str()).or_default() += 1;
+                    }
+                }
+            }
+            write.commit()?;
+            let mut counts = self.counts.lock();
+            for (connection, count) in gone {
+                let kept = counts.entry(connection.to_string()).or_default();
+                *kept = kept.saturating_sub(count);
+                removed += count;
+            }
+        }
+        Ok(removed)
     }
 
     /// Rewrites the file with its live rows only — redb reuses freed pages but never clears
@@ -433,6 +488,42 @@ mod tests {
         );
         assert_eq!(dlq.remove("a", &[(1, 0), (7, 0)]).unwrap(), 1);
         assert_eq!(dlq.count("a"), 1);
+    }
+
+    #[test]
+    fn expiry_removes_only_old_entries_and_keeps_the_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ws.redb");
+        let dlq = Dlq::open(&path).unwrap();
+        // `entry` sets last_failure_ms = offset.
+        dlq.insert(&[
+            entry("a", 1, 0, "x"),
+            entry("a", 5, 0, "x"),
+            entry("a", 9, 0, "x"),
+            entry("b", 2, 0, "x"),
+            entry("b", 3, 1, "x"),
+            entry("c", 10, 0, "x"),
+        ])
+        .unwrap();
+        // Before 5: a/1, b/2, b/3-1 go; a/5 (not before the cutoff) stays.
+        assert_eq!(dlq.expire_older_than(5).unwrap(), 3);
+        assert_eq!((dlq.count("a"), dlq.count("b"), dlq.count("c")), (2, 0, 1));
+        assert!(dlq.get("a", 1, 0).unwrap().is_none());
+        assert!(dlq.get("a", 5, 0).unwrap().is_some());
+        assert_eq!(dlq.expire_older_than(5).unwrap(), 0);
+        dlq.vacuum().unwrap();
+        drop(dlq);
+        // The counts kept in memory are the ones a reopen recounts.
+        let dlq = Dlq::open(&path).unwrap();
+        assert_eq!(
+            (
+                dlq.count("a"),
+                dlq.count("b"),
+                dlq.count("c"),
+                dlq.total().unwrap()
+            ),
+            (2, 0, 1, 3)
+        );
     }
 
     #[test]

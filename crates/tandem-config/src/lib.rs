@@ -40,16 +40,18 @@ pub use policy::{
 pub use schema::{
     AdminConfig, CollectConfig, ComputedTraitConfig, Config, ConnectionConfig, DeliveryConfig,
     DestinationConfig, IdentifierConfig, IdentityConfig, LogConfig, MappingConfig,
-    OrganizationConfig, PiiConfig, PolicyConfig, PropertyFilterConfig, ServerConfig, SourceConfig,
-    WorkspaceConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_ORGANIZATION_NAME,
+    OrganizationConfig, PiiConfig, PolicyConfig, PropertyFilterConfig, RetentionConfig,
+    ServerConfig, SourceConfig, WorkspaceConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
+    DEFAULT_ORGANIZATION_NAME,
 };
 pub use validate::{
     check_data_categories, check_destination_settings, connection_problems, destination_problems,
     fill_derived_ids, is_slug, pii_category_problems, slug_from_name, validate,
     validate_unify_rules, SettingsValidator, ADMIN_TOKEN_CHARS_MIN, COMPUTED_FUNCTIONS,
     DATA_CATEGORIES, DEDUP_WINDOW_HOURS_HIGHEST, FILTER_OPERATORS, MAPPING_OPS,
-    QUEUE_BYTES_MAX_LOWEST, RETENTION_HOURS_HIGHEST, SEGMENT_BYTES_MAX_HIGHEST,
-    SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX, TRANSFORMATION_BYTES_MAX, WRITE_KEY_CHARS_MIN,
+    QUEUE_BYTES_MAX_LOWEST, RETENTION_DAYS_HIGHEST, RETENTION_HOURS_HIGHEST,
+    SEGMENT_BYTES_MAX_HIGHEST, SEGMENT_BYTES_MAX_LOWEST, SLUG_CHARS_MAX, TRANSFORMATION_BYTES_MAX,
+    WRITE_KEY_CHARS_MIN,
 };
 
 use locate::DocumentIndex;
@@ -161,6 +163,7 @@ pub fn demo_with_write_key(write_key: &str) -> Config {
         audiences: Vec::new(),
         personalization: None,
         pii: Default::default(),
+        retention: Default::default(),
     };
     Config {
         workspaces: vec![workspace],

@@ -204,6 +204,40 @@ pub struct WorkspaceConfig {
     /// `[workspaces.pii]`: which fields hold personal data, the hashing salt, IP anonymization.
     #[serde(skip_serializing_if = "PiiConfig::is_unset")]
     pub pii: PiiConfig,
+    /// `[workspaces.retention]`: how long the workspace keeps events, dead letters and
+    /// inactive profiles.
+    #[serde(skip_serializing_if = "RetentionConfig::is_unset")]
+    pub retention: RetentionConfig,
+}
+
+/// `[workspaces.retention]`: maximum ages, in days, each enforced continuously by the server
+/// and reported at `GET /api/v1/workspaces/{ws}/retention`. Every one is optional: absent means
+/// kept forever. Each lies within 1 ..= [`crate::RETENTION_DAYS_HIGHEST`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Sealed log segments whose newest record is older than this are deleted. It combines
+    /// with `[log] retention_hours` (organization-wide): the stricter (shorter) wins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_days: Option<u64>,
+    /// Dead letters whose last failure is older than this are removed (and the store file
+    /// rewritten so their bytes go too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letters_days: Option<u64>,
+    /// Profiles whose last event (its corrected event time) is older than this are erased,
+    /// with every row naming them (identity graph, traits, timeline, consent, audiences).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profiles_inactive_days: Option<u64>,
+    /// Maximum age of the Parquet archive. There is no archive yet: the value is accepted,
+    /// validated and reported as not applicable until the archive exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_days: Option<u64>,
+}
+
+impl RetentionConfig {
+    fn is_unset(&self) -> bool {
+        self == &RetentionConfig::default()
+    }
 }
 
 /// `[workspaces.pii]`: the workspace's PII classification (see `tandem_pii`).

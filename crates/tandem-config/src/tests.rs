@@ -817,3 +817,55 @@ fn pii_problems_name_their_path() {
         "line 18: workspaces[0].pii.salt_env: `my salt` is not an environment variable name",
     );
 }
+
+#[test]
+fn workspace_retention_loads_and_round_trips() {
+    let text = format!(
+        "{}\n[workspaces.retention]\nlog_days = 30\ndead_letters_days = 14\nprofiles_inactive_days = 395\narchive_days = 730\n",
+        source("0123456789abcdef0123")
+    );
+    let config = parse(&text, "t.toml").unwrap_or_else(|error| panic!("{error}"));
+    let retention = &config.workspaces[0].retention;
+    assert_eq!(
+        (
+            retention.log_days,
+            retention.dead_letters_days,
+            retention.profiles_inactive_days,
+            retention.archive_days
+        ),
+        (Some(30), Some(14), Some(395), Some(730))
+    );
+    let printed = to_toml(&config);
+    assert!(printed.contains("[workspaces.retention]"), "{printed}");
+    assert_eq!(parse(&printed, "again.toml").unwrap(), config);
+    // Unset: the table is left out of the export.
+    let plain = parse(&source("0123456789abcdef0123"), "t.toml").unwrap();
+    assert!(!to_toml(&plain).contains("retention"));
+}
+
+#[test]
+fn workspace_retention_problems_name_their_path() {
+    let with = |body: &str| {
+        format!(
+            "{}\n[workspaces.retention]\n{body}\n",
+            source("0123456789abcdef0123")
+        )
+    };
+    assert_problem_naming(
+        &with("log_days = 0"),
+        "workspaces[0].retention.log_days: must be within 1 ..= 36500 days",
+    );
+    assert_problem_naming(
+        &with("profiles_inactive_days = 36501"),
+        "workspaces[0].retention.profiles_inactive_days: must be within 1",
+    );
+    assert_problem_naming(
+        &with("dead_letters_days = 0"),
+        "workspaces[0].retention.dead_letters_days",
+    );
+    assert_problem_naming(
+        &with("archive_days = 0"),
+        "workspaces[0].retention.archive_days",
+    );
+    assert_problem_naming(&with("log_hours = 3"), "unknown field `log_hours`");
+}

@@ -4,8 +4,8 @@
 use crate::error::ConfigProblem;
 use crate::schema::{
     CollectConfig, ComputedTraitConfig, Config, ConnectionConfig, DeliveryConfig,
-    DestinationConfig, IdentityConfig, LogConfig, MappingConfig, PiiConfig, ServerConfig,
-    SourceConfig, WorkspaceConfig,
+    DestinationConfig, IdentityConfig, LogConfig, MappingConfig, PiiConfig, RetentionConfig,
+    ServerConfig, SourceConfig, WorkspaceConfig,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -51,6 +51,8 @@ pub const QUEUE_BYTES_MAX_LOWEST: usize = 1024 * 1024;
 pub const DEDUP_WINDOW_HOURS_HIGHEST: u64 = 24 * 365;
 /// Longest `log.retention_hours` (a century), which keeps hour→second arithmetic far from overflow.
 pub const RETENTION_HOURS_HIGHEST: u64 = 24 * 365 * 100;
+/// Longest of each `[workspaces.retention]` age (a century, as [`RETENTION_HOURS_HIGHEST`]).
+pub const RETENTION_DAYS_HIGHEST: u64 = 365 * 100;
 
 /// Every problem with `config`, without line numbers (see [`crate::parse`] for those).
 /// Source ids are expected to be filled in already (see [`fill_derived_ids`]).
@@ -241,6 +243,7 @@ fn check_workspaces(config: &Config, problems: &mut Vec<ConfigProblem>) {
         check_computed_traits(&workspace.computed_traits, &path, problems);
         check_destinations(&workspace.destinations, &path, problems);
         check_pii(&workspace.pii, &format!("{path}.pii"), problems);
+        check_retention(&workspace.retention, &format!("{path}.retention"), problems);
         check_connections(workspace, &policies.consent(&workspace.id), &path, problems);
         crate::plans::check_tracking_plans(workspace, &path, problems);
         crate::audiences::check_audiences(workspace, &path, problems);
@@ -519,6 +522,24 @@ pub fn connection_problems(
         }
     }
     problems
+}
+
+/// `[workspaces.retention]`: every age given lies within 1 ..= [`RETENTION_DAYS_HIGHEST`].
+fn check_retention(retention: &RetentionConfig, path: &str, problems: &mut Vec<ConfigProblem>) {
+    let ages = [
+        ("log_days", retention.log_days),
+        ("dead_letters_days", retention.dead_letters_days),
+        ("profiles_inactive_days", retention.profiles_inactive_days),
+        ("archive_days", retention.archive_days),
+    ];
+    for (key, days) in ages {
+        if days.is_some_and(|days| !(1..=RETENTION_DAYS_HIGHEST).contains(&days)) {
+            let message = format!(
+                "must be within 1 ..= {RETENTION_DAYS_HIGHEST} days; leave it out to keep forever"
+            );
+            problems.push(ConfigProblem::new(format!("{path}.{key}"), message));
+        }
+    }
 }
 
 /// `[workspaces.pii]`: rules (bounded, each path and category well formed) and the salt's

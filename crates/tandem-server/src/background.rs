@@ -58,7 +58,8 @@ fn maintain(state: &AppState) {
         .dedup
         .evict_older_than(now_ms - dedup_window_ms(state));
     for workspace in state.workspaces.values() {
-        workspace.file_log.enforce_retention();
+        let report = workspace.file_log.enforce_retention();
+        workspace.retention.record_log(&report, now_ms);
     }
 }
 

@@ -19,6 +19,7 @@ pub mod policies;
 pub mod privacy;
 pub mod processing;
 pub mod rate_limit;
+pub mod retention;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
@@ -223,6 +224,12 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
                 unify,
                 activation,
                 plans,
+                retention: Arc::new(
+                    retention::WorkspaceRetention::load(&config, workspace, store.clone())
+                        .with_context(|| {
+                            format!("loading the retention report of workspace {}", workspace.id)
+                        })?,
+                ),
                 audiences,
                 personalization,
                 privacy,
@@ -276,6 +283,7 @@ pub async fn start(mut config: Config, options: ServeOptions) -> anyhow::Result<
         started_at: started,
     }));
     background::spawn(state.clone());
+    retention::spawn(state.clone());
     for workspace in state.workspaces.values() {
         tokio::spawn(unify::run(
             workspace.id.clone(),
@@ -334,9 +342,20 @@ pub fn log_options(config: &Config, workspace_id: &str, persist: bool) -> LogOpt
         segment_bytes_max: log.segment_bytes_max,
         queue_bytes_max: log.queue_bytes_max,
         retention_bytes_max: log.retention_bytes_max,
-        retention_age: log
-            .retention_hours
-            .map(|hours| Duration::from_secs(hours * 3600)),
+        // The stricter of `[log] retention_hours` and the workspace's `log_days`.
+        retention_age: config
+            .workspaces
+            .iter()
+            .find(|workspace| workspace.id == workspace_id)
+            .map_or_else(
+                || {
+                    log.retention_hours
+                        .map(|hours| Duration::from_secs(hours * 3600))
+                },
+                |workspace| {
+                    retention::log_max_age(config, &workspace.retention).map(|(age, _)| age)
+                },
+            ),
         disk_free_bytes_min: log.disk_free_bytes_min,
         fsync: persist,
     }

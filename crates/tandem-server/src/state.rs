@@ -38,6 +38,8 @@ pub struct Workspace {
     pub privacy: Arc<crate::privacy::WorkspacePrivacy>,
     /// PII classification, salt and collect options (`crate::pii`).
     pub pii: Arc<tandem_pii::WorkspacePii>,
+    /// The retention policy and its last runs (`crate::retention`).
+    pub retention: Arc<crate::retention::WorkspaceRetention>,
 }
 
 /// An event as the live debugger shows it: accepted (with its offset) or rejected (with why).

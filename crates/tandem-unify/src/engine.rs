@@ -65,6 +65,15 @@ pub enum Control {
         request: String,
         #[serde(rename = "profileIds")]
         profile_ids: Vec<String>,
+        /// Set by retention: erase a profile only if it is still inactive when the record is
+        /// applied (its `last_message_ms` before this instant) — one that came back between
+        /// the sweep's scan and this record keeps its data. Absent for data-subject requests.
+        #[serde(
+            rename = "inactiveBeforeMs",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        inactive_before_ms: Option<i64>,
     },
 }
 
@@ -574,6 +583,7 @@ impl Engine {
             Ok(Control::Erase {
                 request,
                 profile_ids,
+                inactive_before_ms,
             }) => {
                 let mut rows = crate::erase::ErasedRows::default();
                 let mut profiles = Vec::new();
@@ -581,6 +591,13 @@ impl Engine {
                     let Some(id) = parse_profile_id(text) else {
                         continue;
                     };
+                    if let Some(cutoff_ms) = inactive_before_ms {
+                        let row: Option<ProfileRow> =
+                            model::get(kv, Table::Profiles, &id.to_be_bytes())?;
+                        if row.is_none_or(|row| row.last_message_ms >= cutoff_ms) {
+                            continue;
+                        }
+                    }
                     let (removed, erased) = crate::erase::erase_profile(kv, id)?;
                     rows.add(&removed);
                     profiles.extend(erased);

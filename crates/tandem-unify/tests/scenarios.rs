@@ -485,3 +485,33 @@ fn erase_leaves_no_byte_of_the_person_and_spares_the_others() {
     ));
     assert!(applied.erased.is_empty());
 }
+
+#[test]
+fn retention_erase_spares_a_profile_active_again_since_the_sweep() {
+    let mut world = World::new();
+    let start = world.clock;
+    world.send_at(Identify, json!({"userId": "old-1"}), start);
+    world.send_at(Identify, json!({"userId": "back-2"}), start);
+    world.send_at(Identify, json!({"userId": "recent-3"}), start + 10_000);
+    let old = world.profile_id("user_id", "old-1");
+    let back = world.profile_id("user_id", "back-2");
+    // The sweep selected `old-1` and `back-2` (inactive before start + 5 s); `back-2` sends an
+    // event before the erase record is applied.
+    world.send_at(
+        Track,
+        json!({"userId": "back-2", "event": "Returned"}),
+        start + 20_000,
+    );
+    let control = json!({"control": "erase", "request": "retention-2026-12-08", "profileIds": [old, back], "inactiveBeforeMs": start + 5_000});
+    world.clock = start + 30_000;
+    let applied = world.push_record(common::record(
+        tandem_core::envelope::EventType::Control,
+        control,
+        world.clock,
+    ));
+    assert_eq!(applied.erased.len(), 1);
+    assert!(world.profile_of("user_id", "old-1").is_none());
+    assert!(world.profile_of("user_id", "back-2").is_some());
+    assert!(world.profile_of("user_id", "recent-3").is_some());
+    world.check_invariants();
+}

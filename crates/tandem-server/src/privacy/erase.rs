@@ -63,6 +63,16 @@ impl Subject {
         pairs
     }
 
+    /// What the request shows of the subject: how many identifiers, which profiles.
+    pub fn record_in(&self, request: &mut DsrRequest) {
+        request.identifiers = self.identities.len();
+        request.profiles = self
+            .profiles
+            .iter()
+            .map(|profile| format_profile_id(profile.id))
+            .collect();
+    }
+
     fn quoted_values(&self) -> Vec<Vec<u8>> {
         self.identities
             .iter()
@@ -151,7 +161,7 @@ impl Matcher {
 }
 
 /// The profile holding each identity, and their identities, until the set stops growing.
-fn resolve(workspace: &Workspace, seed: &[Identity]) -> anyhow::Result<Subject> {
+pub(super) fn resolve(workspace: &Workspace, seed: &[Identity]) -> anyhow::Result<Subject> {
     let store = workspace.unify.store();
     let mut subject = Subject {
         identities: seed.iter().cloned().collect(),
@@ -326,12 +336,7 @@ async fn suppress_only(workspace: &Workspace, run: &mut Run<'_>) -> anyhow::Resu
     let seed = seed_of(&run.request)?;
     let subject =
         resolve_and_suppress(workspace, run.privacy, seed, &run.request.id.clone()).await?;
-    run.request.identifiers = subject.identities.len();
-    run.request.profiles = subject
-        .profiles
-        .iter()
-        .map(|p| format_profile_id(p.id))
-        .collect();
+    subject.record_in(&mut run.request);
     run.done(
         "suppression",
         format!(
@@ -349,12 +354,7 @@ async fn erase(state: &AppState, workspace: &Workspace, run: &mut Run<'_>) -> an
     let seed = seed_of(&run.request)?;
     let started = Instant::now();
     let subject = resolve_and_suppress(workspace, run.privacy, seed, &request_id).await?;
-    run.request.identifiers = subject.identities.len();
-    run.request.profiles = subject
-        .profiles
-        .iter()
-        .map(|p| format_profile_id(p.id))
-        .collect();
+    subject.record_in(&mut run.request);
     run.done(
         "suppression",
         format!(

@@ -15,37 +15,17 @@ use super::DsrRequest;
 use crate::state::{AppState, Workspace};
 use crate::unify::LogRecords;
 use serde_json::{json, Value};
-use std::collections::HashSet;
 use tandem_core::envelope::{dedup_key, EventEnvelope, EventType, PRIVACY_SOURCE_ID};
 use tandem_core::time_util::{format_iso8601_ms, now_ms};
 use tandem_core::{ids, limits::PROFILE_TRAITS_MAX};
 use tandem_unify::engine::RecordSource;
-use tandem_unify::identity::{ANONYMOUS_ID, USER_ID};
 use tandem_unify::query;
 
 /// Most events an export lists per profile (newest first); the document says when it stopped.
 pub const DSR_EXPORT_EVENTS_MAX: usize = 100_000;
 
 fn subject_of(workspace: &Workspace, request: &DsrRequest) -> anyhow::Result<Subject> {
-    let seed = seed_of(request)?;
-    let store = workspace.unify.store();
-    let mut subject = Subject {
-        identities: HashSet::from([seed.clone()]),
-        profiles: Vec::new(),
-    };
-    if let Some(profile) = store
-        .read(|kv| query::profile_by_identity(kv, &seed))
-        .map_err(|error| anyhow::anyhow!("unify store: {error}"))?
-    {
-        subject.identities.extend(
-            profile
-                .identities
-                .iter()
-                .map(|(identity, _)| identity.clone()),
-        );
-        subject.profiles.push(profile);
-    }
-    Ok(subject)
+    super::erase::resolve(workspace, &[seed_of(request)?])
 }
 
 /// Builds and stores the export document; answers how many events it holds.
@@ -55,12 +35,7 @@ pub async fn access(
     request: &mut DsrRequest,
 ) -> anyhow::Result<u64> {
     let subject = subject_of(workspace, request)?;
-    request.identifiers = subject.identities.len();
-    request.profiles = subject
-        .profiles
-        .iter()
-        .map(|p| tandem_unify::model::format_profile_id(p.id))
-        .collect();
+    subject.record_in(request);
     let store = workspace.unify.store();
     let source = LogRecords(workspace.log.clone());
     let mut profiles = Vec::new();
@@ -157,20 +132,12 @@ pub async fn rectify(
     let Some(profile) = subject.profiles.first() else {
         anyhow::bail!("no profile holds this identifier");
     };
-    request.profiles = vec![tandem_unify::model::format_profile_id(profile.id)];
-    request.identifiers = subject.identities.len();
+    subject.record_in(request);
     let traits = request.traits.clone().unwrap_or_default();
     if traits.len() > PROFILE_TRAITS_MAX {
         anyhow::bail!("at most {PROFILE_TRAITS_MAX} traits");
     }
-    let find = |kind: &str| {
-        profile
-            .identities
-            .iter()
-            .find(|(identity, _)| identity.kind == kind)
-            .map(|(identity, _)| identity.value.clone())
-    };
-    let (user_id, anonymous_id) = (find(USER_ID), find(ANONYMOUS_ID));
+    let (user_id, anonymous_id) = crate::routes::consent::event_ids(profile);
     if user_id.is_none() && anonymous_id.is_none() {
         anyhow::bail!("the profile has no userId or anonymousId to rectify under");
     }

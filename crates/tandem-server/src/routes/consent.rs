@@ -105,6 +105,19 @@ pub fn consent_json(workspace: &Workspace, profile: &ProfileRow) -> ApiResult<Va
     }))
 }
 
+/// The userId and anonymousId an event tandem writes on a person's behalf carries (the first of
+/// each the profile holds).
+pub(crate) fn event_ids(profile: &ProfileRow) -> (Option<String>, Option<String>) {
+    let find = |kind: &str| {
+        profile
+            .identities
+            .iter()
+            .find(|(identity, _)| identity.kind == kind)
+            .map(|(identity, _)| identity.value.clone())
+    };
+    (find(USER_ID), find(ANONYMOUS_ID))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RecordBody {
@@ -144,14 +157,7 @@ async fn record(
     }
     let profile = find_profile(workspace, &id)?;
     // The event names the person by the identifiers delivery and unify look up first.
-    let find = |kind: &str| {
-        profile
-            .identities
-            .iter()
-            .find(|(identity, _)| identity.kind == kind)
-            .map(|(identity, _)| identity.value.clone())
-    };
-    let (user_id, anonymous_id) = (find(USER_ID), find(ANONYMOUS_ID));
+    let (user_id, anonymous_id) = event_ids(&profile);
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,

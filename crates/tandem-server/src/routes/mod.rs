@@ -21,6 +21,7 @@ pub mod personalize;
 pub mod policy;
 pub mod privacy;
 pub mod profiles;
+pub mod retention;
 pub mod settings;
 pub mod sources;
 pub mod tracking_plans;
@@ -81,6 +82,7 @@ fn management_routes() -> Routes {
         .merge(audit::router())
         .merge(consent::router())
         .merge(privacy::router())
+        .merge(retention::router())
         .merge(sources::router())
         .merge(catalog::router())
         .merge(activate::router())
