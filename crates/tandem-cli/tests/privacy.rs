@@ -100,18 +100,6 @@ batch_age_ms = 50
     )
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn received(receiver: &Receiver, message_id: &str) -> bool {
     receiver
         .events
@@ -251,7 +239,7 @@ async fn erasure_by_email_leaves_no_byte_of_the_person_anywhere() {
     );
 
     // Delivered everywhere: the webhook, the warehouse, the files; the poison to the DLQ.
-    wait_until(
+    eventually(
         "the webhook deliveries",
         Duration::from_secs(30),
         || async {
@@ -261,24 +249,24 @@ async fn erasure_by_email_leaves_no_byte_of_the_person_anywhere() {
         },
     )
     .await;
-    wait_until("the warehouse rows", Duration::from_secs(30), || async {
+    eventually("the warehouse rows", Duration::from_secs(30), || async {
         let rows = warehouse_rows(&pg).await;
         rows.iter().any(|row| row.contains(CRM_ID)) && rows.iter().any(|row| row.contains("bob-2"))
     })
     .await;
-    wait_until("the files", Duration::from_secs(30), || async {
+    eventually("the files", Duration::from_secs(30), || async {
         let mut hits = Vec::new();
         scan(&server.data.join("lake"), &mut hits);
         hits.iter().any(|(_, needle)| *needle == NAME)
     })
     .await;
-    wait_until("the dead letter", Duration::from_secs(30), || async {
+    eventually("the dead letter", Duration::from_secs(30), || async {
         let (_, dlq) = admin_get(&server, "/api/v1/workspaces/demo/connections/hook/dlq").await;
         dlq["dlq_size"] == 1
     })
     .await;
     // One profile holds all of it (the CRM id included).
-    wait_until("one profile for Ada", Duration::from_secs(30), || async {
+    eventually("one profile for Ada", Duration::from_secs(30), || async {
         let (status, profile) = admin_get(
             &server,
             &format!("/api/v1/workspaces/demo/profiles/email:{EMAIL}"),
@@ -456,7 +444,7 @@ async fn erasure_by_email_leaves_no_byte_of_the_person_anywhere() {
     )
     .await;
     assert_eq!(status, 200);
-    wait_until("bob's next event", Duration::from_secs(30), || async {
+    eventually("bob's next event", Duration::from_secs(30), || async {
         received(&receiver, "bob-3")
     })
     .await;
@@ -514,7 +502,7 @@ async fn erasure_by_email_leaves_no_byte_of_the_person_anywhere() {
     ]))
     .unwrap();
     assert_eq!(rectified["status"], "completed", "{rectified}");
-    wait_until("the rectified trait", Duration::from_secs(30), || async {
+    eventually("the rectified trait", Duration::from_secs(30), || async {
         let (_, profile) = admin_get(
             &server,
             "/api/v1/workspaces/demo/profiles/user_id:bob-user-2",

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RETENTION: &str = "
 [workspaces.retention]
@@ -18,18 +18,6 @@ dead_letters_days = 30
 profiles_inactive_days = 1
 archive_days = 365
 ";
-
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn profile_status(server: &TestServer, user_id: &str) -> u16 {
     admin_get(
@@ -60,7 +48,7 @@ async fn inactive_profiles_are_erased_and_reported() {
     ]});
     let (status, body) = post(&server, "/v1/batch", &batch).await;
     assert_eq!(status, 200, "{body}");
-    wait_until("both profiles", Duration::from_secs(30), || async {
+    eventually("both profiles", Duration::from_secs(30), || async {
         profile_status(&server, "gone-quiet-1").await == 200
             && profile_status(&server, "still-here-2").await == 200
     })

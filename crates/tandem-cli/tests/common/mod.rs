@@ -301,6 +301,20 @@ pub fn basic(write_key: &str) -> String {
     )
 }
 
+/// Polls the async check `done` every 100 ms until it holds; panics naming `what` after `timeout`.
+#[allow(dead_code)] // not every test binary waits this way
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

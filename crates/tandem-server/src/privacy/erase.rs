@@ -104,17 +104,36 @@ impl Matcher {
         }
     }
 
+    /// Whether an event, as its JSON bytes, is the subject's.
     pub fn event(&self, event_type: EventType, json: &[u8]) -> bool {
-        if self
-            .quoted
-            .iter()
-            .any(|quoted| memchr::memmem::find(json, quoted).is_some())
-        {
+        if self.quotes_a_value(json) {
             return true;
         }
-        let Ok(event) = serde_json::from_slice::<Value>(json) else {
-            return false;
-        };
+        serde_json::from_slice::<Value>(json).is_ok_and(|event| self.names(event_type, &event))
+    }
+
+    /// Whether an event already parsed (a dead letter's, a quarantine entry's) is the subject's.
+    pub fn value(&self, event_type: EventType, event: &Value) -> bool {
+        (!self.quoted.is_empty()
+            && self.quotes_a_value(&serde_json::to_vec(event).expect("JSON values serialize")))
+            || self.names(event_type, event)
+    }
+
+    /// Whether a dead letter's event is the subject's.
+    pub fn dead_letter(&self, entry: &tandem_activate::dlq::DlqEntry) -> bool {
+        let kind = EventType::parse(&entry.event_type).unwrap_or(EventType::Track);
+        self.value(kind, &entry.original)
+    }
+
+    /// One of the long identifier values anywhere as a JSON string.
+    fn quotes_a_value(&self, json: &[u8]) -> bool {
+        self.quoted
+            .iter()
+            .any(|quoted| memchr::memmem::find(json, quoted).is_some())
+    }
+
+    /// The event names one of the identifiers (or, a split, one of their values).
+    fn names(&self, event_type: EventType, event: &Value) -> bool {
         if event_type == EventType::Control {
             // A split names identities; an erase or a tombstone names none.
             return event
@@ -129,7 +148,7 @@ impl Matcher {
                     })
                 });
         }
-        let extracted = self.engine.rules.extract(event_type, &event);
+        let extracted = self.engine.rules.extract(event_type, event);
         extracted
             .user
             .iter()
@@ -439,17 +458,9 @@ async fn erase(state: &AppState, workspace: &Workspace, run: &mut Run<'_>) -> an
     let started = Instant::now();
     let dlq = workspace.activation.dlq.clone();
     let names = matcher.clone();
-    let erased = tokio::task::spawn_blocking(move || {
-        dlq.erase_matching(&|entry| {
-            let json = serde_json::to_vec(&entry.original).unwrap_or_default();
-            let kind = EventType::ALL
-                .into_iter()
-                .find(|kind| kind.as_str() == entry.event_type)
-                .unwrap_or(EventType::Track);
-            names.event(kind, &json)
-        })
-    })
-    .await?;
+    let erased =
+        tokio::task::spawn_blocking(move || dlq.erase_matching(&|entry| names.dead_letter(entry)))
+            .await?;
     match erased {
         Ok(count) => run.done(
             "dead_letters",
@@ -581,12 +592,11 @@ async fn erase_quarantine(
             let kind = entry
                 .get("type")
                 .and_then(Value::as_str)
-                .and_then(|name| EventType::ALL.into_iter().find(|k| k.as_str() == name))
+                .and_then(EventType::parse)
                 .unwrap_or(EventType::Track);
-            let event = entry
+            entry
                 .get("event")
-                .map(|e| serde_json::to_vec(e).unwrap_or_default());
-            event.is_some_and(|event| matcher.event(kind, &event))
+                .is_some_and(|event| matcher.value(kind, event))
         }
     };
     // The ids (offsets) of the entries to forget, read before they become tombstones.

@@ -69,14 +69,7 @@ pub async fn access(
     let dead_letters: Vec<Value> = workspace
         .activation
         .dlq
-        .find_matching(&|entry| {
-            let json = serde_json::to_vec(&entry.original).unwrap_or_default();
-            let kind = EventType::ALL
-                .into_iter()
-                .find(|kind| kind.as_str() == entry.event_type)
-                .unwrap_or(EventType::Track);
-            matcher.event(kind, &json)
-        })
+        .find_matching(&|entry| matcher.dead_letter(entry))
         .map_err(|error| anyhow::anyhow!("activate store: {error}"))?
         .into_iter()
         .map(|entry| {

@@ -176,6 +176,22 @@ struct SuppressionLine {
     at_ms: i64,
 }
 
+/// See [`WorkspacePrivacy::suppressor`].
+pub struct Suppressor<'a> {
+    privacy: &'a WorkspacePrivacy,
+    engine: Option<std::sync::Arc<tandem_unify::Engine>>,
+}
+
+impl Suppressor<'_> {
+    /// Whether this event carries a suppressed identifier (then it is acknowledged, not stored).
+    pub fn drops(&self, enriched: &tandem_collect::Enriched) -> bool {
+        self.engine.as_ref().is_some_and(|engine| {
+            self.privacy
+                .suppresses(&engine.rules, enriched.event_type, &enriched.json)
+        })
+    }
+}
+
 /// The privacy state of one workspace.
 pub struct WorkspacePrivacy {
     dir: PathBuf,
@@ -273,6 +289,15 @@ impl WorkspacePrivacy {
 
     pub fn suppressed_count(&self) -> usize {
         self.suppressed.read().len()
+    }
+
+    /// The check collect makes per event, set up once per request: nothing at all (not even a
+    /// parse) while the workspace suppresses no one.
+    pub fn suppressor(&self, unify: &crate::unify::Unify) -> Suppressor<'_> {
+        Suppressor {
+            privacy: self,
+            engine: self.has_suppressions().then(|| unify.engine()),
+        }
     }
 
     /// Whether an event (its type and JSON) carries a suppressed identifier.

@@ -155,10 +155,7 @@ pub(crate) async fn collect_parsed(
     // Held from the suppression check to the append (see `crate::privacy`): once a
     // data-subject request has suppressed identifiers, nothing carrying them is stored.
     let gate = workspace.privacy.gate.read().await;
-    let suppressing = workspace
-        .privacy
-        .has_suppressions()
-        .then(|| workspace.unify.engine());
+    let suppressor = workspace.privacy.suppressor(&workspace.unify);
     // Asked once per request: without a plan for this source, nothing below parses an event.
     let plan = workspace.plans.plan_for(&source.record.id);
     let mut batch = Batch {
@@ -173,15 +170,9 @@ pub(crate) async fn collect_parsed(
             .and_then(|event| tandem_collect::enrich(index, event, &context))
         {
             Ok(mut enriched) => {
-                if let Some(engine) = &suppressing {
-                    if workspace.privacy.suppresses(
-                        &engine.rules,
-                        enriched.event_type,
-                        &enriched.json,
-                    ) {
-                        batch.suppressed += 1;
-                        continue;
-                    }
+                if suppressor.drops(&enriched) {
+                    batch.suppressed += 1;
+                    continue;
                 }
                 let verdict = match &plan {
                     None => Verdict::Store(None),
@@ -435,19 +426,11 @@ pub(crate) async fn append_enriched(
 ) -> ApiResult<(usize, usize)> {
     let mut batch = Batch::default();
     let gate = workspace.privacy.gate.read().await;
-    let suppressing = workspace
-        .privacy
-        .has_suppressions()
-        .then(|| workspace.unify.engine());
+    let suppressor = workspace.privacy.suppressor(&workspace.unify);
     for enriched in events {
-        if let Some(engine) = &suppressing {
-            if workspace
-                .privacy
-                .suppresses(&engine.rules, enriched.event_type, &enriched.json)
-            {
-                batch.suppressed += 1;
-                continue;
-            }
+        if suppressor.drops(&enriched) {
+            batch.suppressed += 1;
+            continue;
         }
         batch.admit(enriched, workspace, &state.dedup, now_ms, source_id);
     }
